@@ -1,0 +1,183 @@
+"""Training-step cost of VideoUNet on this machine: conv_impl 'xla' vs 'im2col', model sizes,
+and where the time goes (convs vs attention vs norms).
+
+Each row times one jitted forward+backward (jax.value_and_grad of an MSE) in steady state, after
+compilation; the median of `--steps` runs. The cost split times every FrameConv / GroupNorm /
+Attention call the model makes, standalone (forward+backward at the same shapes), and sums by
+kind; 'rest' = step time - sum (elementwise ops, concatenations, the text encoder's MLPs...).
+
+  python benchmarks/conv_impl.py                      # defaults: batch 8, 16 x 32x32x3
+  python benchmarks/conv_impl.py --channels 32 --attention 8 --split
+
+Prints a table and writes JSON (--json).
+"""
+
+import argparse
+import collections
+import json
+import os
+import platform
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # Run from anywhere.
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vdm_jax.models import attention as attention_lib
+from vdm_jax.models import layers
+from vdm_jax.models.unet import VideoUNet
+
+
+def time_fn(fn, *args, steps: int) -> float:
+  """Median seconds per call of a jitted fn, after one compile+run."""
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def fwd_bwd(apply_fn):
+  """jit(value_and_grad) of sum(out^2) w.r.t. all inputs (params and activations)."""
+  def loss(*args):
+    return jnp.mean(jnp.square(apply_fn(*args).astype(jnp.float32)))
+  return jax.jit(jax.value_and_grad(loss, argnums=tuple(range(2))))
+
+
+def make_inputs(args):
+  rng = np.random.default_rng(0)
+  shape = (args.batch, args.frames, args.size, args.size, 3)
+  z = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+  tokens = np.zeros((args.batch, args.text_length), np.int32)
+  tokens[:, :24] = rng.integers(1, 257, (args.batch, 24))
+  return z, dict(logsnr=jnp.asarray(rng.uniform(-10, 10, args.batch), jnp.float32),
+                 text_tokens=jnp.asarray(tokens), drop_text=jnp.asarray(rng.random(args.batch) < 0.1))
+
+
+def step_time(model, z, kwargs, *, steps: int) -> tuple[float, float, int]:
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), z, **kwargs)
+  # Perturb params so no gradient is identically zero (zero-init output layers).
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+  params = jax.tree.unflatten(tree, [x + 0.01 * jax.random.normal(k, x.shape, x.dtype)
+                                     for x, k in zip(leaves, keys)])
+  grad_fn = fwd_bwd(lambda p, zz: model.apply(p, zz, **kwargs))
+  start = time.perf_counter()
+  jax.block_until_ready(grad_fn(params, z))
+  compile_s = time.perf_counter() - start
+  num_params = sum(x.size for x in jax.tree.leaves(params))
+  return time_fn(grad_fn, params, z, steps=steps), compile_s, num_params
+
+
+def record_calls(model, z, kwargs):
+  """(kind, name, module, arg shapes/dtypes, kwargs shapes) for every leaf-op module call."""
+  calls = []
+
+  def interceptor(next_fun, args, kw, context):
+    module = context.module
+    if context.method_name == '__call__' and isinstance(
+        module, (layers.FrameConv, layers.GroupNorm, attention_lib.Attention)):
+      kind = {layers.FrameConv: 'conv', layers.GroupNorm: 'norm',
+              attention_lib.Attention: 'attention'}[type(module)]
+      spec = lambda x: None if x is None else jax.ShapeDtypeStruct(x.shape, x.dtype)
+      calls.append((kind, module.name, module.clone(parent=None, name=None),
+                    [spec(a) for a in args], {k: spec(v) for k, v in kw.items()}))
+    return next_fun(*args, **kw)
+
+  params = jax.eval_shape(model.init, jax.random.PRNGKey(0), z, **kwargs)
+  with nn.intercept_methods(interceptor):
+    jax.eval_shape(lambda p: model.apply(p, z, **kwargs), params)
+  return calls
+
+
+def cost_split(model, z, kwargs, *, steps: int) -> dict:
+  """Seconds per step by op kind, timing each distinct (module, shapes) once."""
+  groups = collections.defaultdict(list)
+  for kind, name, module, arg_specs, kw_specs in record_calls(model, z, kwargs):
+    # Attention sub-kinds by module name: attn_space / attn_time / attn_text / text encoder.
+    if kind == 'attention':
+      kind = name if name in ('attn_space', 'attn_time', 'attn_text') else 'text_encoder_attn'
+    key = (kind, repr(module), tuple((s.shape, str(s.dtype)) for s in arg_specs if s is not None),
+           tuple(sorted((k, None if s is None else (s.shape, str(s.dtype)))
+                        for k, s in kw_specs.items())))
+    groups[key].append((module, arg_specs, kw_specs))
+  totals = collections.defaultdict(float)
+  rng = np.random.default_rng(0)
+
+  def sample(s):
+    if s is None:
+      return None
+    if s.dtype == jnp.bool_:
+      return jnp.ones(s.shape, bool)
+    return jnp.asarray(rng.standard_normal(s.shape), s.dtype)
+
+  for (kind, *_), calls in groups.items():
+    module, arg_specs, kw_specs = calls[0]
+    inputs = [sample(s) for s in arg_specs]
+    kw = {k: sample(s) for k, s in kw_specs.items()}
+    params = module.init(jax.random.PRNGKey(0), *inputs, **kw)
+    x, rest = inputs[0], inputs[1:]
+    grad_fn = fwd_bwd(lambda p, xx: module.apply(p, xx, *rest, **kw))
+    totals[kind] += len(calls) * time_fn(grad_fn, params, x, steps=steps)
+  return dict(totals)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--batch', type=int, default=8)
+  parser.add_argument('--frames', type=int, default=16)
+  parser.add_argument('--size', type=int, default=32)
+  parser.add_argument('--text_length', type=int, default=64)
+  parser.add_argument('--channels', type=int, nargs='+', default=[32, 48, 64])
+  parser.add_argument('--channel_mult', type=int, nargs='+', default=[1, 2, 2])
+  parser.add_argument('--attention', nargs='+', default=['8', '8,16'],
+                      help='attention_resolutions per row, comma-separated sizes')
+  parser.add_argument('--impls', nargs='+', default=list(layers.CONV_IMPLS))
+  parser.add_argument('--steps', type=int, default=3)
+  parser.add_argument('--split', action='store_true', help='also time convs/attention/norms')
+  parser.add_argument('--json', default='benchmarks/conv_impl.json')
+  args = parser.parse_args()
+
+  z, kwargs = make_inputs(args)
+  rows = []
+  header = (f'{"channels":>8} {"attn_res":>8} {"conv_impl":>9} {"params":>9} {"compile_s":>9} '
+            f'{"step_s":>7}')
+  print(f'batch {args.batch}, video {args.frames}x{args.size}x{args.size}x3, fwd+bwd, '
+        f'{jax.device_count()} {jax.devices()[0].platform} device(s), {os.cpu_count()} cpus')
+  print(header)
+  for channels in args.channels:
+    for attn in args.attention:
+      attn_res = tuple(int(a) for a in attn.split(',') if a)
+      for impl in args.impls:
+        model = VideoUNet(channels=channels, channel_mult=tuple(args.channel_mult),
+                          attention_resolutions=attn_res, max_text_length=args.text_length,
+                          conv_impl=impl)
+        step_s, compile_s, num_params = step_time(model, z, kwargs, steps=args.steps)
+        row = dict(channels=channels, attention_resolutions=list(attn_res), conv_impl=impl,
+                   params=num_params, compile_s=compile_s, step_s=step_s)
+        print(f'{channels:>8} {attn:>8} {impl:>9} {num_params / 1e6:8.2f}M {compile_s:9.1f} '
+              f'{step_s:7.3f}', flush=True)
+        if args.split:
+          split = cost_split(model, z, kwargs, steps=args.steps)
+          split['rest'] = step_s - sum(split.values())
+          row['split_s'] = split
+          print('         split: ' + ', '.join(f'{k} {v:.3f}s ({100 * v / step_s:.0f}%)'
+                                             for k, v in sorted(split.items())), flush=True)
+        rows.append(row)
+  result = dict(batch=args.batch, frames=args.frames, size=args.size, text_length=args.text_length,
+                channel_mult=args.channel_mult, steps=args.steps, jax=jax.__version__,
+                machine=platform.machine(), cpus=os.cpu_count(), rows=rows)
+  os.makedirs(os.path.dirname(args.json) or '.', exist_ok=True)
+  with open(args.json, 'w') as f:
+    json.dump(result, f, indent=2)
+  print(f'wrote {args.json}')
+
+
+if __name__ == '__main__':
+  main()

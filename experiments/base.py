@@ -1,0 +1,100 @@
+"""Base configuration: every field of every experiment, each with its meaning and allowed values.
+
+Experiment files import `get_base_config()` and change a few fields. Fields are validated in one
+place, `vdm_jax/config_validation.py`, before any work starts.
+"""
+
+import ml_collections
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+
+  config.seed = 0  # One PRNG key per run; every step folds in its step number.
+  config.batch_size = 16  # Global training batch (all devices of all hosts); divisible by device count.
+
+  # ---------------------------------------------------------------- data
+  config.data = ml_collections.ConfigDict()
+  config.data.name = 'moving_shapes'  # Dataset; allowed: 'moving_shapes' (built in, prepared locally).
+  config.data.builder_config = 'default'  # moving_shapes: 'default' (16x32x32, 1 object), 'two_objects', 'res64', 'smoke'.
+  config.data.data_dir = '~/tensorflow_datasets'  # Where TFDS datasets are prepared and read.
+  config.data.max_text_length = 64  # Caption length in byte tokens (longer captions are truncated).
+
+  # ---------------------------------------------------------------- model
+  # The factorized space-time U-Net of Ho et al. 2022 (vdm_jax/models/unet.py).
+  config.model = ml_collections.ConfigDict()
+  config.model.channels = 64  # Channels at the highest resolution.
+  config.model.channel_mult = (1, 2, 2)  # Channel multiplier per resolution level; each extra level halves H and W.
+  config.model.num_res_blocks = 1  # Residual blocks per level (the up path has one more).
+  config.model.attention_resolutions = (8,)  # Spatial sizes (H) with space attention + time attention + text cross-attention.
+  config.model.head_dim = 32  # Channels per attention head (heads = channels // head_dim).
+  config.model.dropout = 0.0  # Dropout rate in residual blocks (training only).
+  config.model.text_width = 128  # Width of the text encoder (a small Transformer over byte tokens).
+  config.model.text_layers = 2  # Transformer layers of the text encoder.
+  config.model.text_heads = 4  # Attention heads of the text encoder.
+  config.model.temporal_rel_pos_buckets = 32  # Relative-position buckets of temporal attention (Shaw et al. 2018).
+  config.model.temporal_rel_pos_max_distance = 64  # Frames beyond this distance share the last bucket.
+  config.model.conv_impl = 'xla'  # 'xla' (lax.conv) or 'im2col' (shifted copies + one matmul; faster on CPU).
+  config.model.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16' (norms, softmax, loss stay float32).
+  config.model.param_dtype = 'float32'  # Parameter dtype: 'float32' or 'bfloat16'.
+  config.model.cond_drop_prob = 0.1  # Probability of replacing the text by the null embedding (classifier-free guidance).
+
+  # ---------------------------------------------------------------- diffusion
+  config.diffusion = ml_collections.ConfigDict()
+  config.diffusion.schedule = 'cosine'  # Log-SNR schedule: 'cosine' (clipped) or 'linear' (DDPM discrete betas).
+  config.diffusion.logsnr_min = -20.0  # Cosine schedule: log-SNR at t = 1.
+  config.diffusion.logsnr_max = 20.0  # Cosine schedule: log-SNR at t = 0.
+  config.diffusion.linear_num_steps = 1000  # Linear schedule: number of discrete steps T.
+  config.diffusion.linear_beta_start = 1e-4  # Linear schedule: beta_1.
+  config.diffusion.linear_beta_end = 0.02  # Linear schedule: beta_T.
+  config.diffusion.parameterization = 'eps'  # Network target: 'eps' or 'v' (Salimans & Ho 2022).
+
+  # ---------------------------------------------------------------- optimizer
+  config.optim = ml_collections.ConfigDict()
+  config.optim.learning_rate = 2e-4  # Peak AdamW learning rate (> 0).
+  config.optim.warmup_steps = 200  # Linear warm-up steps from 0 to the peak rate.
+  config.optim.lr_schedule = 'cosine'  # After warm-up: 'constant', or 'cosine' decay over train.num_steps.
+  config.optim.final_lr_fraction = 0.1  # Cosine schedule: final rate as a fraction of the peak.
+  config.optim.weight_decay = 0.0  # AdamW decoupled weight decay.
+  config.optim.b1 = 0.9  # Adam beta1.
+  config.optim.b2 = 0.99  # Adam beta2.
+  config.optim.grad_clip_norm = 1.0  # Clip the global gradient norm to this (0 disables).
+  config.optim.ema_decay = 0.999  # EMA of parameters (sampling uses the EMA); warmed up as min(decay, (1+s)/(10+s)).
+
+  # ---------------------------------------------------------------- training
+  config.train = ml_collections.ConfigDict()
+  config.train.num_steps = 2000  # Total training steps.
+  config.train.log_every = 25  # Steps between logged metrics (TensorBoard + console).
+  config.train.checkpoint_every = 250  # Steps between checkpoints (and one at the end).
+  config.train.keep_checkpoints = 3  # Number of most recent checkpoints kept.
+  config.train.sample_every = 1000  # Steps between sample videos of `sample.prompts` (0: only at the end).
+  config.train.eval_at_end = True  # Run the evaluation (`eval.*`) after the last step and print its table.
+
+  # ---------------------------------------------------------------- sampling
+  config.sample = ml_collections.ConfigDict()
+  config.sample.sampler = 'ddim'  # 'ddim' or 'ancestral'.
+  config.sample.num_steps = 50  # Denoising steps.
+  config.sample.guidance_weight = 1.0  # Classifier-free guidance w: eps = (1 + w) eps_cond - w eps_uncond (>= 0).
+  config.sample.eta = 0.0  # DDIM stochasticity (0: deterministic DDIM, 1: DDPM-like).
+  config.sample.gamma = 0.3  # Ancestral sampler variance interpolation (Ho et al. 2022): 0 = posterior variance.
+  config.sample.seed = 0  # Seed of the sampling noise.
+  config.sample.batch_size = 16  # Videos per compiled sampling call (padded; one compilation serves all uses).
+  config.sample.num_videos = 2  # Videos per prompt in --mode sample.
+  config.sample.fps = 8  # Frames per second of the written GIF/MP4.
+  config.sample.prompts = (  # Default prompts; `launch.py --prompt` replaces them.
+      'a red circle moving left',
+      'a green square moving up',
+      'a blue triangle moving down-right',
+      'a yellow circle moving up-left',
+  )
+
+  # ---------------------------------------------------------------- evaluation
+  config.eval = ml_collections.ConfigDict()
+  config.eval.num_captions = 64  # Test-split captions to sample one video each for (caption adherence).
+  config.eval.split = 'test'  # Dataset split whose captions are used.
+
+  # ---------------------------------------------------------------- devices
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.data = -1  # Size of the data-parallel mesh axis; -1 = every device of every host.
+
+  return config

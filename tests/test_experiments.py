@@ -1,0 +1,78 @@
+"""Every experiment config (and its variants) loads, validates and builds its model; the CLI
+refuses bad input in one line."""
+
+import glob
+import importlib
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from vdm_jax import config_validation
+from vdm_jax import train
+from vdm_jax.errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPERIMENTS = sorted(
+    os.path.splitext(os.path.basename(p))[0]
+    for p in glob.glob(os.path.join(ROOT, 'experiments', '*.py'))
+    if not os.path.basename(p).startswith(('_', 'base')))
+VARIANTS = {'moving_shapes': ['', 'smoke']}
+
+
+@pytest.mark.parametrize('name', EXPERIMENTS)
+def test_experiment_builds(name):
+  module = importlib.import_module(f'experiments.{name}')
+  for variant in VARIANTS.get(name, ['']):
+    config = module.get_config(variant)
+    config_validation.validate(config, num_devices=jax.device_count())
+    shape = config_validation.video_shape(config)
+    params = jax.eval_shape(lambda c=config, s=shape: train.init_params(
+        train.create_model(c), c, s, jax.random.PRNGKey(0)))
+    assert sum(x.size for x in jax.tree.leaves(params)) > 0
+
+
+def test_validation_names_the_field():
+  module = importlib.import_module('experiments.moving_shapes')
+  config = module.get_config('smoke')
+  config.model.attention_resolutions = (5,)
+  with pytest.raises(UserError, match='config.model.attention_resolutions'):
+    config_validation.validate(config)
+  config = module.get_config('smoke')
+  config.diffusion.parameterization = 'x0'
+  with pytest.raises(UserError, match="config.diffusion.parameterization='x0'.*'eps', 'v'"):
+    config_validation.validate(config)
+  config = module.get_config('smoke')
+  with pytest.raises(UserError, match='not divisible by the 3 devices'):
+    config_validation.validate(config, num_devices=3)
+
+
+def run_launch(*args, cwd=ROOT):
+  return subprocess.run([sys.executable, 'launch.py', *args], cwd=cwd, capture_output=True,
+                        text=True, timeout=300)
+
+
+def test_cli_bad_value_is_one_line_exit_2(tmp_path):
+  result = run_launch('--config', 'experiments/moving_shapes.py:smoke', '--workdir', str(tmp_path),
+                      '--config.optim.learning_rate=-0.1')
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1].startswith('error: config.optim.learning_rate=-0.1')
+  assert 'Traceback' not in result.stderr
+  assert os.listdir(tmp_path) == []  # nothing written
+
+
+def test_cli_sample_without_checkpoint(tmp_path):
+  result = run_launch('--config', 'experiments/moving_shapes.py:smoke', '--workdir', str(tmp_path),
+                      '--mode', 'sample')
+  assert result.returncode == 2
+  assert 'no checkpoint' in result.stderr.strip().splitlines()[-1]
+
+
+def test_cli_misspelled_override_is_refused(tmp_path):
+  result = run_launch('--config', 'experiments/moving_shapes.py:smoke', '--workdir', str(tmp_path),
+                      '--config.train.num_stepz=3')
+  assert result.returncode != 0
+  assert 'num_stepz' in result.stderr
+  assert os.listdir(tmp_path) == []

@@ -1,0 +1,153 @@
+"""VideoUNet behaviour: zero-initialised output, frames interact only through temporal attention,
+videos never mix, text conditioning and its null (classifier-free guidance), conv_impl
+equivalence, bfloat16 compute with float32 params."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vdm_jax.models import attention
+from vdm_jax.models import layers
+from vdm_jax.models.unet import VideoUNet
+
+B, T, H, W = 2, 4, 8, 8
+L = 8
+TINY = dict(channels=16, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(4,),
+            head_dim=8, text_width=16, text_layers=1, text_heads=2, max_text_length=L)
+
+
+@functools.lru_cache(maxsize=None)
+def init_params():
+  """Params of the tiny model and a perturbed copy (so no output layer is zero). Every variant
+  below shares this tree (use_temporal_attention=False just leaves the attn_time params unused)."""
+  z, kw = inputs()
+  params = jax.jit(VideoUNet(**TINY).init)(jax.random.PRNGKey(0), z, **kw)
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+  perturbed = jax.tree.unflatten(
+      tree, [x + 0.2 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)])
+  return params, perturbed
+
+
+@functools.lru_cache(maxsize=None)
+def jitted_apply(**overrides):
+  model = VideoUNet(**{**TINY, **overrides})
+  return jax.jit(lambda p, z, tokens, drop: model.apply(
+      p, z, logsnr=jnp.array([-2., 3.]), text_tokens=tokens, drop_text=drop))
+
+
+def inputs():
+  z = jax.random.normal(jax.random.PRNGKey(2), (B, T, H, W, 3))
+  tokens = jnp.array([[10, 20, 30, 40, 0, 0, 0, 0], [50, 60, 0, 0, 0, 0, 0, 0]], jnp.int32)
+  return z, dict(logsnr=jnp.array([-2., 3.]), text_tokens=tokens)
+
+
+NO_DROP = jnp.array([False, False])
+
+
+def run(z, tokens=None, drop=NO_DROP, **overrides):
+  tokens = inputs()[1]['text_tokens'] if tokens is None else tokens
+  return np.asarray(jitted_apply(**overrides)(init_params()[1], z, tokens, drop))
+
+
+def max_diff(a, b):
+  return float(np.max(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32))))
+
+
+def test_untrained_output_is_exactly_zero():
+  z, kw = inputs()
+  out = jitted_apply()(init_params()[0], z, kw['text_tokens'], NO_DROP)
+  assert out.shape == (B, T, H, W, 3) and out.dtype == jnp.float32
+  assert np.all(np.asarray(out) == 0.)
+  assert max_diff(run(z), 0.) > 1e-2
+
+
+@pytest.mark.parametrize('temporal', [False, True])
+def test_frames_interact_only_through_temporal_attention(temporal):
+  z, _ = inputs()
+  j = 1
+  z2 = z.at[:, j].add(jax.random.normal(jax.random.PRNGKey(3), z[:, j].shape))
+  out, out2 = run(z, use_temporal_attention=temporal), run(z2, use_temporal_attention=temporal)
+  assert max_diff(out[:, j], out2[:, j]) > 1e-2  # The perturbed frame itself changes.
+  others = [i for i in range(T) if i != j]
+  change = max_diff(out[:, others], out2[:, others])
+  if temporal:
+    assert change > 1e-3
+  else:
+    assert change < 1e-6
+
+
+def test_videos_in_a_batch_never_mix():
+  z, kw = inputs()
+  z2 = z.at[1].add(1.)
+  tokens2 = kw['text_tokens'].at[1, :3].set(jnp.array([7, 8, 9]))
+  out, out2 = run(z), run(z2, tokens2, drop=jnp.array([False, True]))
+  assert max_diff(out[0], out2[0]) < 1e-6
+  assert max_diff(out[1], out2[1]) > 1e-2
+
+
+def test_text_changes_the_output_and_padding_is_masked():
+  z, kw = inputs()
+  tokens = kw['text_tokens']
+  out = run(z, tokens)
+  other = tokens.at[:, 0].set(99)  # Change one real token.
+  assert max_diff(out, run(z, other)) > 1e-3
+  # Same text padded to a different length: padding is masked everywhere, so no change.
+  # (A separate compile at L=6; the positional table covers max_text_length.)
+  assert max_diff(out, run(z, tokens[:, :6])) < 1e-5
+
+
+def test_dropped_text_gives_the_null_output_whatever_the_tokens():
+  z, kw = inputs()
+  drop = jnp.array([True, True])
+  out_a = run(z, kw['text_tokens'], drop)
+  out_b = run(z, jnp.flip(kw['text_tokens'], 0).at[:, 1:3].set(77), drop)
+  np.testing.assert_array_equal(out_a, out_b)
+  assert max_diff(out_a, run(z, kw['text_tokens'])) > 1e-3  # Null text != real text.
+
+
+@pytest.mark.parametrize('stride,size', [(1, 7), (2, 8), (2, 7)])
+def test_im2col_conv_equals_xla_conv(stride, size):
+  x = jax.random.normal(jax.random.PRNGKey(4), (2, 3, size, size, 5))
+  xla = layers.FrameConv(6, stride=stride, conv_impl='xla')
+  params = xla.init(jax.random.PRNGKey(5), x)
+  im2col = layers.FrameConv(6, stride=stride, conv_impl='im2col')
+  np.testing.assert_allclose(im2col.apply(params, x), xla.apply(params, x), atol=1e-5, rtol=1e-5)
+
+
+def test_model_conv_impls_agree():
+  z, _ = inputs()
+  out_xla, out_im2col = run(z), run(z, conv_impl='im2col')  # Same params for both.
+  assert max_diff(out_xla, 0.) > 1e-2
+  np.testing.assert_allclose(out_im2col, out_xla, atol=1e-4, rtol=1e-4)
+
+
+def test_bfloat16_compute_with_float32_params():
+  z, _ = inputs()
+  _, kw = inputs()
+  params = jax.eval_shape(VideoUNet(**TINY, dtype=jnp.bfloat16).init, jax.random.PRNGKey(0), z, **kw)
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
+  out, ref = run(z, dtype=jnp.bfloat16), run(z)  # The same float32 params.
+  assert out.dtype == np.float32 and np.all(np.isfinite(out))
+  assert max_diff(out, ref) < 0.1 * float(np.max(np.abs(ref)))
+  assert max_diff(out, ref) > 0  # bfloat16 was really used.
+
+
+def test_invalid_conv_impl_names_allowed_values():
+  z, kw = inputs()
+  with pytest.raises(ValueError, match="'xla', 'im2col'"):
+    VideoUNet(**TINY, conv_impl='fft').init(jax.random.PRNGKey(0), z, **kw)
+
+
+def test_relative_position_buckets():
+  rel = np.arange(-200, 201)
+  buckets = attention.relative_position_bucket(rel, num_buckets=32, max_distance=64)
+  assert buckets.min() == 0 and buckets.max() == 31
+  past, future = buckets[rel <= 0][::-1], buckets[rel > 0]  # ordered by distance
+  assert np.all(np.diff(past) >= 0) and np.all(np.diff(future) >= 0)
+  np.testing.assert_array_equal(past[:8], np.arange(8))  # exact small distances
+  assert set(past).isdisjoint(future)  # direction matters
+  assert past[64] == past[-1] == 15 and future[-1] == 31  # far distances share the last bucket

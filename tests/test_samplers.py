@@ -1,0 +1,253 @@
+"""Tests of vdm_jax.samplers with the exact denoiser of Gaussian data (no training needed).
+
+For data x ~ N(mu, s^2 I), z = alpha x + sigma eps, the optimal denoiser is closed form:
+  E[x | z] = mu + k (z - alpha mu),  k = alpha s^2 / (alpha^2 s^2 + sigma^2).
+Every sampler step is then affine in z plus Gaussian noise, so the exact mean and variance of a
+sample after N steps follow from a scalar recursion (written below from the textbook formulas
+with alpha_{t|s}, sigma_{t|s}, independently of the module's log-SNR form).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vdm_jax import diffusion, samplers
+from vdm_jax.schedules import CosineSchedule, LinearBetaSchedule, alpha_sigma
+
+MU, S = 0.3, 0.5
+
+
+@pytest.fixture
+def x64():
+  """float64 for closed-form checks; restores the flag (other test files share the process)."""
+  previous = jax.config.jax_enable_x64
+  jax.config.update('jax_enable_x64', True)
+  yield
+  jax.config.update('jax_enable_x64', previous)
+
+
+def gaussian_denoiser(mu=MU, s=S):
+  """Exact posterior mean E[x | z] for x ~ N(mu, s^2 I), and the consistent eps_hat."""
+
+  def denoise_fn(z, logsnr):
+    alpha, sigma = alpha_sigma(logsnr.reshape((-1,) + (1,) * (z.ndim - 1)))
+    x_hat = mu + alpha * s**2 / (alpha**2 * s**2 + sigma**2) * (z - alpha * mu)
+    return x_hat, diffusion.eps_from_x(z=z, x=x_hat, logsnr=logsnr)
+
+  return denoise_fn
+
+
+def reference_moments(sampler, logsnrs, *, mu=MU, s=S, eta=0.0, gamma=0.0):
+  """Exact (mean, var) of one output element: logsnrs[i] = lambda(i / N), i = 0..N, float64."""
+  sig = lambda l: 1.0 / (1.0 + np.exp(-l))
+  m, v = 0.0, 1.0  # z_1 ~ N(0, 1)
+  N = len(logsnrs) - 1
+  for i in range(N, 0, -1):
+    a_t, s_t = np.sqrt(sig(logsnrs[i])), np.sqrt(sig(-logsnrs[i]))
+    a_s, s_s = np.sqrt(sig(logsnrs[i - 1])), np.sqrt(sig(-logsnrs[i - 1]))
+    k = a_t * s**2 / (a_t**2 * s**2 + s_t**2)  # x_hat = k z + (mu - k a_t mu)
+    x_const = mu - k * a_t * mu
+    if i == 1:
+      return k * m + x_const, k * k * v
+    a_ts = a_t / a_s
+    s2_ts = s_t**2 - a_ts**2 * s_s**2
+    s2_tilde = s2_ts * s_s**2 / s_t**2
+    if sampler == 'ancestral':
+      c_z, c_x = a_ts * s_s**2 / s_t**2, a_s * s2_ts / s_t**2
+      noise_var = s2_tilde**(1 - gamma) * s2_ts**gamma
+    else:  # z_s = a_s x_hat + e (z - a_t x_hat) / s_t + c noise
+      noise_var = eta**2 * s2_tilde
+      e = np.sqrt(s_s**2 - noise_var)
+      c_z, c_x = e / s_t, a_s - e * a_t / s_t
+    A, b = c_z + c_x * k, c_x * x_const
+    m, v = A * m + b, A * A * v + noise_var
+
+
+def _grid_logsnrs(schedule, N):
+  return np.asarray(schedule.apply({}, np.arange(N + 1, dtype=np.float64) / N))
+
+
+@pytest.mark.parametrize('gamma', [0.0, 0.3, 1.0])
+def test_ancestral_step_is_the_textbook_posterior(x64, gamma):
+  z, x_hat, noise = jnp.asarray(np.random.default_rng(0).standard_normal((3, 5, 7)))
+  logsnr_t = jnp.array([-15.0, -3.0, 0.0, 2.0, 10.0])
+  logsnr_s = logsnr_t + jnp.array([0.01, 1.0, 5.0, 0.5, 12.0])
+  a_t, s_t = alpha_sigma(logsnr_t[:, None])
+  a_s, s_s = alpha_sigma(logsnr_s[:, None])
+  a_ts = a_t / a_s
+  s2_ts = s_t**2 - a_ts**2 * s_s**2
+  mu = a_ts * s_s**2 / s_t**2 * z + a_s * s2_ts / s_t**2 * x_hat
+  std = jnp.sqrt((s2_ts * s_s**2 / s_t**2)**(1 - gamma) * s2_ts**gamma)
+  got = samplers.ancestral_step(z, x_hat=x_hat, logsnr_t=logsnr_t, logsnr_s=logsnr_s,
+                                noise=noise, gamma=gamma)
+  np.testing.assert_allclose(got, mu + std * noise, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize('sampler, knob', [('ancestral', 0.0), ('ddim', 0.0), ('ddim', 0.5),
+                                           ('ddim', 1.0)])
+def test_step_with_true_x_preserves_the_marginal(x64, sampler, knob):
+  """Given the true x (and eps_hat consistent with it), z_t ~ q(z_t | x) -> z_s ~ q(z_s | x):
+  the step's coefficients c_z, c_x and noise std c_n satisfy c_z alpha_t + c_x = alpha_s and
+  c_z^2 sigma_t^2 + c_n^2 = sigma_s^2."""
+  logsnr_t = jnp.array([-12.0, -1.0, 0.5, 6.0])
+  logsnr_s = logsnr_t + jnp.array([0.3, 2.0, 0.01, 8.0])
+  a_t, s_t = alpha_sigma(logsnr_t)
+  a_s, s_s = alpha_sigma(logsnr_s)
+
+  def step(z, x, noise):
+    z, x, noise = (jnp.full((4,), c, jnp.float64) for c in (z, x, noise))
+    eps = diffusion.eps_from_x(z=z, x=x, logsnr=logsnr_t)
+    if sampler == 'ancestral':
+      return samplers.ancestral_step(z, x_hat=x, logsnr_t=logsnr_t, logsnr_s=logsnr_s,
+                                     noise=noise, gamma=knob)
+    return samplers.ddim_step(z, x_hat=x, eps_hat=eps, logsnr_t=logsnr_t, logsnr_s=logsnr_s,
+                              noise=noise, eta=knob)
+
+  c_z, c_x, c_n = step(1, 0, 0), step(0, 1, 0), step(0, 0, 1)
+  np.testing.assert_allclose(c_z * a_t + c_x, a_s, rtol=1e-10)
+  np.testing.assert_allclose(c_z**2 * s_t**2 + c_n**2, s_s**2, rtol=1e-9)
+
+
+def _sampler_fn(denoise_fn, logsnr_fn, shape, num_steps, sampler, dtype, **kwargs):
+  return jax.jit(functools.partial(samplers.sample, denoise_fn, shape=shape, logsnr_fn=logsnr_fn,
+                                   num_steps=num_steps, sampler=sampler, dtype=dtype, **kwargs))
+
+
+@pytest.mark.parametrize('sampler, schedule, num_steps', [
+    ('ancestral', CosineSchedule(), 4),
+    ('ddim', CosineSchedule(), 4),
+    ('ancestral', CosineSchedule(), 500),
+    ('ddim', CosineSchedule(), 500),
+    ('ancestral', LinearBetaSchedule(), 1000),  # exactly DDPM's ancestral sampler (Ho et al. 2020)
+])
+def test_exact_denoiser_reproduces_the_data_distribution(x64, sampler, schedule, num_steps):
+  """Empirical mean/std of 8192 samples match the exact discrete-chain moments within 5 standard
+  errors; with many steps those moments are the data's (mu, s)."""
+  shape = (1024, 8)
+  sample_fn = _sampler_fn(gaussian_denoiser(), schedule.logsnr_fn(), shape, num_steps, sampler,
+                          jnp.float64)
+  x = np.asarray(sample_fn(rng=jax.random.PRNGKey(1)))
+  assert np.all(np.isfinite(x))
+  mean, var = reference_moments(sampler, _grid_logsnrs(schedule, num_steps))
+  n = x.size
+  assert abs(x.mean() - mean) < 5 * np.sqrt(var / n), (x.mean(), mean)
+  assert abs(x.std() - np.sqrt(var)) < 5 * np.sqrt(var / (2 * n)), (x.std(), np.sqrt(var))
+  if num_steps >= 100:
+    np.testing.assert_allclose([mean, np.sqrt(var)], [MU, S], rtol=0.015)
+    np.testing.assert_allclose([x.mean(), x.std()], [MU, S], rtol=0.04)
+  else:  # few steps under-disperse Gaussian data, but not wildly
+    assert 0.5 * S < np.sqrt(var) < S
+
+
+def test_ddim_eta_one_equals_ancestral_gamma_zero():
+  args = (gaussian_denoiser(), CosineSchedule().logsnr_fn(), (16, 3, 4, 4, 2), 10)
+  rng = jax.random.PRNGKey(3)
+  ddim_fn = _sampler_fn(*args, 'ddim', jnp.float32)  # eta is traced: one compile for both etas
+  ddim = ddim_fn(rng=rng, eta=1.0)
+  ancestral = _sampler_fn(*args, 'ancestral', jnp.float32, gamma=0.0)(rng=rng)
+  assert ddim.dtype == jnp.float32
+  np.testing.assert_allclose(ddim, ancestral, rtol=1e-4, atol=1e-4)
+  deterministic = ddim_fn(rng=rng, eta=0.0)
+  assert np.max(np.abs(deterministic - ddim)) > 0.1  # the noise matters when eta = 1
+
+
+def test_sample_is_one_scan_with_one_denoiser_trace():
+  traces = []
+
+  def denoise_fn(z, logsnr):
+    traces.append(z.shape)
+    return gaussian_denoiser()(z, logsnr)
+
+  fn = functools.partial(samplers.sample, denoise_fn, shape=(2, 3), num_steps=7,
+                         logsnr_fn=CosineSchedule().logsnr_fn())
+  jaxpr = jax.make_jaxpr(fn)(rng=jax.random.PRNGKey(0))
+  assert traces == [(2, 3)]
+  scans = [eqn for eqn in jaxpr.jaxpr.eqns if eqn.primitive.name == 'scan']
+  assert len(scans) == 1 and scans[0].params['length'] == 7
+
+
+def test_few_steps_with_clipping_network_is_finite_and_in_range():
+  # An untrained-looking eps network: x_hat = (z - sigma eps) / alpha is huge at t = 1.
+  model_fn = lambda z, logsnr: 0.5 * z
+  denoise_fn = samplers.model_denoiser(model_fn, parameterization='eps')
+  for sampler in samplers.SAMPLERS:
+    x = _sampler_fn(denoise_fn, CosineSchedule().logsnr_fn(), (4, 2, 4, 4, 3), 3, sampler,
+                    jnp.float32, gamma=0.3)(rng=jax.random.PRNGKey(0))
+    assert x.dtype == jnp.float32 and np.all(np.isfinite(x))
+    assert np.all(np.abs(x) <= 1.0) and np.any(np.abs(x) == 1.0)
+
+
+def test_unknown_sampler_is_rejected():
+  with pytest.raises(ValueError, match="'ancestral'.*'ddim'"):
+    samplers.sample(gaussian_denoiser(), rng=jax.random.PRNGKey(0), shape=(1, 2),
+                    logsnr_fn=CosineSchedule().logsnr_fn(), num_steps=2, sampler='euler')
+
+
+@pytest.mark.parametrize('parameterization', ['eps', 'v'])
+def test_model_denoiser_clips_and_stays_consistent(x64, parameterization):
+  z = jnp.linspace(-3.0, 3.0, 24, dtype=jnp.float64).reshape(4, 6)
+  logsnr = jnp.array([-8.0, -1.0, 1.0, 6.0])
+  model_fn = lambda z, logsnr: 2.0 * z + 0.1
+  x_raw, _ = samplers.model_denoiser(model_fn, parameterization=parameterization,
+                                     clip_x=False)(z, logsnr)
+  x_hat, eps_hat = samplers.model_denoiser(model_fn, parameterization=parameterization)(z, logsnr)
+  assert np.any(np.abs(x_raw) > 1.0)  # the test exercises the clip
+  np.testing.assert_allclose(x_hat, np.clip(x_raw, -1.0, 1.0), rtol=1e-12)
+  np.testing.assert_allclose(diffusion.q_sample(x_hat, logsnr=logsnr, noise=eps_hat), z,
+                             rtol=1e-9, atol=1e-9)
+
+
+def _cond_uncond_fn(calls):
+  """Fake network on the doubled batch: conditional rows x = 0.8, unconditional rows x = 0.2."""
+
+  def fn(z2, logsnr2):
+    calls.append((z2.shape, logsnr2.shape))
+    B = z2.shape[0] // 2
+    x2 = jnp.concatenate([jnp.full_like(z2[:B], 0.8), jnp.full_like(z2[B:], 0.2)]) + 0.1 * z2
+    return x2, diffusion.eps_from_x(z=z2, x=x2, logsnr=logsnr2)
+
+  return fn
+
+
+def test_cfg_one_call_on_doubled_batch_and_w_zero_is_conditional(x64):
+  z = jnp.asarray(np.random.default_rng(0).standard_normal((3, 2, 4, 4, 1)))
+  logsnr = jnp.array([-2.0, 0.0, 3.0])
+  calls = []
+  x_hat, eps_hat = samplers.classifier_free_guidance(_cond_uncond_fn(calls), guidance_weight=0.0,
+                                                     clip_x=False)(z, logsnr)
+  assert calls == [((6, 2, 4, 4, 1), (6,))]  # one network call, batch doubled
+  x2, eps2 = _cond_uncond_fn([])(jnp.concatenate([z, z]), jnp.concatenate([logsnr, logsnr]))
+  np.testing.assert_allclose(x_hat, x2[:3], rtol=1e-12)
+  np.testing.assert_allclose(eps_hat, eps2[:3], rtol=1e-12)
+  # With the default clip: the clipped conditional denoiser.
+  x_clip, eps_clip = samplers.classifier_free_guidance(_cond_uncond_fn([]),
+                                                       guidance_weight=0.0)(z, logsnr)
+  cond = samplers.model_denoiser(lambda z, logsnr: _cond_uncond_fn([])(
+      jnp.concatenate([z, z]), jnp.concatenate([logsnr, logsnr]))[1][:3], parameterization='eps')
+  x_ref, eps_ref = cond(z, logsnr)
+  np.testing.assert_allclose(x_clip, x_ref, rtol=1e-12)
+  np.testing.assert_allclose(eps_clip, eps_ref, rtol=1e-10, atol=1e-12)
+
+
+def test_cfg_formula_and_clip_after_guidance(x64):
+  z = jnp.asarray(np.random.default_rng(1).standard_normal((3, 5)))
+  logsnr = jnp.array([-2.0, 0.0, 3.0])
+  w = 2.0
+  x2, eps2 = _cond_uncond_fn([])(jnp.concatenate([z, z]), jnp.concatenate([logsnr, logsnr]))
+  x_hat, eps_hat = samplers.classifier_free_guidance(_cond_uncond_fn([]), guidance_weight=w,
+                                                     clip_x=False)(z, logsnr)
+  np.testing.assert_allclose(eps_hat, (1 + w) * eps2[:3] - w * eps2[3:], rtol=1e-10)
+  # x follows from the guided eps (the guidance is affine in eps for fixed z).
+  np.testing.assert_allclose(x_hat, diffusion.x_from_eps(z=z, eps=eps_hat, logsnr=logsnr),
+                             rtol=1e-9, atol=1e-9)
+  # Guided x = 3 * 0.8 - 2 * 0.2 + 0.1 z = 2 + 0.1 z > 1 mostly: clipped after guidance (clipping
+  # before would leave the components unchanged, as they lie within [-1, 1]).
+  assert np.all(np.abs(x2) <= 1.0) and np.any(x_hat > 1.0)
+  x_clip, eps_clip = samplers.classifier_free_guidance(_cond_uncond_fn([]),
+                                                       guidance_weight=w)(z, logsnr)
+  np.testing.assert_allclose(x_clip, np.clip(x_hat, -1.0, 1.0), rtol=1e-12)
+  np.testing.assert_allclose(diffusion.q_sample(x_clip, logsnr=logsnr, noise=eps_clip), z,
+                             rtol=1e-9, atol=1e-9)

@@ -1,0 +1,119 @@
+"""Every check on a config, in one place, run before any work starts.
+
+Each failure raises `UserError` with one line naming the field, the bad value and the fix.
+"""
+
+from typing import Any, Iterable
+
+import ml_collections
+
+from vdm_jax.errors import UserError
+
+ALLOWED = {
+    'data.name': ('moving_shapes',),
+    'model.conv_impl': ('xla', 'im2col'),
+    'model.dtype': ('float32', 'bfloat16'),
+    'model.param_dtype': ('float32', 'bfloat16'),
+    'diffusion.schedule': ('cosine', 'linear'),
+    'optim.lr_schedule': ('constant', 'cosine'),
+    'diffusion.parameterization': ('eps', 'v'),
+    'sample.sampler': ('ddim', 'ancestral'),
+    'eval.split': ('train', 'test'),
+}
+
+
+def _get(config: ml_collections.ConfigDict, field: str) -> Any:
+  value = config
+  for part in field.split('.'):
+    value = value[part]
+  return value
+
+
+def _require(ok: bool, message: str) -> None:
+  if not ok:
+    raise UserError(message)
+
+
+def _positive(config, fields: Iterable[str], *, allow_zero: bool = False) -> None:
+  for field in fields:
+    value = _get(config, field)
+    ok = value >= 0 if allow_zero else value > 0
+    bound = '>= 0' if allow_zero else '> 0'
+    _require(ok, f'config.{field}={value!r} must be {bound}: set --config.{field} to a value {bound}.')
+
+
+def video_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int, int]:
+  """(frames, height, width, channels) of the configured dataset, without preparing it."""
+  from vdm_jax.data import moving_shapes  # pylint: disable=g-import-not-at-top
+
+  builder_configs = moving_shapes.MovingShapes.builder_configs
+  name = config.data.builder_config
+  _require(name in builder_configs,
+           f'config.data.builder_config={name!r} is not a moving_shapes config: '
+           f'use one of {sorted(builder_configs)}.')
+  builder_config = builder_configs[name]
+  return (builder_config.num_frames, builder_config.resolution, builder_config.resolution, 3)
+
+
+def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = None) -> None:
+  """Raises `UserError` for the first problem found in `config`."""
+  for field, allowed in ALLOWED.items():
+    value = _get(config, field)
+    _require(value in allowed,
+             f'config.{field}={value!r} is not allowed: use one of {", ".join(map(repr, allowed))}.')
+
+  _positive(config, ['batch_size', 'data.max_text_length', 'model.channels', 'model.num_res_blocks',
+                     'model.head_dim', 'model.text_width', 'model.text_layers', 'model.text_heads',
+                     'optim.learning_rate', 'train.num_steps', 'train.log_every',
+                     'train.checkpoint_every', 'train.keep_checkpoints', 'sample.num_steps',
+                     'sample.batch_size', 'sample.num_videos', 'sample.fps', 'eval.num_captions',
+                     'diffusion.linear_num_steps'])
+  _positive(config, ['optim.warmup_steps', 'optim.weight_decay', 'optim.grad_clip_norm',
+                     'sample.guidance_weight', 'sample.eta', 'sample.gamma', 'model.dropout',
+                     'model.cond_drop_prob', 'train.sample_every', 'optim.final_lr_fraction'],
+            allow_zero=True)
+  for field in ('optim.ema_decay', 'optim.b1', 'optim.b2', 'model.cond_drop_prob', 'model.dropout',
+                'sample.gamma'):
+    value = _get(config, field)
+    _require(0 <= value < 1 or (field == 'sample.gamma' and value == 1),
+             f'config.{field}={value!r} must lie in [0, 1): set --config.{field} accordingly.')
+  _require(config.diffusion.logsnr_min < config.diffusion.logsnr_max,
+           f'config.diffusion.logsnr_min={config.diffusion.logsnr_min} must be below '
+           f'config.diffusion.logsnr_max={config.diffusion.logsnr_max}.')
+  _require(0 < config.diffusion.linear_beta_start < config.diffusion.linear_beta_end < 1,
+           'config.diffusion.linear_beta_start < linear_beta_end must lie in (0, 1).')
+
+  model = config.model
+  _require(len(model.channel_mult) >= 1 and all(m > 0 for m in model.channel_mult),
+           f'config.model.channel_mult={tuple(model.channel_mult)} must be a non-empty tuple of positive ints.')
+  for level, mult in enumerate(model.channel_mult):
+    width = model.channels * mult
+    _require(width % model.head_dim == 0,
+             f'config.model.channels * channel_mult[{level}] = {width} is not divisible by '
+             f'config.model.head_dim={model.head_dim}: change one of them.')
+    _require(width % 8 == 0 or width < 8,
+             f'config.model.channels * channel_mult[{level}] = {width} must be a multiple of 8 '
+             '(GroupNorm uses 8 groups): change config.model.channels.')
+  _require(model.text_width % model.text_heads == 0,
+           f'config.model.text_width={model.text_width} is not divisible by '
+           f'config.model.text_heads={model.text_heads}.')
+
+  frames, height, _, _ = video_shape(config)
+  levels = len(model.channel_mult) - 1
+  _require(height % (2 ** levels) == 0,
+           f'resolution {height} is not divisible by 2**{levels} (len(config.model.channel_mult) - 1 '
+           'down-sampling levels): use fewer levels or another data.builder_config.')
+  level_sizes = [height // 2 ** i for i in range(levels + 1)]
+  for res in model.attention_resolutions:
+    _require(res in level_sizes,
+             f'config.model.attention_resolutions contains {res}, which is not a level of the U-Net '
+             f'(levels are {level_sizes} for {height}x{height} videos): use sizes from that list.')
+  _require(frames >= 1, f'the dataset has {frames} frames; need at least 1.')
+
+  if num_devices is not None:
+    _require(config.batch_size % num_devices == 0,
+             f'config.batch_size={config.batch_size} is not divisible by the {num_devices} devices: '
+             f'set --config.batch_size to a multiple of {num_devices}.')
+    _require(config.mesh.data in (-1, num_devices),
+             f'config.mesh.data={config.mesh.data} does not match the {num_devices} devices: '
+             'use -1 (all devices).')

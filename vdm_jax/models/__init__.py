@@ -1,0 +1,1 @@
+"""Networks: the factorized space-time video U-Net and its parts."""

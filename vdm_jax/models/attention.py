@@ -1,0 +1,172 @@
+"""Factorized space-time attention (Ho et al. 2022, sec. 3) and text cross-attention.
+
+One multi-head `Attention` module is reused along each axis; small reshape helpers move the
+axis being attended over into the sequence position and everything else into the batch, as in
+scenic's ViViT factorised encoder (`attn_space`, `attn_time`).
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vdm_jax.models import layers
+
+Dtype = Any
+
+
+# ------------------------------------------------------------------------ reshape helpers
+
+
+def space_to_seq(x: jax.Array) -> jax.Array:
+  """[B, T, H, W, C] -> [B*T, H*W, C]: each frame is one sequence."""
+  B, T, H, W, C = x.shape
+  return x.reshape(B * T, H * W, C)
+
+
+def seq_to_space(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """Inverse of `space_to_seq`; `shape` is the video shape [B, T, H, W, C]."""
+  B, T, H, W, C = shape
+  assert x.shape == (B * T, H * W, C), (x.shape, shape)
+  return x.reshape(B, T, H, W, C)
+
+
+def time_to_seq(x: jax.Array) -> jax.Array:
+  """[B, T, H, W, C] -> [B*H*W, T, C]: each pixel's trajectory over frames is one sequence."""
+  B, T, H, W, C = x.shape
+  return x.transpose(0, 2, 3, 1, 4).reshape(B * H * W, T, C)
+
+
+def seq_to_time(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """Inverse of `time_to_seq`; `shape` is the video shape [B, T, H, W, C]."""
+  B, T, H, W, C = shape
+  assert x.shape == (B * H * W, T, C), (x.shape, shape)
+  return x.reshape(B, H, W, T, C).transpose(0, 3, 1, 2, 4)
+
+
+def video_to_seq(x: jax.Array) -> jax.Array:
+  """[B, T, H, W, C] -> [B, T*H*W, C]: the whole video is one sequence (text cross-attention)."""
+  B, T, H, W, C = x.shape
+  return x.reshape(B, T * H * W, C)
+
+
+# ------------------------------------------------------------------------------ attention
+
+
+class Attention(nn.Module):
+  """Multi-head dot-product attention with zero-initialised output projection.
+
+  Softmax in float32 (jax.nn.dot_product_attention accumulates the logits in float32).
+  """
+  num_heads: int
+  head_dim: int
+  zero_init_output: bool = True
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, context: jax.Array | None = None, *,
+               bias: jax.Array | None = None, mask: jax.Array | None = None) -> jax.Array:
+    """x: [B, N, C] queries; context: [B, M, D] keys/values (None: self-attention);
+    bias: float logits bias broadcastable to [B, heads, N, M]; mask: bool, same broadcasting,
+    True = attend. Returns [B, N, C]."""
+    B, N, C = x.shape
+    context = x if context is None else context
+    M = context.shape[1]
+    assert context.shape[0] == B, (x.shape, context.shape)
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    dense = lambda name: nn.DenseGeneral((self.num_heads, self.head_dim), name=name, **kw)
+    q, k, v = dense('query')(x), dense('key')(context), dense('value')(context)
+    assert q.shape == (B, N, self.num_heads, self.head_dim), q.shape
+    assert k.shape == v.shape == (B, M, self.num_heads, self.head_dim), k.shape
+    if bias is not None:
+      bias = bias.astype(q.dtype)
+    out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, implementation='xla')
+    init = nn.initializers.zeros if self.zero_init_output else nn.initializers.lecun_normal()
+    return nn.DenseGeneral(C, axis=(-2, -1), kernel_init=init, name='out', **kw)(out)
+
+
+def relative_position_bucket(relative_position: np.ndarray, *, num_buckets: int,
+                             max_distance: int) -> np.ndarray:
+  """Bidirectional T5 bucketing (Raffel et al. 2020) of key_pos - query_pos.
+
+  Half the buckets per direction; within each half, the first half are exact distances and the
+  rest grow logarithmically up to `max_distance`, beyond which distances share the last bucket,
+  so clips longer than those seen in training still get a sensible bias.
+  """
+  num_buckets //= 2
+  bucket = (relative_position > 0).astype(np.int32) * num_buckets
+  n = np.abs(relative_position)
+  max_exact = num_buckets // 2
+  is_small = n < max_exact
+  safe_n = np.maximum(n, 1)  # log(0) is masked out by is_small anyway.
+  large = max_exact + (np.log(safe_n / max_exact) / np.log(max_distance / max_exact) *
+                       (num_buckets - max_exact)).astype(np.int32)
+  large = np.minimum(large, num_buckets - 1)
+  return bucket + np.where(is_small, n, large)
+
+
+class RelativePositionBias(nn.Module):
+  """Learned per-head attention bias indexed by bucketed relative frame offset.
+
+  Ho et al. 2022 use relative position embeddings (Shaw et al. 2018) in temporal attention so
+  the network does not need absolute frame time; here in T5's scalar-per-head form.
+  """
+  num_heads: int
+  num_buckets: int = 32
+  max_distance: int = 64
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, length: int) -> jax.Array:
+    """Returns float32 [1, heads, length, length] logits bias."""
+    pos = np.arange(length)
+    buckets = relative_position_bucket(pos[None, :] - pos[:, None], num_buckets=self.num_buckets,
+                                       max_distance=self.max_distance)  # [query, key]
+    table = self.param('rel_embedding', nn.initializers.normal(0.02),
+                       (self.num_buckets, self.num_heads), self.param_dtype)
+    bias = jnp.take(table.astype(jnp.float32), buckets, axis=0)  # [T, T, heads]
+    return bias.transpose(2, 0, 1)[None]
+
+
+class SpaceTimeAttention(nn.Module):
+  """Spatial self-attention within each frame, temporal self-attention across frames at each
+  pixel, then cross-attention from every video position to the text tokens (each pre-norm with
+  a residual). Ho et al. 2022, sec. 3; the text conditioning as in Imagen (Saharia et al. 2022).
+  """
+  head_dim: int = 32
+  use_temporal_attention: bool = True
+  rel_pos_buckets: int = 32
+  rel_pos_max_distance: int = 64
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, text: jax.Array | None = None,
+               text_mask: jax.Array | None = None) -> jax.Array:
+    """x: [B, T, H, W, C]; text: [B, L, D]; text_mask: bool [B, L] (True = real token)."""
+    shape = x.shape
+    B, T, H, W, C = shape
+    assert C % self.head_dim == 0, (C, self.head_dim)
+    heads = C // self.head_dim
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    attention = lambda name: Attention(heads, self.head_dim, name=name, **kw)
+
+    h = layers.GroupNorm(name='norm_space', **kw)(x)
+    x = x + seq_to_space(attention('attn_space')(space_to_seq(h)), shape)
+
+    if self.use_temporal_attention:
+      h = layers.GroupNorm(name='norm_time', **kw)(x)
+      bias = RelativePositionBias(heads, self.rel_pos_buckets, self.rel_pos_max_distance,
+                                  param_dtype=self.param_dtype, name='rel_pos')(T)
+      x = x + seq_to_time(attention('attn_time')(time_to_seq(h), bias=bias), shape)
+
+    if text is not None:
+      assert text.shape[0] == B and text_mask.shape == text.shape[:2], (text.shape, text_mask.shape)
+      h = layers.GroupNorm(name='norm_text', **kw)(x)
+      out = attention('attn_text')(video_to_seq(h), text, mask=text_mask[:, None, None, :])
+      x = x + out.reshape(shape)
+    assert x.shape == shape, (x.shape, shape)
+    return x

@@ -1,0 +1,183 @@
+"""Building blocks of the video U-Net: per-frame convolution, GroupNorm, residual block,
+resampling and the noise-level embedding.
+
+Videos are [batch, frames, height, width, channels] throughout. Every layer here acts on each
+frame separately ("space-only" 1x3x3 convolutions, per-frame GroupNorm), so frames can exchange
+information only through temporal attention (Ho et al. 2022, sec. 3: the factorized space-time
+U-Net, which also lets the same network train on images by masking temporal attention).
+"""
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+CONV_IMPLS = ('xla', 'im2col')
+
+
+def check_conv_impl(conv_impl: str) -> str:
+  """The one place that validates `conv_impl`."""
+  if conv_impl not in CONV_IMPLS:
+    raise ValueError(f'conv_impl={conv_impl!r}; allowed values: {CONV_IMPLS}.')
+  return conv_impl
+
+
+def _im2col_conv(x: jax.Array, kernel: jax.Array, *, stride: int) -> jax.Array:
+  """SAME 3x3 convolution as one matmul over 9 shifted copies of the input.
+
+  x: [N, H, W, Cin]; kernel: [3, 3, Cin, Cout] (HWIO, as lax.conv). Equals
+  `lax.conv_general_dilated(x, kernel, (stride, stride), 'SAME')` up to float rounding.
+  """
+  N, H, W, C = x.shape
+  kh, kw, cin, cout = kernel.shape
+  assert (kh, kw, cin) == (3, 3, C), (kernel.shape, x.shape)
+  # SAME padding for a 3x3 window: 1 each side, except stride 2 on even sizes pads (0, 1).
+  out_h, out_w = -(-H // stride), -(-W // stride)
+  pad_h = max((out_h - 1) * stride + 3 - H, 0)
+  pad_w = max((out_w - 1) * stride + 3 - W, 0)
+  xp = jnp.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2),
+                   (0, 0)))
+  cols = jnp.concatenate([
+      xp[:, i:i + (out_h - 1) * stride + 1:stride, j:j + (out_w - 1) * stride + 1:stride]
+      for i in range(3) for j in range(3)], axis=-1)  # [N, out_h, out_w, 9 Cin], (i, j, c) order.
+  return jnp.dot(cols, kernel.reshape(9 * C, cout))
+
+
+class FrameConv(nn.Module):
+  """Space-only convolution (kernel 1 x k x k): the same 2D conv applied to every frame.
+
+  `conv_impl` picks the computation ('xla': lax.conv; 'im2col': shifted copies + one matmul);
+  both use the same parameters ('kernel' [k, k, Cin, Cout], 'bias' [Cout]) and give the same
+  output, so checkpoints are interchangeable. im2col only supports 3x3 kernels.
+  """
+  features: int
+  kernel_size: int = 3
+  stride: int = 1
+  conv_impl: str = 'xla'
+  kernel_init: Any = nn.initializers.lecun_normal()
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """x: [B, T, H, W, Cin] -> [B, T, H', W', features]."""
+    B, T, H, W, C = x.shape
+    k = self.kernel_size
+    kernel = self.param('kernel', self.kernel_init, (k, k, C, self.features), self.param_dtype)
+    bias = self.param('bias', nn.initializers.zeros, (self.features,), self.param_dtype)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    frames = x.reshape(B * T, H, W, C)  # Frames are independent images here.
+    if check_conv_impl(self.conv_impl) == 'im2col' and k == 3:
+      y = _im2col_conv(frames, kernel, stride=self.stride)
+    elif k == 1 and self.stride == 1:
+      y = jnp.dot(frames, kernel.reshape(C, self.features))
+    else:
+      y = jax.lax.conv_general_dilated(frames, kernel, (self.stride, self.stride), 'SAME',
+                                       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    y = y + bias
+    return y.reshape(B, T, *y.shape[1:])
+
+
+def num_groups(channels: int, max_groups: int = 32) -> int:
+  """Largest group count <= max_groups dividing `channels` (32 as in DDPM when possible)."""
+  return max(g for g in range(1, min(max_groups, channels) + 1) if channels % g == 0)
+
+
+class GroupNorm(nn.Module):
+  """Per-frame GroupNorm computed in float32 (statistics over height, width and the group).
+
+  Normalising each frame separately keeps frames independent outside temporal attention.
+  """
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """x: [..., H, W, C] -> same shape, in `dtype`."""
+    C = x.shape[-1]
+    y = nn.GroupNorm(num_groups=num_groups(C), epsilon=1e-6, reduction_axes=(-3, -2, -1),
+                     dtype=jnp.float32, param_dtype=self.param_dtype)(x.astype(jnp.float32))
+    return y.astype(self.dtype)
+
+
+def logsnr_embedding(logsnr: jax.Array, dim: int, max_period: float = 10_000.) -> jax.Array:
+  """Sinusoidal embedding of the noise level: logsnr [B] -> [B, dim] float32.
+
+  As in google-research/diffusion_distillation, logsnr is first mapped to t in [0, 1] of the
+  cosine schedule, t = arctan(exp(-logsnr / 2)) / (pi / 2), then embedded like a DDPM timestep
+  (Vaswani et al. 2017 frequencies) at t * 1000.
+  """
+  assert dim % 2 == 0, dim
+  logsnr = jnp.clip(logsnr.astype(jnp.float32), -20., 20.)
+  t = jnp.arctan(jnp.exp(-0.5 * logsnr)) / (0.5 * jnp.pi) * 1000.
+  half = dim // 2
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+  args = t[:, None] * freqs[None]
+  return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
+
+
+class ResBlock(nn.Module):
+  """DDPM-style residual block with FiLM conditioning (Ho et al. 2020; Dhariwal & Nichol 2021).
+
+  GroupNorm -> SiLU -> conv -> norm * (1 + scale) + shift -> SiLU -> dropout -> conv (zero-init);
+  the skip is a 1x1 conv when the channel count changes.
+  """
+  features: int
+  dropout: float = 0.0
+  conv_impl: str = 'xla'
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, emb: jax.Array, *, train: bool) -> jax.Array:
+    """x: [B, T, H, W, Cin]; emb: [B, E] conditioning -> [B, T, H, W, features]."""
+    B, T, H, W, C = x.shape
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    h = nn.silu(GroupNorm(name='norm_1', **kw)(x))
+    h = FrameConv(self.features, conv_impl=self.conv_impl, name='conv_1', **kw)(h)
+    scale_shift = nn.Dense(2 * self.features, name='film', **kw)(nn.silu(emb))
+    scale, shift = jnp.split(scale_shift[:, None, None, None, :], 2, axis=-1)
+    h = GroupNorm(name='norm_2', **kw)(h) * (1. + scale) + shift
+    h = nn.Dropout(self.dropout, deterministic=not train)(nn.silu(h))
+    h = FrameConv(self.features, conv_impl=self.conv_impl, kernel_init=nn.initializers.zeros,
+                  name='conv_2', **kw)(h)
+    if C != self.features:
+      x = FrameConv(self.features, kernel_size=1, name='skip', **kw)(x)
+    assert x.shape == h.shape == (B, T, H, W, self.features), (x.shape, h.shape)
+    return x + h
+
+
+class Downsample(nn.Module):
+  """Halves height and width (never time) with a stride-2 3x3 conv."""
+  conv_impl: str = 'xla'
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """x: [B, T, H, W, C] -> [B, T, H/2, W/2, C]."""
+    B, T, H, W, C = x.shape
+    y = FrameConv(C, stride=2, conv_impl=self.conv_impl, name='conv', dtype=self.dtype,
+                  param_dtype=self.param_dtype)(x)
+    assert y.shape == (B, T, H // 2, W // 2, C), y.shape
+    return y
+
+
+class Upsample(nn.Module):
+  """Doubles height and width (never time): nearest neighbour, then a 3x3 conv."""
+  conv_impl: str = 'xla'
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """x: [B, T, H, W, C] -> [B, T, 2H, 2W, C]."""
+    B, T, H, W, C = x.shape
+    x = jnp.broadcast_to(x[:, :, :, None, :, None, :], (B, T, H, 2, W, 2, C))
+    x = x.reshape(B, T, 2 * H, 2 * W, C)
+    return FrameConv(C, conv_impl=self.conv_impl, name='conv', dtype=self.dtype,
+                     param_dtype=self.param_dtype)(x)

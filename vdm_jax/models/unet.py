@@ -1,0 +1,129 @@
+"""The factorized space-time U-Net of Ho et al. 2022 ("Video Diffusion Models", sec. 3).
+
+A 2D DDPM U-Net (Ho et al. 2020) whose convolutions act on each frame (1x3x3), which resamples
+height and width but never time, and which at the resolutions in `attention_resolutions` (and
+in the middle) follows each residual block with spatial self-attention, temporal self-attention
+with relative positions, and cross-attention to the text. Conditioning: sinusoidal noise-level
+embedding -> MLP, plus the pooled text embedding; classifier-free guidance replaces the text by
+learned null embeddings where `drop_text` is True (Ho & Salimans 2022).
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vdm_jax.models import layers
+from vdm_jax.models.attention import SpaceTimeAttention
+from vdm_jax.models.text_encoder import TextEncoder
+
+Dtype = Any
+
+
+class VideoUNet(nn.Module):
+  """Text-conditioned video denoiser: (z, logsnr, text) -> eps or v prediction."""
+  channels: int = 64
+  channel_mult: tuple[int, ...] = (1, 2, 2)
+  num_res_blocks: int = 1
+  attention_resolutions: tuple[int, ...] = (8,)
+  head_dim: int = 32
+  dropout: float = 0.0
+  text_width: int = 128
+  text_layers: int = 2
+  text_heads: int = 4
+  max_text_length: int = 64
+  temporal_rel_pos_buckets: int = 32
+  temporal_rel_pos_max_distance: int = 64
+  out_channels: int = 3
+  use_temporal_attention: bool = True  # False: frames are processed independently (images).
+  conv_impl: str = 'xla'  # See layers.CONV_IMPLS.
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, z: jax.Array, *, logsnr: jax.Array, text_tokens: jax.Array,
+               drop_text: jax.Array | None = None, train: bool = False) -> jax.Array:
+    """z: [B, T, H, W, C]; logsnr: float32 [B]; text_tokens: int32 [B, L] (0 = padding);
+    drop_text: bool [B] or None (True: use the null text); train: enables dropout (rng
+    'dropout'). Returns float32 [B, T, H, W, out_channels]."""
+    B, T, H, W, C = z.shape
+    L = text_tokens.shape[1]
+    assert logsnr.shape == (B,) and text_tokens.shape == (B, L), (logsnr.shape, text_tokens.shape)
+    num_levels = len(self.channel_mult)
+    if H % 2 ** (num_levels - 1) or W % 2 ** (num_levels - 1):
+      raise ValueError(f'Frame size {H}x{W} is not divisible by 2^{num_levels - 1} '
+                       f'(channel_mult={self.channel_mult}).')
+    layers.check_conv_impl(self.conv_impl)
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    conv_kw = dict(conv_impl=self.conv_impl, **kw)
+
+    # ---------------------------------------------------------------- conditioning
+    text, text_mask = TextEncoder(self.text_width, self.text_layers, self.text_heads,
+                                  self.max_text_length, name='text_encoder', **kw)(text_tokens)
+    maskf = text_mask[..., None].astype(jnp.float32)
+    pooled = jnp.sum(text.astype(jnp.float32) * maskf, 1) / jnp.maximum(jnp.sum(maskf, 1), 1.)
+    # Null text for classifier-free guidance: a learned sequence (all positions attended) and
+    # a learned pooled vector. Created unconditionally so params do not depend on drop_text.
+    null_text = self.param('null_text', nn.initializers.normal(0.02),
+                           (self.max_text_length, self.text_width), self.param_dtype)
+    null_pooled = self.param('null_pooled', nn.initializers.normal(0.02), (self.text_width,),
+                             self.param_dtype)
+    if drop_text is not None:
+      assert drop_text.shape == (B,), drop_text.shape
+      text = jnp.where(drop_text[:, None, None], null_text[None, :L].astype(text.dtype), text)
+      text_mask = jnp.where(drop_text[:, None], True, text_mask)
+      pooled = jnp.where(drop_text[:, None], null_pooled[None].astype(jnp.float32), pooled)
+
+    emb_dim = 4 * self.channels
+    emb = layers.logsnr_embedding(logsnr, self.channels)
+    emb = nn.Dense(emb_dim, name='logsnr_mlp_0', **kw)(emb)
+    emb = nn.Dense(emb_dim, name='logsnr_mlp_1', **kw)(nn.silu(emb))
+    emb = emb + nn.Dense(emb_dim, name='text_pooled_proj', **kw)(pooled)
+
+    def res_block(h, features, name):
+      return layers.ResBlock(features, dropout=self.dropout, name=name, **conv_kw)(
+          h, emb, train=train)
+
+    def attention(h, name):
+      return SpaceTimeAttention(self.head_dim, self.use_temporal_attention,
+                                self.temporal_rel_pos_buckets, self.temporal_rel_pos_max_distance,
+                                name=name, **kw)(h, text=text, text_mask=text_mask)
+
+    # ------------------------------------------------------------------- down path
+    h = layers.FrameConv(self.channels, name='conv_in', **conv_kw)(z)
+    skips = [h]
+    for level, mult in enumerate(self.channel_mult):
+      for i in range(self.num_res_blocks):
+        h = res_block(h, self.channels * mult, f'down_{level}_res_{i}')
+        if h.shape[2] in self.attention_resolutions:
+          h = attention(h, f'down_{level}_attn_{i}')
+        skips.append(h)
+      if level != num_levels - 1:
+        h = layers.Downsample(name=f'down_{level}_downsample', **conv_kw)(h)
+        skips.append(h)
+
+    # ---------------------------------------------------------------------- middle
+    # Attention in the middle always, as in DDPM: it is at the lowest resolution, so cheap.
+    h = res_block(h, h.shape[-1], 'mid_res_0')
+    h = attention(h, 'mid_attn')
+    h = res_block(h, h.shape[-1], 'mid_res_1')
+
+    # --------------------------------------------------------------------- up path
+    for level, mult in reversed(list(enumerate(self.channel_mult))):
+      for i in range(self.num_res_blocks + 1):
+        skip = skips.pop()
+        assert skip.shape[:4] == h.shape[:4], (skip.shape, h.shape)
+        h = res_block(jnp.concatenate([h, skip], axis=-1), self.channels * mult,
+                      f'up_{level}_res_{i}')
+        if h.shape[2] in self.attention_resolutions:
+          h = attention(h, f'up_{level}_attn_{i}')
+      if level != 0:
+        h = layers.Upsample(name=f'up_{level}_upsample', **conv_kw)(h)
+    assert not skips and h.shape == (B, T, H, W, self.channels), (len(skips), h.shape)
+
+    # ---------------------------------------------------------------------- output
+    h = nn.silu(layers.GroupNorm(name='norm_out', **kw)(h))
+    out = layers.FrameConv(self.out_channels, kernel_init=nn.initializers.zeros, name='conv_out',
+                           **conv_kw)(h)
+    return out.astype(jnp.float32)

@@ -1,0 +1,324 @@
+"""Training: one jitted, data-parallel train step, checkpoints, samples and evaluation.
+
+`train_and_evaluate(config, workdir)` is the whole job behind `launch.py --mode train`; it resumes
+from the latest checkpoint in `workdir` when there is one.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from vdm_jax import checkpoints
+from vdm_jax import config_validation
+from vdm_jax import diffusion
+from vdm_jax import mesh as mesh_lib
+from vdm_jax import progress
+from vdm_jax import sample as sample_lib
+from vdm_jax import schedules
+from vdm_jax.data import moving_shapes
+from vdm_jax.data import pipeline
+from vdm_jax.errors import UserError
+from vdm_jax.models import unet
+
+# ============================================================================ state
+
+
+class TrainState(flax.struct.PyTreeNode):
+  """Everything that changes during training (the data-iterator state is checkpointed beside it)."""
+  step: jax.Array  # int32 scalar: number of updates applied.
+  params: Any
+  ema_params: Any  # Exponential moving average of params; used for sampling and evaluation.
+  opt_state: Any
+
+
+# ============================================================================ builders
+
+
+def create_model(config: ml_collections.ConfigDict) -> unet.VideoUNet:
+  model_config = config.model
+  return unet.VideoUNet(
+      channels=model_config.channels,
+      channel_mult=tuple(model_config.channel_mult),
+      num_res_blocks=model_config.num_res_blocks,
+      attention_resolutions=tuple(model_config.attention_resolutions),
+      head_dim=model_config.head_dim,
+      dropout=model_config.dropout,
+      text_width=model_config.text_width,
+      text_layers=model_config.text_layers,
+      text_heads=model_config.text_heads,
+      max_text_length=config.data.max_text_length,
+      temporal_rel_pos_buckets=model_config.temporal_rel_pos_buckets,
+      temporal_rel_pos_max_distance=model_config.temporal_rel_pos_max_distance,
+      conv_impl=model_config.conv_impl,
+      dtype=jnp.dtype(model_config.dtype),
+      param_dtype=jnp.dtype(model_config.param_dtype))
+
+
+def create_logsnr_fn(config: ml_collections.ConfigDict) -> Callable[[jax.Array], jax.Array]:
+  """t in [0, 1] -> log-SNR lambda(t), from `config.diffusion`."""
+  d = config.diffusion
+  if d.schedule == 'cosine':
+    schedule = schedules.make_schedule('cosine', logsnr_min=d.logsnr_min, logsnr_max=d.logsnr_max)
+  else:
+    schedule = schedules.make_schedule('linear', num_steps=d.linear_num_steps,
+                                       beta_start=d.linear_beta_start, beta_end=d.linear_beta_end)
+  return lambda t: schedule.apply({}, t)
+
+
+def create_optimizer(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, Callable]:
+  """AdamW with linear warm-up, then constant or cosine decay, after global-norm clipping."""
+  o = config.optim
+  if o.lr_schedule == 'cosine':
+    learning_rate = optax.warmup_cosine_decay_schedule(
+        0.0, o.learning_rate, o.warmup_steps, max(config.train.num_steps, o.warmup_steps + 1),
+        end_value=o.learning_rate * o.final_lr_fraction)
+  else:
+    learning_rate = optax.warmup_constant_schedule(0.0, o.learning_rate, o.warmup_steps)
+  chain = [optax.clip_by_global_norm(o.grad_clip_norm)] if o.grad_clip_norm > 0 else []
+  chain.append(optax.adamw(learning_rate, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay))
+  return optax.chain(*chain), learning_rate
+
+
+def _dummy_inputs(config, video_shape, batch: int = 1):
+  return (jnp.zeros((batch, *video_shape), jnp.float32),
+          dict(logsnr=jnp.zeros((batch,), jnp.float32),
+               text_tokens=jnp.zeros((batch, config.data.max_text_length), jnp.int32)))
+
+
+def init_params(model, config, video_shape, rng):
+  z, kwargs = _dummy_inputs(config, video_shape)
+  return model.init(rng, z, **kwargs)['params']
+
+
+def create_train_state(model, tx, config, video_shape, rng) -> TrainState:
+  params = init_params(model, config, video_shape, rng)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    ema_params=jax.tree.map(jnp.copy, params), opt_state=tx.init(params))
+
+
+# ============================================================================ train step
+
+
+def make_train_step(model, *, logsnr_fn, tx, config, mesh) -> Callable:
+  """Returns the jitted `train_step(state, batch) -> (state, metrics)`.
+
+  batch: {'video': float32 [batch, frames, height, width, 3] in [-1, 1], 'tokens': int32 [batch, L]},
+  global arrays sharded along the batch axis. The state is replicated and donated.
+  """
+  base_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
+  ema_decay = config.optim.ema_decay
+  cond_drop_prob = config.model.cond_drop_prob
+  parameterization = config.diffusion.parameterization
+
+  def train_step(state: TrainState, batch):
+    rng = jax.random.fold_in(base_key, state.step)
+    drop_rng, diffusion_rng, dropout_rng = jax.random.split(rng, 3)
+    batch_size = batch['video'].shape[0]
+    # Classifier-free guidance training: replace the text by the null embedding at random.
+    drop_text = jax.random.bernoulli(drop_rng, cond_drop_prob, (batch_size,))
+
+    def loss_fn(params):
+      def network(z, logsnr):
+        return model.apply({'params': params}, z, logsnr=logsnr, text_tokens=batch['tokens'],
+                           drop_text=drop_text, train=True, rngs={'dropout': dropout_rng})
+      return diffusion.diffusion_loss(network, batch['video'], rng=diffusion_rng,
+                                      logsnr_fn=logsnr_fn, parameterization=parameterization)
+
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))
+    ema_params = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
+    metrics = {'train/loss': loss, 'train/grad_norm': optax.global_norm(grads)}
+    metrics.update({f'train/{k}': v for k, v in aux.items() if k != 'loss'})
+    new_state = TrainState(step=state.step + 1, params=params, ema_params=ema_params,
+                           opt_state=opt_state)
+    return new_state, metrics
+
+  replicated = mesh_lib.replicated(mesh)
+  return jax.jit(train_step, in_shardings=(replicated, mesh_lib.batch_sharded(mesh)),
+                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+
+
+# ============================================================================ setup shared by modes
+
+
+@dataclasses.dataclass
+class Run:
+  """The pieces of a run that every mode needs."""
+  config: ml_collections.ConfigDict
+  mesh: jax.sharding.Mesh
+  model: unet.VideoUNet
+  logsnr_fn: Callable
+  video_shape: tuple[int, int, int, int]
+  generate: sample_lib.GenerateFn
+  step: int = 0
+  ema_params: Any = None
+
+
+def setup(config: ml_collections.ConfigDict) -> Run:
+  config_validation.validate(config, num_devices=jax.device_count())
+  video_shape = config_validation.video_shape(config)
+  mesh = make_mesh_checked(config)
+  model = create_model(config)
+  logsnr_fn = create_logsnr_fn(config)
+  generate = sample_lib.make_generate_fn(model, logsnr_fn=logsnr_fn, config=config,
+                                         video_shape=video_shape, mesh=mesh)
+  return Run(config=config, mesh=mesh, model=model, logsnr_fn=logsnr_fn, video_shape=video_shape,
+             generate=generate)
+
+
+def make_mesh_checked(config):
+  if config.sample.batch_size % jax.device_count():
+    raise UserError(f'config.sample.batch_size={config.sample.batch_size} is not divisible by the '
+                    f'{jax.device_count()} devices: set --config.sample.batch_size to a multiple.')
+  return mesh_lib.make_mesh(config)
+
+
+def abstract_train_state(run: Run, tx) -> TrainState:
+  rng = jax.random.PRNGKey(0)
+  abstract = jax.eval_shape(
+      lambda: create_train_state(run.model, tx, run.config, run.video_shape, rng))
+  replicated = mesh_lib.replicated(run.mesh)
+  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), abstract)
+
+
+def restore_for_inference(config: ml_collections.ConfigDict, workdir: str) -> Run:
+  """Restores the latest checkpoint's EMA parameters (for `--mode sample` and `--mode eval`)."""
+  run = setup(config)
+  if not os.path.isdir(checkpoints.checkpoint_dir(workdir)):
+    raise UserError(f'no checkpoint in {checkpoints.checkpoint_dir(workdir)}: train first with '
+                    f'--mode train --workdir {workdir}, or point --workdir at a trained run.')
+  checkpointer = checkpoints.Checkpointer(workdir, read_only=True)
+  step = checkpointer.latest_step()
+  if step is None:
+    raise UserError(f'no checkpoint in {checkpointer.directory}: train first with --mode train '
+                    f'--workdir {workdir}, or point --workdir at a trained run.')
+  checkpointer.check_compatible(step, config)
+  tx, _ = create_optimizer(config)
+  state = checkpointer.restore(step, abstract_state=abstract_train_state(run, tx))
+  checkpointer.close()
+  run.step, run.ema_params = step, state.ema_params
+  logging.info('Restored step %d from %s', step, checkpointer.directory)
+  return run
+
+
+# ============================================================================ the training loop
+
+
+def _check_finite(metrics: dict[str, float], step: int) -> None:
+  bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+  if bad:
+    raise FloatingPointError(
+        f'non-finite {bad} at step {step}: training stopped; the last checkpoint is intact. '
+        'Lower --config.optim.learning_rate or check the data.')
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains (resuming from `workdir` when it holds a checkpoint), samples, evaluates.
+
+  Returns the final training metrics and, if `config.train.eval_at_end`, the evaluation results.
+  """
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  run = setup(config)
+  is_main = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+
+  # ---------------------------------------------------------------- data
+  builder = moving_shapes.load_builder(config.data.builder_config, config.data.data_dir)
+  data_iterator = pipeline.make_train_iterator(
+      builder=builder, split='train', global_batch_size=config.batch_size, seed=config.seed,
+      max_text_length=config.data.max_text_length, process_index=jax.process_index(),
+      process_count=jax.process_count())
+
+  # ---------------------------------------------------------------- state, maybe restored
+  tx, learning_rate = create_optimizer(config)
+  checkpointer = checkpoints.Checkpointer(workdir, keep=config.train.keep_checkpoints)
+  latest = checkpointer.latest_step()
+  if latest is not None:
+    checkpointer.check_compatible(latest, config)
+    state = checkpointer.restore(latest, abstract_state=abstract_train_state(run, tx),
+                                 data_iterator=data_iterator)
+    logging.info('Resumed from %s/%d', checkpointer.directory, latest)
+  else:
+    init_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
+    state = jax.jit(lambda: create_train_state(run.model, tx, config, run.video_shape, init_rng),
+                    out_shardings=mesh_lib.replicated(run.mesh))()
+  start_step = int(state.step)
+  num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  logging.info('Model: %.2fM parameters; devices: %d (%d process(es)); global batch %d',
+               num_params / 1e6, jax.device_count(), jax.process_count(), config.batch_size)
+  if is_main:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      json.dump(config.to_dict(), f, indent=2, default=list)
+
+  train_step = make_train_step(run.model, logsnr_fn=run.logsnr_fn, tx=tx, config=config,
+                               mesh=run.mesh)
+  writer = progress.MetricWriter(os.path.join(workdir, 'tensorboard'), enabled=is_main)
+  sample_rng = jax.random.PRNGKey(config.sample.seed)
+  num_steps = config.train.num_steps
+
+  def write_samples(step):
+    directory = os.path.join(workdir, 'samples', f'step_{step}')
+    sample_lib.write_samples(run.generate, state.ema_params, prompts=list(config.sample.prompts),
+                             num_videos=1, rng=sample_rng, directory=directory, fps=config.sample.fps)
+    logging.info('Wrote samples of step %d to %s', step, directory)
+
+  # ---------------------------------------------------------------- loop
+  last_metrics: dict[str, float] = {}
+  pending = None  # metrics of the previous step, fetched one step late so dispatch never stalls
+  with progress.TrainProgress(total=num_steps, start=start_step, enabled=is_main) as bar:
+    step = start_step
+    while step < num_steps:
+      batch = mesh_lib.global_batch(next(data_iterator), run.mesh)
+      state, metrics = train_step(state, batch)
+      step += 1
+      if pending is not None:
+        fetched = {k: float(v) for k, v in jax.device_get(pending[1]).items()}
+        _check_finite(fetched, pending[0])
+        bar.update(pending[0], fetched['train/loss'])
+        last_metrics = fetched
+        if pending[0] % config.train.log_every == 0 or pending[0] == num_steps:
+          fetched['train/learning_rate'] = float(learning_rate(pending[0] - 1))
+          fetched['train/steps_per_second'] = bar.steps_per_second()
+          writer.write_scalars(pending[0], fetched)
+          logging.info('step %d/%d  loss %.4f  %.2f steps/s  ETA %s', pending[0], num_steps,
+                       fetched['train/loss'], bar.steps_per_second(), bar.eta())
+      pending = (step, metrics)
+      if step % config.train.checkpoint_every == 0 or step == num_steps:
+        # Never save an update whose loss we have not seen to be finite.
+        fetched = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        _check_finite(fetched, step)
+        checkpointer.save(step, state=state, data_iterator=data_iterator, config=config)
+      if config.train.sample_every and step % config.train.sample_every == 0 and step < num_steps:
+        write_samples(step)
+    if pending is not None:
+      fetched = {k: float(v) for k, v in jax.device_get(pending[1]).items()}
+      _check_finite(fetched, pending[0])
+      bar.update(pending[0], fetched['train/loss'])
+      writer.write_scalars(pending[0], fetched)
+      last_metrics = fetched
+
+  checkpointer.wait()
+  checkpointer.close()
+  write_samples(int(state.step))
+  results: dict[str, Any] = {'step': int(state.step), **last_metrics}
+  if config.train.eval_at_end:
+    from vdm_jax import evaluate  # pylint: disable=g-import-not-at-top
+    run.step, run.ema_params = int(state.step), state.ema_params
+    results['eval'] = evaluate.evaluate_run(run, workdir, builder=builder)
+    writer.write_scalars(int(state.step), {f'eval/{k}': v for k, v in results['eval'].items()
+                                           if isinstance(v, (int, float))})
+  writer.close()
+  return results
