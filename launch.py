@@ -47,12 +47,12 @@ def main(argv):
       sample.sample(config, FLAGS.workdir, FLAGS.prompt)
     else:
       evaluate.evaluate(config, FLAGS.workdir)
-  except UserError as error:
+  except (UserError, FloatingPointError) as error:
     if FLAGS.verbose:
       raise
     logging.flush()
     print(f'error: {error}', file=sys.stderr)
-    sys.exit(2)
+    sys.exit(2 if isinstance(error, UserError) else 1)
 
 
 if __name__ == '__main__':

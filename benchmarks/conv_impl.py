@@ -33,14 +33,15 @@ from vdm_jax.models.unet import VideoUNet
 
 
 def time_fn(fn, *args, steps: int) -> float:
-  """Median seconds per call of a jitted fn, after one compile+run."""
+  """Fastest of `steps` calls of a jitted fn, after one compile+run (min, not median: the
+  machine may be shared, and other load only ever adds time)."""
   jax.block_until_ready(fn(*args))
   times = []
   for _ in range(steps):
     start = time.perf_counter()
     jax.block_until_ready(fn(*args))
     times.append(time.perf_counter() - start)
-  return float(np.median(times))
+  return float(np.min(times))
 
 
 def fwd_bwd(apply_fn):
@@ -68,11 +69,13 @@ def step_time(model, z, kwargs, *, steps: int) -> tuple[float, float, int]:
   params = jax.tree.unflatten(tree, [x + 0.01 * jax.random.normal(k, x.shape, x.dtype)
                                      for x, k in zip(leaves, keys)])
   grad_fn = fwd_bwd(lambda p, zz: model.apply(p, zz, **kwargs))
+  cost = grad_fn.lower(params, z).cost_analysis()
+  flops = float((cost[0] if isinstance(cost, (list, tuple)) else cost).get('flops', np.nan))
   start = time.perf_counter()
   jax.block_until_ready(grad_fn(params, z))
   compile_s = time.perf_counter() - start
   num_params = sum(x.size for x in jax.tree.leaves(params))
-  return time_fn(grad_fn, params, z, steps=steps), compile_s, num_params
+  return time_fn(grad_fn, params, z, steps=steps), compile_s, num_params, flops
 
 
 def record_calls(model, z, kwargs):
@@ -140,6 +143,7 @@ def main():
                       help='attention_resolutions per row, comma-separated sizes')
   parser.add_argument('--impls', nargs='+', default=list(layers.CONV_IMPLS))
   parser.add_argument('--steps', type=int, default=3)
+  parser.add_argument('--num_res_blocks', type=int, default=1)
   parser.add_argument('--split', action='store_true', help='also time convs/attention/norms')
   parser.add_argument('--json', default='benchmarks/conv_impl.json')
   args = parser.parse_args()
@@ -147,7 +151,7 @@ def main():
   z, kwargs = make_inputs(args)
   rows = []
   header = (f'{"channels":>8} {"attn_res":>8} {"conv_impl":>9} {"params":>9} {"compile_s":>9} '
-            f'{"step_s":>7}')
+            f'{"GFLOP":>7} {"step_s":>7} {"GFLOP/s":>7}')
   print(f'batch {args.batch}, video {args.frames}x{args.size}x{args.size}x3, fwd+bwd, '
         f'{jax.device_count()} {jax.devices()[0].platform} device(s), {os.cpu_count()} cpus')
   print(header)
@@ -156,13 +160,14 @@ def main():
       attn_res = tuple(int(a) for a in attn.split(',') if a)
       for impl in args.impls:
         model = VideoUNet(channels=channels, channel_mult=tuple(args.channel_mult),
-                          attention_resolutions=attn_res, max_text_length=args.text_length,
+                          attention_resolutions=attn_res, num_res_blocks=args.num_res_blocks,
+                          max_text_length=args.text_length,
                           conv_impl=impl)
-        step_s, compile_s, num_params = step_time(model, z, kwargs, steps=args.steps)
+        step_s, compile_s, num_params, flops = step_time(model, z, kwargs, steps=args.steps)
         row = dict(channels=channels, attention_resolutions=list(attn_res), conv_impl=impl,
-                   params=num_params, compile_s=compile_s, step_s=step_s)
+                   params=num_params, gflop=flops / 1e9, compile_s=compile_s, step_s=step_s)
         print(f'{channels:>8} {attn:>8} {impl:>9} {num_params / 1e6:8.2f}M {compile_s:9.1f} '
-              f'{step_s:7.3f}', flush=True)
+              f'{flops / 1e9:7.0f} {step_s:7.3f} {flops / 1e9 / step_s:7.0f}', flush=True)
         if args.split:
           split = cost_split(model, z, kwargs, steps=args.steps)
           split['rest'] = step_s - sum(split.values())

@@ -26,7 +26,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.model.channels = 64  # Channels at the highest resolution.
   config.model.channel_mult = (1, 2, 2)  # Channel multiplier per resolution level; each extra level halves H and W.
   config.model.num_res_blocks = 1  # Residual blocks per level (the up path has one more).
-  config.model.attention_resolutions = (8,)  # Spatial sizes (H) with space attention + time attention + text cross-attention.
+  config.model.attention_resolutions = (8,)  # Feature-map sizes (H / patch_size / 2^level) with space attention + time attention + text cross-attention.
   config.model.head_dim = 32  # Channels per attention head (heads = channels // head_dim).
   config.model.dropout = 0.0  # Dropout rate in residual blocks (training only).
   config.model.text_width = 128  # Width of the text encoder (a small Transformer over byte tokens).
@@ -34,7 +34,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.model.text_heads = 4  # Attention heads of the text encoder.
   config.model.temporal_rel_pos_buckets = 32  # Relative-position buckets of temporal attention (Shaw et al. 2018).
   config.model.temporal_rel_pos_max_distance = 64  # Frames beyond this distance share the last bucket.
-  config.model.conv_impl = 'xla'  # 'xla' (lax.conv) or 'im2col' (shifted copies + one matmul; faster on CPU).
+  config.model.temporal_conv = False  # Add a 3x1x1 temporal conv to every residual block ((2+1)D, Imagen Video).
+  config.model.patch_size = 1  # Space-to-depth of p x p pixels around the U-Net (p^2 cheaper convs; output stays full-res).
+  config.model.conv_impl = 'xla'  # 'xla' (lax.conv) or 'im2col' (shifted copies + one matmul; same result, slower here).
   config.model.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16' (norms, softmax, loss stay float32).
   config.model.param_dtype = 'float32'  # Parameter dtype: 'float32' or 'bfloat16'.
   config.model.cond_drop_prob = 0.1  # Probability of replacing the text by the null embedding (classifier-free guidance).
@@ -68,6 +70,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.train.checkpoint_every = 250  # Steps between checkpoints (and one at the end).
   config.train.keep_checkpoints = 3  # Number of most recent checkpoints kept.
   config.train.sample_every = 1000  # Steps between sample videos of `sample.prompts` (0: only at the end).
+  config.train.eval_every = 0  # Steps between evaluations during training (0: none before the end).
   config.train.eval_at_end = True  # Run the evaluation (`eval.*`) after the last step and print its table.
 
   # ---------------------------------------------------------------- sampling

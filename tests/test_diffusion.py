@@ -9,13 +9,6 @@ from vdm_jax import diffusion
 from vdm_jax.schedules import CosineSchedule
 
 
-@pytest.fixture
-def x64():
-  """float64 for closed-form checks; restores the flag (other test files share the process)."""
-  previous = jax.config.jax_enable_x64
-  jax.config.update('jax_enable_x64', True)
-  yield
-  jax.config.update('jax_enable_x64', previous)
 
 
 def _video_x_eps_logsnr(dtype, B=6, shape=(3, 4, 4, 2), seed=0):

@@ -20,13 +20,6 @@ from vdm_jax.schedules import CosineSchedule, LinearBetaSchedule, alpha_sigma
 MU, S = 0.3, 0.5
 
 
-@pytest.fixture
-def x64():
-  """float64 for closed-form checks; restores the flag (other test files share the process)."""
-  previous = jax.config.jax_enable_x64
-  jax.config.update('jax_enable_x64', True)
-  yield
-  jax.config.update('jax_enable_x64', previous)
 
 
 def gaussian_denoiser(mu=MU, s=S):

@@ -8,13 +8,6 @@ import pytest
 from vdm_jax import schedules
 
 
-@pytest.fixture
-def x64():
-  """float64 for closed-form checks; restores the flag (other test files share the process)."""
-  previous = jax.config.jax_enable_x64
-  jax.config.update('jax_enable_x64', True)
-  yield
-  jax.config.update('jax_enable_x64', previous)
 
 
 def test_alpha_sigma_is_variance_preserving(x64):

@@ -70,7 +70,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
                      'diffusion.linear_num_steps'])
   _positive(config, ['optim.warmup_steps', 'optim.weight_decay', 'optim.grad_clip_norm',
                      'sample.guidance_weight', 'sample.eta', 'sample.gamma', 'model.dropout',
-                     'model.cond_drop_prob', 'train.sample_every', 'optim.final_lr_fraction'],
+                     'model.cond_drop_prob', 'train.sample_every', 'train.eval_every',
+                     'optim.final_lr_fraction'],
             allow_zero=True)
   for field in ('optim.ema_decay', 'optim.b1', 'optim.b2', 'model.cond_drop_prob', 'model.dropout',
                 'sample.gamma'):
@@ -100,10 +101,13 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
 
   frames, height, _, _ = video_shape(config)
   levels = len(model.channel_mult) - 1
-  _require(height % (2 ** levels) == 0,
-           f'resolution {height} is not divisible by 2**{levels} (len(config.model.channel_mult) - 1 '
-           'down-sampling levels): use fewer levels or another data.builder_config.')
-  level_sizes = [height // 2 ** i for i in range(levels + 1)]
+  patch = model.patch_size
+  _require(patch >= 1, f'config.model.patch_size={patch} must be >= 1.')
+  _require(height % (patch * 2 ** levels) == 0,
+           f'resolution {height} is not divisible by config.model.patch_size * 2**{levels} '
+           f'(= {patch} * 2**(len(config.model.channel_mult) - 1)): use fewer levels, a smaller '
+           'patch_size or another data.builder_config.')
+  level_sizes = [height // patch // 2 ** i for i in range(levels + 1)]
   for res in model.attention_resolutions:
     _require(res in level_sizes,
              f'config.model.attention_resolutions contains {res}, which is not a level of the U-Net '

@@ -18,18 +18,9 @@ from rich import console as rich_console
 from rich import table as rich_table
 
 from vdm_jax import video_io
-from vdm_jax.data import moving_shapes
+from vdm_jax.data import pipeline
 from vdm_jax.data import tracker
-
-
-def load_examples(builder, split: str, num: int) -> tuple[np.ndarray, list[str]]:
-  """The first `num` examples of `split`: uint8 videos [num, T, H, W, 3] and their captions."""
-  source = builder.as_data_source()[split]
-  num = min(num, len(source))
-  examples = [source[i] for i in range(num)]
-  captions = [e['caption'].decode() if isinstance(e['caption'], bytes) else str(e['caption'])
-              for e in examples]
-  return np.stack([e['video'] for e in examples]), captions
+from vdm_jax.errors import UserError
 
 
 def print_table(title: str, rows: dict[str, dict[str, float]]) -> None:
@@ -48,8 +39,14 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
   """Caption adherence of `run.ema_params` (a `train.Run`); returns the scores of generated videos."""
   config: ml_collections.ConfigDict = run.config
   if builder is None:
-    builder = moving_shapes.load_builder(config.data.builder_config, config.data.data_dir)
-  true_videos, captions = load_examples(builder, config.eval.split, config.eval.num_captions)
+    from vdm_jax import train  # pylint: disable=g-import-not-at-top
+    builder = train.load_dataset_builder(config)
+  available = len(builder.as_data_source(split=config.eval.split))
+  if config.eval.num_captions > available:
+    raise UserError(f'config.eval.num_captions={config.eval.num_captions} exceeds the '
+                    f'{available} examples of the {config.eval.split!r} split: lower it.')
+  true_videos, captions = pipeline.make_eval_source(builder=builder, split=config.eval.split,
+                                                     num_examples=config.eval.num_captions)
   rng = jax.random.fold_in(jax.random.PRNGKey(config.sample.seed), 1)
   logging.info('Evaluating caption adherence on %d %s captions (%s, %d steps, guidance %.2f)',
                len(captions), config.eval.split, config.sample.sampler, config.sample.num_steps,

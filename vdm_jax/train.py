@@ -60,6 +60,8 @@ def create_model(config: ml_collections.ConfigDict) -> unet.VideoUNet:
       max_text_length=config.data.max_text_length,
       temporal_rel_pos_buckets=model_config.temporal_rel_pos_buckets,
       temporal_rel_pos_max_distance=model_config.temporal_rel_pos_max_distance,
+      patch_size=model_config.patch_size,
+      temporal_conv=model_config.temporal_conv,
       conv_impl=model_config.conv_impl,
       dtype=jnp.dtype(model_config.dtype),
       param_dtype=jnp.dtype(model_config.param_dtype))
@@ -105,6 +107,21 @@ def create_train_state(model, tx, config, video_shape, rng) -> TrainState:
   params = init_params(model, config, video_shape, rng)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     ema_params=jax.tree.map(jnp.copy, params), opt_state=tx.init(params))
+
+
+def load_dataset_builder(config: ml_collections.ConfigDict):
+  """The prepared TFDS builder of `config.data`; prepared on first use by process 0 only.
+
+  Other processes wait, then open it (or prepare their own copy when the data directory is not
+  shared), so concurrent processes never write the same files.
+  """
+  load = lambda: moving_shapes.load_builder(config.data.builder_config, config.data.data_dir)
+  if jax.process_count() == 1:
+    return load()
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  builder = load() if jax.process_index() == 0 else None
+  multihost_utils.sync_global_devices('vdm_jax: dataset prepared')
+  return builder or load()
 
 
 # ============================================================================ train step
@@ -236,7 +253,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   os.makedirs(workdir, exist_ok=True)
 
   # ---------------------------------------------------------------- data
-  builder = moving_shapes.load_builder(config.data.builder_config, config.data.data_dir)
+  builder = load_dataset_builder(config)
   data_iterator = pipeline.make_train_iterator(
       builder=builder, split='train', global_batch_size=config.batch_size, seed=config.seed,
       max_text_length=config.data.max_text_length, process_index=jax.process_index(),
@@ -275,6 +292,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                              num_videos=1, rng=sample_rng, directory=directory, fps=config.sample.fps)
     logging.info('Wrote samples of step %d to %s', step, directory)
 
+  def evaluate_now(step):
+    from vdm_jax import evaluate  # pylint: disable=g-import-not-at-top
+    run.step, run.ema_params = step, state.ema_params
+    scores = evaluate.evaluate_run(run, workdir, builder=builder)
+    writer.write_scalars(step, {f'eval/{k}': v for k, v in scores.items()
+                                if isinstance(v, (int, float))})
+    return scores
+
   # ---------------------------------------------------------------- loop
   last_metrics: dict[str, float] = {}
   pending = None  # metrics of the previous step, fetched one step late so dispatch never stalls
@@ -303,6 +328,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         checkpointer.save(step, state=state, data_iterator=data_iterator, config=config)
       if config.train.sample_every and step % config.train.sample_every == 0 and step < num_steps:
         write_samples(step)
+      if config.train.eval_every and step % config.train.eval_every == 0 and step < num_steps:
+        evaluate_now(step)
     if pending is not None:
       fetched = {k: float(v) for k, v in jax.device_get(pending[1]).items()}
       _check_finite(fetched, pending[0])
@@ -315,10 +342,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   write_samples(int(state.step))
   results: dict[str, Any] = {'step': int(state.step), **last_metrics}
   if config.train.eval_at_end:
-    from vdm_jax import evaluate  # pylint: disable=g-import-not-at-top
-    run.step, run.ema_params = int(state.step), state.ema_params
-    results['eval'] = evaluate.evaluate_run(run, workdir, builder=builder)
-    writer.write_scalars(int(state.step), {f'eval/{k}': v for k, v in results['eval'].items()
-                                           if isinstance(v, (int, float))})
+    results['eval'] = evaluate_now(int(state.step))
   writer.close()
   return results

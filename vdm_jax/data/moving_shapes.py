@@ -263,7 +263,7 @@ def load_builder(config_name: str | MovingShapesConfig = 'default',
     raise ValueError(f'config_name must be one of '
                      f'{tuple(MovingShapes.builder_configs)}, got {config_name!r}.')
   if data_dir is not None:
-    data_dir = os.fspath(data_dir)
+    data_dir = os.path.expanduser(os.fspath(data_dir))  # TFDS takes '~' literally.
   builder = MovingShapes(config=config_name, data_dir=data_dir,
                          file_format='array_record')
   # A no-op when already prepared (TFDS checks the dataset_info in data_dir).

@@ -36,8 +36,15 @@ class VideoUNet(nn.Module):
   temporal_rel_pos_buckets: int = 32
   temporal_rel_pos_max_distance: int = 64
   out_channels: int = 3
-  use_temporal_attention: bool = True  # False: frames are processed independently (images).
+  use_temporal_attention: bool = True  # False (and no temporal_conv): frames processed independently.
+  # A 3x1x1 temporal conv after the first spatial conv of every residual block ((2+1)D, as in
+  # Imagen Video); not in Ho et al. 2022's base model, where frames meet only in temporal attention.
+  temporal_conv: bool = False
   conv_impl: str = 'xla'  # See layers.CONV_IMPLS.
+  # Space-to-depth of p x p pixels before the first conv and back after the last (Hoogeboom et
+  # al. 2023, "simple diffusion"): the U-Net runs at H/p x W/p, p^2 times cheaper per conv, while
+  # the output stays full resolution. Still space-only: time is never resampled.
+  patch_size: int = 1
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -51,9 +58,10 @@ class VideoUNet(nn.Module):
     L = text_tokens.shape[1]
     assert logsnr.shape == (B,) and text_tokens.shape == (B, L), (logsnr.shape, text_tokens.shape)
     num_levels = len(self.channel_mult)
-    if H % 2 ** (num_levels - 1) or W % 2 ** (num_levels - 1):
-      raise ValueError(f'Frame size {H}x{W} is not divisible by 2^{num_levels - 1} '
-                       f'(channel_mult={self.channel_mult}).')
+    p = self.patch_size
+    if H % (p * 2 ** (num_levels - 1)) or W % (p * 2 ** (num_levels - 1)):
+      raise ValueError(f'Frame size {H}x{W} is not divisible by patch_size * 2^{num_levels - 1} '
+                       f'(patch_size={p}, channel_mult={self.channel_mult}).')
     layers.check_conv_impl(self.conv_impl)
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     conv_kw = dict(conv_impl=self.conv_impl, **kw)
@@ -82,7 +90,8 @@ class VideoUNet(nn.Module):
     emb = emb + nn.Dense(emb_dim, name='text_pooled_proj', **kw)(pooled)
 
     def res_block(h, features, name):
-      return layers.ResBlock(features, dropout=self.dropout, name=name, **conv_kw)(
+      return layers.ResBlock(features, dropout=self.dropout, temporal_conv=self.temporal_conv,
+                             name=name, **conv_kw)(
           h, emb, train=train)
 
     def attention(h, name):
@@ -91,7 +100,7 @@ class VideoUNet(nn.Module):
                                 name=name, **kw)(h, text=text, text_mask=text_mask)
 
     # ------------------------------------------------------------------- down path
-    h = layers.FrameConv(self.channels, name='conv_in', **conv_kw)(z)
+    h = layers.FrameConv(self.channels, name='conv_in', **conv_kw)(space_to_depth(z, p))
     skips = [h]
     for level, mult in enumerate(self.channel_mult):
       for i in range(self.num_res_blocks):
@@ -120,10 +129,29 @@ class VideoUNet(nn.Module):
           h = attention(h, f'up_{level}_attn_{i}')
       if level != 0:
         h = layers.Upsample(name=f'up_{level}_upsample', **conv_kw)(h)
-    assert not skips and h.shape == (B, T, H, W, self.channels), (len(skips), h.shape)
+    assert not skips and h.shape == (B, T, H // p, W // p, self.channels), (len(skips), h.shape)
 
     # ---------------------------------------------------------------------- output
     h = nn.silu(layers.GroupNorm(name='norm_out', **kw)(h))
-    out = layers.FrameConv(self.out_channels, kernel_init=nn.initializers.zeros, name='conv_out',
-                           **conv_kw)(h)
-    return out.astype(jnp.float32)
+    out = layers.FrameConv(self.out_channels * p * p, kernel_init=nn.initializers.zeros,
+                           name='conv_out', **conv_kw)(h)
+    return depth_to_space(out, p).astype(jnp.float32)
+
+
+def space_to_depth(x: jax.Array, p: int) -> jax.Array:
+  """[B, T, H, W, C] -> [B, T, H/p, W/p, p*p*C]: each p x p patch of pixels becomes one position."""
+  if p == 1:
+    return x
+  B, T, H, W, C = x.shape
+  x = x.reshape(B, T, H // p, p, W // p, p, C).transpose(0, 1, 2, 4, 3, 5, 6)
+  return x.reshape(B, T, H // p, W // p, p * p * C)
+
+
+def depth_to_space(x: jax.Array, p: int) -> jax.Array:
+  """Inverse of space_to_depth: [B, T, h, w, p*p*C] -> [B, T, h*p, w*p, C]."""
+  if p == 1:
+    return x
+  B, T, h, w, D = x.shape
+  C = D // (p * p)
+  x = x.reshape(B, T, h, w, p, p, C).transpose(0, 1, 2, 4, 3, 5, 6)
+  return x.reshape(B, T, h * p, w * p, C)
