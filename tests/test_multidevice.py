@@ -9,19 +9,17 @@ import textwrap
 import jax
 import numpy as np
 
-from tests.test_train import restored_state, smoke_config
-from vdm_jax import train
+from tests.smoke import restored_state, smoke_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_two_devices_match_one(tmp_path):
-  data_dir, two, one = tmp_path / 'tfds', tmp_path / 'two_devices', tmp_path / 'one_device'
-  train.train_and_evaluate(smoke_config(data_dir, 2), str(one))
+def test_two_devices_match_one(tmp_path, smoke_data_dir, resumed_workdir):
+  data_dir, two = smoke_data_dir, tmp_path / 'two_devices'
 
   script = textwrap.dedent(f"""
       import jax
-      from tests.test_train import smoke_config
+      from tests.smoke import smoke_config
       from vdm_jax import train
       assert jax.device_count() == 2, jax.devices()
       train.train_and_evaluate(smoke_config({str(data_dir)!r}, 2), {str(two)!r})
@@ -33,7 +31,8 @@ def test_two_devices_match_one(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
 
   config = smoke_config(data_dir, 2)
-  a, b = restored_state(config, two), restored_state(config, one)  # 2-device checkpoint, 1 device
+  # The 2-device checkpoint restored on 1 device, against the 1-device run's step 2.
+  a, b = restored_state(config, two), restored_state(config, resumed_workdir, step=2)
   assert int(a.step) == int(b.step) == 2
   for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
     # Same global batch, same per-example noise; only the order of the gradient sum differs.

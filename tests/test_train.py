@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import moving_shapes as moving_shapes_experiment
+from tests.smoke import restored_state, smoke_config
 from vdm_jax import checkpoints
 from vdm_jax import config_validation
 from vdm_jax import evaluate
@@ -17,45 +17,10 @@ from vdm_jax import train
 from vdm_jax.errors import UserError
 
 
-def smoke_config(data_dir, num_steps):
-  config = moving_shapes_experiment.get_config('smoke')
-  config.data.data_dir = str(data_dir)
-  config.train.num_steps = num_steps
-  config.train.eval_at_end = False
-  return config
-
-
-def restored_state(config, workdir):
-  run = train.setup(config)
-  tx, _ = train.create_optimizer(config)
-  checkpointer = checkpoints.Checkpointer(str(workdir), read_only=True)
-  state = checkpointer.restore(checkpointer.latest_step(),
-                               abstract_state=train.abstract_train_state(run, tx))
-  checkpointer.close()
-  return state
-
-
-@pytest.fixture(scope='module')
-def data_dir(tmp_path_factory):
-  return tmp_path_factory.mktemp('tfds')
-
-
-@pytest.fixture(scope='module')
-def resumed_workdir(tmp_path_factory, data_dir):
-  """Trains 2 steps, then resumes the same workdir to 4."""
-  workdir = tmp_path_factory.mktemp('resumed')
-  first = train.train_and_evaluate(smoke_config(data_dir, 2), str(workdir))
-  assert first['step'] == 2
-  second = train.train_and_evaluate(smoke_config(data_dir, 4), str(workdir))
-  assert second['step'] == 4
-  assert np.isfinite(second['train/loss'])
-  return workdir
-
-
-def test_resumed_run_equals_uninterrupted_run(tmp_path, data_dir, resumed_workdir):
+def test_resumed_run_equals_uninterrupted_run(tmp_path, smoke_data_dir, resumed_workdir):
   straight = tmp_path / 'straight'
-  train.train_and_evaluate(smoke_config(data_dir, 4), str(straight))
-  config = smoke_config(data_dir, 4)
+  train.train_and_evaluate(smoke_config(smoke_data_dir, 4), str(straight))
+  config = smoke_config(smoke_data_dir, 4)
   a, b = restored_state(config, resumed_workdir), restored_state(config, straight)
   assert int(a.step) == int(b.step) == 4
   # Same seed, same batches (the data-iterator state is in the checkpoint), same RNG per step.
@@ -70,13 +35,14 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, data_dir, resumed_workdi
   assert max(moved) > 0
 
 
-def test_sample_writes_decodable_gif_and_mp4(data_dir, resumed_workdir):
-  config = smoke_config(data_dir, 4)
+def test_sample_writes_decodable_gif_and_mp4(smoke_data_dir, resumed_workdir):
+  config = smoke_config(smoke_data_dir, 4)
   written = sample.sample(config, str(resumed_workdir), ['a white triangle moving right'])
   gifs = [p for p in written if p.endswith('.gif')]
   mp4s = [p for p in written if p.endswith('.mp4')]
-  pngs = [p for p in written if p.endswith('.png')]
-  assert len(gifs) == len(mp4s) == config.sample.num_videos and len(pngs) == 1
+  pngs = sorted(os.path.basename(p) for p in written if p.endswith('.png'))
+  assert len(gifs) == len(mp4s) == config.sample.num_videos
+  assert pngs == ['00_a_white_triangle_moving_right_grid.png', 'all_prompts.png']
   frames = config_validation.video_shape(config)[0]
   gif = imageio.mimread(gifs[0])
   assert len(gif) == frames
@@ -85,8 +51,8 @@ def test_sample_writes_decodable_gif_and_mp4(data_dir, resumed_workdir):
   assert 'white_triangle_moving_right' in os.path.basename(gifs[0])
 
 
-def test_eval_reports_adherence(data_dir, resumed_workdir):
-  config = smoke_config(data_dir, 4)
+def test_eval_reports_adherence(smoke_data_dir, resumed_workdir):
+  config = smoke_config(smoke_data_dir, 4)
   results = evaluate.evaluate(config, str(resumed_workdir))
   assert results['step'] == 4
   # The tracker recognises the true videos of the same captions.
@@ -96,13 +62,13 @@ def test_eval_reports_adherence(data_dir, resumed_workdir):
     assert json.load(f)['num_captions'] == config.eval.num_captions
 
 
-def test_sample_without_checkpoint_is_a_user_error(tmp_path, data_dir):
+def test_sample_without_checkpoint_is_a_user_error(tmp_path, smoke_data_dir):
   with pytest.raises(UserError, match='no checkpoint'):
-    sample.sample(smoke_config(data_dir, 4), str(tmp_path / 'empty'))
+    sample.sample(smoke_config(smoke_data_dir, 4), str(tmp_path / 'empty'))
 
 
-def test_checkpoint_of_another_model_is_refused_and_kept(data_dir, resumed_workdir):
-  config = smoke_config(data_dir, 6)
+def test_checkpoint_of_another_model_is_refused_and_kept(smoke_data_dir, resumed_workdir):
+  config = smoke_config(smoke_data_dir, 6)
   config.model.channels = 24
   before = sorted(os.listdir(checkpoints.checkpoint_dir(str(resumed_workdir))))
   with pytest.raises(UserError, match='config.model.channels'):

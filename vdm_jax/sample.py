@@ -98,7 +98,10 @@ def sample(config: ml_collections.ConfigDict, workdir: str, prompts: Sequence[st
 
   run = train.restore_for_inference(config, workdir)
   prompts = list(prompts or config.sample.prompts)
-  directory = os.path.join(workdir, 'samples', f'step_{run.step}')
+  c = config.sample
+  # Named by the settings, so sampling again with others never overwrites earlier videos.
+  directory = os.path.join(workdir, 'samples',
+                           f'step_{run.step}_{c.sampler}{c.num_steps}_w{c.guidance_weight:g}_seed{c.seed}')
   rng = jax.random.PRNGKey(config.sample.seed)
   logging.info('Sampling %d video(s) for each of %d prompt(s) with %s, %d steps, guidance %.2f',
                config.sample.num_videos, len(prompts), config.sample.sampler,

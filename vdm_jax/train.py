@@ -8,14 +8,12 @@ import dataclasses
 import json
 import math
 import os
-import time
 from typing import Any, Callable
 
 import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from absl import logging
 
@@ -300,45 +298,46 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                 if isinstance(v, (int, float))})
     return scores
 
+  def record(bar, step, metrics) -> dict[str, float]:
+    """Fetches one step's metrics, refuses non-finite ones, shows and logs them."""
+    fetched = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    _check_finite(fetched, step)
+    bar.update(step, fetched['train/loss'])
+    if step % config.train.log_every == 0 or step == num_steps:
+      fetched['train/learning_rate'] = float(learning_rate(step - 1))
+      fetched['train/steps_per_second'] = bar.steps_per_second()
+      writer.write_scalars(step, fetched)
+      logging.info('step %d/%d  loss %.4f  %.2f steps/s  ETA %s', step, num_steps,
+                   fetched['train/loss'], bar.steps_per_second(), bar.eta())
+    return fetched
+
   # ---------------------------------------------------------------- loop
   last_metrics: dict[str, float] = {}
-  pending = None  # metrics of the previous step, fetched one step late so dispatch never stalls
-  with progress.TrainProgress(total=num_steps, start=start_step, enabled=is_main) as bar:
-    step = start_step
-    while step < num_steps:
-      batch = mesh_lib.global_batch(next(data_iterator), run.mesh)
-      state, metrics = train_step(state, batch)
-      step += 1
+  # A step's metrics are fetched after the next step is dispatched, so the host never stalls
+  # the device; before a checkpoint they are fetched at once: never save an unchecked update.
+  pending = None
+  try:
+    with progress.TrainProgress(total=num_steps, start=start_step, enabled=is_main) as bar:
+      step = start_step
+      while step < num_steps:
+        batch = mesh_lib.global_batch(next(data_iterator), run.mesh)
+        state, metrics = train_step(state, batch)
+        step += 1
+        if pending is not None:
+          last_metrics = record(bar, *pending)
+        pending = (step, metrics)
+        if step % config.train.checkpoint_every == 0 or step == num_steps:
+          last_metrics, pending = record(bar, *pending), None
+          checkpointer.save(step, state=state, data_iterator=data_iterator, config=config)
+        if config.train.sample_every and step % config.train.sample_every == 0 and step < num_steps:
+          write_samples(step)
+        if config.train.eval_every and step % config.train.eval_every == 0 and step < num_steps:
+          evaluate_now(step)
       if pending is not None:
-        fetched = {k: float(v) for k, v in jax.device_get(pending[1]).items()}
-        _check_finite(fetched, pending[0])
-        bar.update(pending[0], fetched['train/loss'])
-        last_metrics = fetched
-        if pending[0] % config.train.log_every == 0 or pending[0] == num_steps:
-          fetched['train/learning_rate'] = float(learning_rate(pending[0] - 1))
-          fetched['train/steps_per_second'] = bar.steps_per_second()
-          writer.write_scalars(pending[0], fetched)
-          logging.info('step %d/%d  loss %.4f  %.2f steps/s  ETA %s', pending[0], num_steps,
-                       fetched['train/loss'], bar.steps_per_second(), bar.eta())
-      pending = (step, metrics)
-      if step % config.train.checkpoint_every == 0 or step == num_steps:
-        # Never save an update whose loss we have not seen to be finite.
-        fetched = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        _check_finite(fetched, step)
-        checkpointer.save(step, state=state, data_iterator=data_iterator, config=config)
-      if config.train.sample_every and step % config.train.sample_every == 0 and step < num_steps:
-        write_samples(step)
-      if config.train.eval_every and step % config.train.eval_every == 0 and step < num_steps:
-        evaluate_now(step)
-    if pending is not None:
-      fetched = {k: float(v) for k, v in jax.device_get(pending[1]).items()}
-      _check_finite(fetched, pending[0])
-      bar.update(pending[0], fetched['train/loss'])
-      writer.write_scalars(pending[0], fetched)
-      last_metrics = fetched
+        last_metrics = record(bar, *pending)
+  finally:
+    checkpointer.close()  # Waits for in-flight saves: they hold checked, finite states.
 
-  checkpointer.wait()
-  checkpointer.close()
   write_samples(int(state.step))
   results: dict[str, Any] = {'step': int(state.step), **last_metrics}
   if config.train.eval_at_end:

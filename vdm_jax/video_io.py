@@ -53,6 +53,25 @@ def write_grid_png(path: str, videos: np.ndarray) -> None:
   imageio.imwrite(path, frame_grid(upscale(videos, min_size=64)))
 
 
+def write_labelled_grid_png(path: str, labels: Sequence[str], videos: np.ndarray) -> None:
+  """One PNG for several prompts: a row per video (frames left to right), its label on the left.
+
+  videos: uint8 [rows, frames, height, width, 3]; labels: one per row.
+  """
+  from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
+
+  grid = frame_grid(upscale(videos, min_size=64))
+  row_height = (grid.shape[0] - 2) // len(labels)
+  measure = ImageDraw.Draw(Image.new('RGB', (1, 1)))
+  label_width = 12 + int(max(measure.textlength(label) for label in labels))
+  canvas = Image.new('RGB', (label_width + grid.shape[1], grid.shape[0]), (64, 64, 64))
+  canvas.paste(Image.fromarray(grid), (label_width, 0))
+  draw = ImageDraw.Draw(canvas)
+  for row, label in enumerate(labels):
+    draw.text((4, 2 + row * row_height + row_height // 2 - 6), label, fill=(255, 255, 255))
+  canvas.save(path)
+
+
 def slug(text: str, max_length: int = 60) -> str:
   """A file-name-safe version of a prompt: 'a red circle moving left' -> 'a_red_circle_moving_left'."""
   kept = ''.join(c if c.isalnum() else '_' for c in text.strip().lower())
@@ -61,7 +80,8 @@ def slug(text: str, max_length: int = 60) -> str:
 
 def write_prompt_videos(directory: str, prompts: Sequence[str], videos: np.ndarray, *,
                         fps: int) -> list[str]:
-  """Writes, per prompt, GIF + MP4 of each video and one PNG grid of all its videos.
+  """Writes, per prompt, GIF + MP4 of each video and one PNG grid of its videos; and one labelled
+  PNG of every prompt's videos (`all_prompts.png`).
 
   videos: uint8 [num_prompts, videos_per_prompt, frames, height, width, 3]. Returns written paths.
   """
@@ -76,4 +96,8 @@ def write_prompt_videos(directory: str, prompts: Sequence[str], videos: np.ndarr
         written.append(path)
     write_grid_png(f'{stem}_grid.png', prompt_videos)
     written.append(f'{stem}_grid.png')
+  overview = os.path.join(directory, 'all_prompts.png')
+  write_labelled_grid_png(overview, [p for p in prompts for _ in range(videos.shape[1])],
+                          videos.reshape(-1, *videos.shape[2:]))
+  written.append(overview)
   return written

@@ -1,0 +1,24 @@
+"""Helpers for tests that run the smoke experiment end to end."""
+
+from experiments import moving_shapes as moving_shapes_experiment
+from vdm_jax import checkpoints
+from vdm_jax import train
+
+
+def smoke_config(data_dir, num_steps):
+  config = moving_shapes_experiment.get_config('smoke')
+  config.data.data_dir = str(data_dir)
+  config.train.num_steps = num_steps
+  config.train.eval_at_end = False
+  return config
+
+
+def restored_state(config, workdir, step=None):
+  """The train state of `workdir`'s checkpoint at `step` (default: the latest)."""
+  run = train.setup(config)
+  tx, _ = train.create_optimizer(config)
+  checkpointer = checkpoints.Checkpointer(str(workdir), read_only=True)
+  step = checkpointer.latest_step() if step is None else step
+  state = checkpointer.restore(step, abstract_state=train.abstract_train_state(run, tx))
+  checkpointer.close()
+  return state
