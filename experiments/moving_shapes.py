@@ -4,10 +4,11 @@ Run the main job (train, then sample and evaluate) with:
 
   python launch.py --config experiments/moving_shapes.py --workdir runs/moving_shapes
 
-Expected: finishes in under 30 minutes on a 2-core laptop CPU; caption adherence (color, shape and
-direction all right, 64 test captions, DDIM 50 steps) is reported in the README's results table.
+Measured on a 2-core CPU: the whole job takes 26 minutes; caption adherence (64 test captions,
+DDIM 50 steps, guidance 3) is color 0.89, shape 0.30, direction 0.20, all three 0.09 -- short of
+the 80% target (README, Results).
 
-The `smoke` variant runs the whole job in about a minute, to check that everything works:
+The `smoke` variant runs the whole job (tiny model, 4 steps) in one to two minutes, as a check:
 
   python launch.py --config experiments/moving_shapes.py:smoke --workdir /tmp/smoke
 """
