@@ -45,6 +45,10 @@ def test_validation_names_the_field():
   with pytest.raises(UserError, match="config.diffusion.parameterization='x0'.*'eps', 'v'"):
     config_validation.validate(config)
   config = module.get_config('smoke')
+  config.eval.num_captions = 65
+  with pytest.raises(UserError, match="config.eval.num_captions=65 exceeds the 64 videos of the 'test'"):
+    config_validation.validate(config)
+  config = module.get_config('smoke')
   with pytest.raises(UserError, match='not divisible by the 3 devices'):
     config_validation.validate(config, num_devices=3)
 

@@ -113,6 +113,12 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
              f'config.model.attention_resolutions contains {res}, which is not a level of the U-Net '
              f'(levels are {level_sizes} for {height}x{height} videos): use sizes from that list.')
   _require(frames >= 1, f'the dataset has {frames} frames; need at least 1.')
+  from vdm_jax.data import moving_shapes  # pylint: disable=g-import-not-at-top
+  builder_config = moving_shapes.MovingShapes.builder_configs[config.data.builder_config]
+  split_size = builder_config.num_test if config.eval.split == 'test' else builder_config.num_train
+  _require(config.eval.num_captions <= split_size,
+           f'config.eval.num_captions={config.eval.num_captions} exceeds the {split_size} videos of '
+           f'the {config.eval.split!r} split: lower --config.eval.num_captions.')
 
   if num_devices is not None:
     _require(config.batch_size % num_devices == 0,
