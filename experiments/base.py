@@ -35,6 +35,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.model.temporal_rel_pos_buckets = 32  # Relative-position buckets of temporal attention (Shaw et al. 2018).
   config.model.temporal_rel_pos_max_distance = 64  # Frames beyond this distance share the last bucket.
   config.model.temporal_conv = False  # Add a 3x1x1 temporal conv to every residual block ((2+1)D, Imagen Video).
+  config.model.frame_embedding = False  # Add an embedding of each frame's index after the first conv.
   config.model.patch_size = 1  # Space-to-depth of p x p pixels around the U-Net (p^2 cheaper convs; output stays full-res).
   config.model.conv_impl = 'xla'  # 'xla' (lax.conv) or 'im2col' (shifted copies + one matmul; same result, slower here).
   config.model.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16' (norms, softmax, loss stay float32).

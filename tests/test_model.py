@@ -203,3 +203,21 @@ def test_temporal_conv_starts_as_the_paper_block():
   np.testing.assert_allclose(
       np.asarray(with_time.apply(params, x, emb, train=False)),
       np.asarray(layers.ResBlock(8).apply(without, x, emb, train=False)), rtol=1e-6, atol=1e-6)
+
+
+def test_frame_embedding_tells_frames_apart_without_mixing_them():
+  """With the frame-index embedding, identical frames get different outputs (each knows its
+  place in the clip), yet with no temporal layers a frame's content still affects only itself."""
+  model = VideoUNet(**{**TINY, 'frame_embedding': True, 'use_temporal_attention': False})
+  z, kw = inputs()
+  same = jnp.broadcast_to(z[:, :1], z.shape)  # every frame identical
+  params = model.init(jax.random.PRNGKey(0), z, **kw)
+  params = jax.tree.map(lambda p: p + 0.1, params)
+  apply = jax.jit(lambda z: model.apply(params, z, **kw))
+  out = np.asarray(apply(same))
+  assert np.abs(out[:, 1:] - out[:, :1]).max() > 1e-4
+  base, changed = np.asarray(apply(z)), np.asarray(apply(z.at[0, 2].add(1.0)))
+  diff = np.abs(changed - base).max(axis=(2, 3, 4))
+  assert diff[0, 2] > 1e-4
+  diff[0, 2] = 0
+  assert diff.max() == 0

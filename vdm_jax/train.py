@@ -60,6 +60,7 @@ def create_model(config: ml_collections.ConfigDict) -> unet.VideoUNet:
       temporal_rel_pos_max_distance=model_config.temporal_rel_pos_max_distance,
       patch_size=model_config.patch_size,
       temporal_conv=model_config.temporal_conv,
+      frame_embedding=model_config.frame_embedding,
       conv_impl=model_config.conv_impl,
       dtype=jnp.dtype(model_config.dtype),
       param_dtype=jnp.dtype(model_config.param_dtype))

@@ -107,6 +107,15 @@ class GroupNorm(nn.Module):
     return y.astype(self.dtype)
 
 
+def sinusoidal_embedding(positions: jax.Array, dim: int, max_period: float = 10_000.) -> jax.Array:
+  """Transformer sinusoids (Vaswani et al. 2017): positions [N] float -> [N, dim] float32."""
+  assert dim % 2 == 0, dim
+  half = dim // 2
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+  args = positions.astype(jnp.float32)[:, None] * freqs[None]
+  return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
+
+
 def logsnr_embedding(logsnr: jax.Array, dim: int, max_period: float = 10_000.) -> jax.Array:
   """Sinusoidal embedding of the noise level: logsnr [B] -> [B, dim] float32.
 
@@ -114,13 +123,9 @@ def logsnr_embedding(logsnr: jax.Array, dim: int, max_period: float = 10_000.) -
   cosine schedule, t = arctan(exp(-logsnr / 2)) / (pi / 2), then embedded like a DDPM timestep
   (Vaswani et al. 2017 frequencies) at t * 1000.
   """
-  assert dim % 2 == 0, dim
   logsnr = jnp.clip(logsnr.astype(jnp.float32), -20., 20.)
   t = jnp.arctan(jnp.exp(-0.5 * logsnr)) / (0.5 * jnp.pi) * 1000.
-  half = dim // 2
-  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
-  args = t[:, None] * freqs[None]
-  return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
+  return sinusoidal_embedding(t, dim, max_period)
 
 
 class TemporalConv(nn.Module):

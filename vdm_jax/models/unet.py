@@ -45,6 +45,10 @@ class VideoUNet(nn.Module):
   # al. 2023, "simple diffusion"): the U-Net runs at H/p x W/p, p^2 times cheaper per conv, while
   # the output stays full resolution. Still space-only: time is never resampled.
   patch_size: int = 1
+  # Add a (sinusoidal -> Dense) embedding of each frame's index to the features after the first
+  # conv, so that every layer knows where in the clip a frame is (relative positions in temporal
+  # attention give only order and distance). Not in Ho et al. 2022.
+  frame_embedding: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -101,6 +105,9 @@ class VideoUNet(nn.Module):
 
     # ------------------------------------------------------------------- down path
     h = layers.FrameConv(self.channels, name='conv_in', **conv_kw)(space_to_depth(z, p))
+    if self.frame_embedding:
+      frames = layers.sinusoidal_embedding(jnp.arange(T, dtype=jnp.float32), self.channels)
+      h = h + nn.Dense(self.channels, name='frame_embedding', **kw)(frames)[None, :, None, None, :]
     skips = [h]
     for level, mult in enumerate(self.channel_mult):
       for i in range(self.num_res_blocks):
