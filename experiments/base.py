@@ -51,6 +51,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.diffusion.linear_beta_start = 1e-4  # Linear schedule: beta_1.
   config.diffusion.linear_beta_end = 0.02  # Linear schedule: beta_T.
   config.diffusion.parameterization = 'eps'  # Network target: 'eps' or 'v' (Salimans & Ho 2022).
+  # Weight w(lambda) of the x-space error w ||x - x_hat||^2: 'eps_mse' (SNR, the MSE on eps),
+  # 'v_mse' (SNR + 1, the MSE on v), 'x_mse' (1), 'snr_trunc' (max(SNR, 1)), 'min_snr' (min(SNR, gamma)).
+  config.diffusion.loss_weighting = 'eps_mse'
+  config.diffusion.min_snr_gamma = 5.0  # gamma of 'min_snr' (Hang et al. 2023 use 5); > 0.
 
   # ---------------------------------------------------------------- optimizer
   config.optim = ml_collections.ConfigDict()

@@ -30,6 +30,7 @@ def get_config(variant: str = ''):
   # attention alone left frames incoherent after 1,200 steps (direction right in 5% of videos).
   config.model.temporal_conv = True
   config.diffusion.parameterization = 'v'
+  config.diffusion.loss_weighting = 'v_mse'
   config.optim.learning_rate = 1e-3
   config.optim.warmup_steps = 100
   config.train.num_steps = 1000

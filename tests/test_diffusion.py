@@ -145,3 +145,40 @@ def test_loss_float32_for_bfloat16_model_and_differentiable():
   assert np.isfinite(loss) and np.isfinite(grad) and grad != 0
   # d/dw mean (w z - eps)^2 at w = 0 is -2 mean(z eps), about -2 E[sigma] < 0 (z = alpha x + sigma eps).
   assert grad < 0
+
+
+@pytest.mark.parametrize('parameterization', diffusion.PARAMETERIZATIONS)
+@pytest.mark.parametrize('loss_weighting', diffusion.LOSS_WEIGHTINGS)
+def test_named_loss_weightings_are_x_space_weights(x64, parameterization, loss_weighting):
+  """Whatever the network predicts, the loss is E_b[w(SNR_b) ||x_b - x_hat_b||^2] with w from the
+  closed forms of LOSS_WEIGHTINGS (x_hat derived from a deliberately wrong network output)."""
+  x, _, _ = _video_x_eps_logsnr(jnp.float64, B=16)
+  logsnr_fn = CosineSchedule().logsnr_fn()
+  gamma = 5.0
+  seen = {}
+
+  def model_fn(z, logsnr):  # Any output works: the identity is exact, not a property of the oracle.
+    seen['z'], seen['logsnr'] = z, logsnr
+    return 0.3 * z + 0.1
+
+  weight = diffusion.target_loss_weight_fn(loss_weighting, parameterization=parameterization,
+                                           min_snr_gamma=gamma)
+  loss, _ = diffusion.diffusion_loss(model_fn, x, rng=jax.random.PRNGKey(5), logsnr_fn=logsnr_fn,
+                                     parameterization=parameterization, loss_weighting=weight)
+  z, logsnr = np.asarray(seen['z']), np.asarray(seen['logsnr'])
+  x_hat, _ = diffusion.predict_x_eps(0.3 * z + 0.1, z=z, logsnr=logsnr,
+                                     parameterization=parameterization)
+  snr = np.exp(logsnr)
+  w = {'eps_mse': snr, 'v_mse': snr + 1, 'x_mse': np.ones_like(snr),
+       'snr_trunc': np.maximum(snr, 1), 'min_snr': np.minimum(snr, gamma)}[loss_weighting]
+  x_err = np.mean(np.square(np.asarray(x) - np.asarray(x_hat)), axis=(1, 2, 3, 4))
+  np.testing.assert_allclose(loss, np.mean(w * x_err), rtol=1e-8)
+
+
+def test_matching_weighting_is_the_plain_target_mse(x64):
+  logsnr = jnp.linspace(-20.0, 20.0, 9, dtype=jnp.float64)
+  for parameterization, natural in (('eps', 'eps_mse'), ('v', 'v_mse')):
+    weight = diffusion.target_loss_weight_fn(natural, parameterization=parameterization)
+    np.testing.assert_allclose(weight(logsnr), 1.0, rtol=1e-12)
+  with pytest.raises(ValueError, match="allowed values: \\('eps_mse'"):
+    diffusion.target_loss_weight_fn('snr', parameterization='eps')

@@ -17,6 +17,7 @@ ALLOWED = {
     'diffusion.schedule': ('cosine', 'linear'),
     'optim.lr_schedule': ('constant', 'cosine'),
     'diffusion.parameterization': ('eps', 'v'),
+    'diffusion.loss_weighting': ('eps_mse', 'v_mse', 'x_mse', 'snr_trunc', 'min_snr'),
     'sample.sampler': ('ddim', 'ancestral'),
     'eval.split': ('train', 'test'),
 }
@@ -67,7 +68,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
                      'optim.learning_rate', 'train.num_steps', 'train.log_every',
                      'train.checkpoint_every', 'train.keep_checkpoints', 'sample.num_steps',
                      'sample.batch_size', 'sample.num_videos', 'sample.fps', 'eval.num_captions',
-                     'diffusion.linear_num_steps'])
+                     'diffusion.linear_num_steps', 'diffusion.min_snr_gamma'])
   _positive(config, ['optim.warmup_steps', 'optim.weight_decay', 'optim.grad_clip_norm',
                      'sample.guidance_weight', 'sample.eta', 'sample.gamma', 'model.dropout',
                      'model.cond_drop_prob', 'train.sample_every', 'train.eval_every',

@@ -17,6 +17,13 @@ import jax.numpy as jnp
 from vdm_jax.schedules import alpha_sigma
 
 PARAMETERIZATIONS = ('eps', 'v')
+# Weightings of the x-space error ||x - x_hat||^2 as functions of SNR = exp(lambda):
+#   eps_mse:   SNR                (Ho et al. 2020's L_simple on eps)
+#   v_mse:     SNR + 1            (Salimans & Ho 2022: the MSE on v)
+#   x_mse:     1
+#   snr_trunc: max(SNR, 1)        (Salimans & Ho 2022, "truncated SNR")
+#   min_snr:   min(SNR, gamma)    (Hang et al. 2023, "Min-SNR weighting", gamma = 5)
+LOSS_WEIGHTINGS = ('eps_mse', 'v_mse', 'x_mse', 'snr_trunc', 'min_snr')
 
 
 def check_parameterization(parameterization: str) -> None:
@@ -24,6 +31,45 @@ def check_parameterization(parameterization: str) -> None:
   if parameterization not in PARAMETERIZATIONS:
     raise ValueError(
         f'Unknown parameterization {parameterization!r}; allowed values: {PARAMETERIZATIONS}.')
+
+
+def check_loss_weighting(loss_weighting: str) -> None:
+  """Raises ValueError unless loss_weighting is one of LOSS_WEIGHTINGS."""
+  if loss_weighting not in LOSS_WEIGHTINGS:
+    raise ValueError(
+        f'Unknown loss_weighting {loss_weighting!r}; allowed values: {LOSS_WEIGHTINGS}.')
+
+
+def log_x_weight(loss_weighting: str, logsnr: jax.Array, *, min_snr_gamma: float = 5.0) -> jax.Array:
+  """log w(lambda) of the x-space loss w ||x - x_hat||^2 (see LOSS_WEIGHTINGS), in log space so
+  that lambda = +-20 neither overflows nor loses the small factors."""
+  check_loss_weighting(loss_weighting)
+  logsnr = jnp.asarray(logsnr)
+  return {
+      'eps_mse': lambda: logsnr,
+      'v_mse': lambda: jax.nn.softplus(logsnr),
+      'x_mse': lambda: jnp.zeros_like(logsnr),
+      'snr_trunc': lambda: jnp.maximum(logsnr, 0.0),
+      'min_snr': lambda: jnp.minimum(logsnr, jnp.log(min_snr_gamma)),
+  }[loss_weighting]()
+
+
+def target_loss_weight_fn(loss_weighting: str, *, parameterization: str,
+                          min_snr_gamma: float = 5.0) -> Callable[[jax.Array], jax.Array]:
+  """The per-example factor that turns the network's own target MSE into `loss_weighting`.
+
+  ||eps - eps_hat||^2 = SNR ||x - x_hat||^2 and ||v - v_hat||^2 = (SNR + 1) ||x - x_hat||^2, so the
+  factor is w(lambda) / SNR for 'eps' and w(lambda) / (SNR + 1) for 'v'. Returns logsnr [B] -> [B];
+  pass it as `diffusion_loss(..., loss_weighting=...)`.
+  """
+  check_parameterization(parameterization)
+  check_loss_weighting(loss_weighting)
+  natural = 'eps_mse' if parameterization == 'eps' else 'v_mse'
+
+  def weight(logsnr):
+    return jnp.exp(log_x_weight(loss_weighting, logsnr, min_snr_gamma=min_snr_gamma)
+                   - log_x_weight(natural, logsnr))
+  return weight
 
 
 def _alpha_sigma_like(logsnr: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -136,6 +136,9 @@ def make_train_step(model, *, logsnr_fn, tx, config, mesh) -> Callable:
   ema_decay = config.optim.ema_decay
   cond_drop_prob = config.model.cond_drop_prob
   parameterization = config.diffusion.parameterization
+  loss_weighting = diffusion.target_loss_weight_fn(
+      config.diffusion.loss_weighting, parameterization=parameterization,
+      min_snr_gamma=config.diffusion.min_snr_gamma)
 
   def train_step(state: TrainState, batch):
     rng = jax.random.fold_in(base_key, state.step)
@@ -149,7 +152,8 @@ def make_train_step(model, *, logsnr_fn, tx, config, mesh) -> Callable:
         return model.apply({'params': params}, z, logsnr=logsnr, text_tokens=batch['tokens'],
                            drop_text=drop_text, train=True, rngs={'dropout': dropout_rng})
       return diffusion.diffusion_loss(network, batch['video'], rng=diffusion_rng,
-                                      logsnr_fn=logsnr_fn, parameterization=parameterization)
+                                      logsnr_fn=logsnr_fn, parameterization=parameterization,
+                                      loss_weighting=loss_weighting)
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
