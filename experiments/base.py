@@ -47,6 +47,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.diffusion.schedule = 'cosine'  # Log-SNR schedule: 'cosine' (clipped) or 'linear' (DDPM discrete betas).
   config.diffusion.logsnr_min = -20.0  # Cosine schedule: log-SNR at t = 1.
   config.diffusion.logsnr_max = 20.0  # Cosine schedule: log-SNR at t = 0.
+  # Cosine schedule: log-SNR added at every t, endpoints kept (Hoogeboom et al. 2023 use
+  # 2 log(64 / resolution)); negative = noisier, for training and sampling alike.
+  config.diffusion.logsnr_shift = 0.0
   config.diffusion.linear_num_steps = 1000  # Linear schedule: number of discrete steps T.
   config.diffusion.linear_beta_start = 1e-4  # Linear schedule: beta_1.
   config.diffusion.linear_beta_end = 0.02  # Linear schedule: beta_T.

@@ -110,3 +110,16 @@ def test_no_parameters_apply_and_logsnr_fn_agree(name):
   np.testing.assert_array_equal(schedule.logsnr_fn()(t), direct)
   # Low-precision times still give a float32 schedule.
   assert schedule.apply({}, t.astype(jnp.bfloat16)).dtype == jnp.float32
+
+
+@pytest.mark.parametrize('shift', [-2 * np.log(4.0), 2 * np.log(2.0)])
+def test_shifted_cosine_keeps_endpoints_and_shifts_the_interior(x64, shift):
+  t = jnp.linspace(0.0, 1.0, 101, dtype=jnp.float64)
+  shifted = np.asarray(schedules.CosineSchedule(-20.0, 20.0, shift).apply({}, t))
+  np.testing.assert_allclose(shifted[[0, -1]], [20.0, -20.0], rtol=1e-10)
+  assert np.all(np.diff(shifted) < 0)
+  # Away from the truncation, lambda moves by exactly the shift at every t (simple diffusion).
+  t = jnp.linspace(0.05, 0.95, 19, dtype=jnp.float64)
+  plain = schedules.CosineSchedule(-60.0, 60.0).apply({}, t)
+  moved = schedules.CosineSchedule(-60.0, 60.0, shift).apply({}, t)
+  np.testing.assert_allclose(moved - plain, shift, atol=1e-9)

@@ -67,10 +67,15 @@ class CosineSchedule(_Schedule):
     b = arctan(exp(-logsnr_max / 2)),  a = arctan(exp(-logsnr_min / 2)) - b,
 
   so lambda(0) = logsnr_max and lambda(1) = logsnr_min, strictly decreasing in between.
+
+  `logsnr_shift` s moves the curve by s at every t (Hoogeboom et al. 2023, "simple diffusion":
+  s = 2 log(64 / resolution), negative = more noise), keeping the endpoints: the cosine is
+  truncated to [logsnr_min - s, logsnr_max - s] and then shifted, lambda(t) = -2 log tan(a t + b) + s.
   """
 
   logsnr_min: float = -20.0
   logsnr_max: float = 20.0
+  logsnr_shift: float = 0.0
 
   def __call__(self, t: jax.Array) -> jax.Array:
     """t: any shape, in [0, 1]. Returns logsnr, same shape, float32 (float64 for float64 t)."""
@@ -80,9 +85,10 @@ class CosineSchedule(_Schedule):
     dtype = _float_dtype(t)
     t = jnp.asarray(t, dtype)
     # Constants in float64 numpy, then cast: a float64 numpy scalar would otherwise promote t.
-    b = np.arctan(np.exp(-0.5 * self.logsnr_max))
-    a = np.arctan(np.exp(-0.5 * self.logsnr_min)) - b
-    return -2.0 * jnp.log(jnp.tan(jnp.asarray(a, dtype) * t + jnp.asarray(b, dtype)))
+    shift = self.logsnr_shift
+    b = np.arctan(np.exp(-0.5 * (self.logsnr_max - shift)))
+    a = np.arctan(np.exp(-0.5 * (self.logsnr_min - shift))) - b
+    return -2.0 * jnp.log(jnp.tan(jnp.asarray(a, dtype) * t + jnp.asarray(b, dtype))) + shift
 
 
 class LinearBetaSchedule(_Schedule):

@@ -70,7 +70,8 @@ def create_logsnr_fn(config: ml_collections.ConfigDict) -> Callable[[jax.Array],
   """t in [0, 1] -> log-SNR lambda(t), from `config.diffusion`."""
   d = config.diffusion
   if d.schedule == 'cosine':
-    schedule = schedules.make_schedule('cosine', logsnr_min=d.logsnr_min, logsnr_max=d.logsnr_max)
+    schedule = schedules.make_schedule('cosine', logsnr_min=d.logsnr_min, logsnr_max=d.logsnr_max,
+                                       logsnr_shift=d.logsnr_shift)
   else:
     schedule = schedules.make_schedule('linear', num_steps=d.linear_num_steps,
                                        beta_start=d.linear_beta_start, beta_end=d.linear_beta_end)
