@@ -122,6 +122,8 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--config', required=True, help='experiments/X.py[:variant]')
   parser.add_argument('--workdir', required=True, help='A trained run (its latest checkpoint).')
+  parser.add_argument('--data_dir', default=None,
+                      help='Where the dataset is prepared, if not the config\'s data.data_dir.')
   parser.add_argument('--num_videos', type=int, default=64, help='Test videos probed.')
   parser.add_argument('--batch_size', type=int, default=16)
   parser.add_argument('--json', default=None, help='Output path (default: in <workdir>/eval).')
@@ -129,6 +131,8 @@ def main():
 
   from vdm_jax import train  # pylint: disable=g-import-not-at-top
   config = load_config(args.config)
+  if args.data_dir:
+    config.data.data_dir = args.data_dir
   run = train.restore_for_inference(config, args.workdir)
   builder = train.load_dataset_builder(config)
   videos, captions = pipeline.make_eval_source(builder=builder, split='test',
