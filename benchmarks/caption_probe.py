@@ -47,12 +47,10 @@ def swap_attribute(caption: str, attribute: str, rng: np.random.Generator) -> st
   'a red circle moving left' -> e.g. 'a red circle moving up' for attribute='direction'.
   """
   index = tuple(ATTRIBUTES).index(attribute)
-  phrases = []
-  for obj in tracker.parse_caption(caption):
-    obj = list(obj)
-    obj[index] = rng.choice([v for v in ATTRIBUTES[attribute] if v != obj[index]])
-    phrases.append(f'a {obj[0]} {obj[1]} moving {obj[2]}')
-  return ' and '.join(phrases)
+  objects = [list(obj) for obj in tracker.parse_caption(caption)]
+  for obj in objects:
+    obj[index] = str(rng.choice([v for v in ATTRIBUTES[attribute] if v != obj[index]]))
+  return moving_shapes.format_caption(objects)
 
 
 def probe(run, videos: np.ndarray, captions: list[str], *, batch_size: int, seed: int = 0,

@@ -7,6 +7,7 @@ from typing import Any, Iterable
 
 import ml_collections
 
+from vdm_jax import diffusion
 from vdm_jax.errors import UserError
 
 ALLOWED = {
@@ -16,8 +17,8 @@ ALLOWED = {
     'model.param_dtype': ('float32', 'bfloat16'),
     'diffusion.schedule': ('cosine', 'linear'),
     'optim.lr_schedule': ('constant', 'cosine'),
-    'diffusion.parameterization': ('eps', 'v'),
-    'diffusion.loss_weighting': ('eps_mse', 'v_mse', 'x_mse', 'snr_trunc', 'min_snr'),
+    'diffusion.parameterization': diffusion.PARAMETERIZATIONS,
+    'diffusion.loss_weighting': diffusion.LOSS_WEIGHTINGS,
     'sample.sampler': ('ddim', 'ancestral'),
     'eval.split': ('train', 'test'),
 }

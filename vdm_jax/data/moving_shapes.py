@@ -154,7 +154,7 @@ def render_video(
       trajectories = []  # Rarely, the first object leaves no room: restart.
 
   video = np.zeros((T, R, R, 3), np.uint8)
-  objects, phrases = [], []
+  objects = []
   for color_id, shape_id, traj in zip(colors, shapes, trajectories):
     color, shape = _COLOR_NAMES[color_id], SHAPES[shape_id]
     mask = _shape_masks(shape, centers=traj['centers'], size=traj['size'],
@@ -165,8 +165,17 @@ def render_video(
     objects.append(dict(color=color, shape=shape, direction=traj['direction'],
                         size=traj['size'], speed=traj['speed'],
                         centers=traj['centers'], bbox=bbox, mask=mask))
-    phrases.append(f'a {color} {shape} moving {traj["direction"]}')
-  return video, ' and '.join(phrases), objects
+  caption = format_caption([(o['color'], o['shape'], o['direction']) for o in objects])
+  return video, caption, objects
+
+
+def format_caption(objects) -> str:
+  """[(color, shape, direction), ...] -> 'a red circle moving left and a blue square moving up'.
+
+  The one caption format of the dataset; `tracker.parse_caption` is its inverse.
+  """
+  return ' and '.join(f'a {color} {shape} moving {direction}'
+                      for color, shape, direction in objects)
 
 
 def example_rng(seed: int, split: str, index: int) -> np.random.Generator:
