@@ -47,7 +47,8 @@ def test_conversions_invert_each_other(x64):
 def test_predict_x_eps_from_true_target(x64, parameterization):
   x, eps, logsnr = _video_x_eps_logsnr(jnp.float64)
   z = diffusion.q_sample(x, logsnr=logsnr, noise=eps)
-  target = eps if parameterization == 'eps' else diffusion.v_from_x_eps(x=x, eps=eps, logsnr=logsnr)
+  target = {'eps': eps, 'x': x,
+            'v': diffusion.v_from_x_eps(x=x, eps=eps, logsnr=logsnr)}[parameterization]
   x_hat, eps_hat = diffusion.predict_x_eps(target, z=z, logsnr=logsnr,
                                            parameterization=parameterization)
   np.testing.assert_allclose(x_hat, x, rtol=1e-9, atol=1e-9)
@@ -55,9 +56,9 @@ def test_predict_x_eps_from_true_target(x64, parameterization):
 
 
 def test_unknown_parameterization_is_rejected():
-  with pytest.raises(ValueError, match="'eps'.*'v'"):
+  with pytest.raises(ValueError, match="'eps', 'x', 'v'"):
     diffusion.predict_x_eps(jnp.zeros((1, 2)), z=jnp.zeros((1, 2)), logsnr=jnp.zeros((1,)),
-                            parameterization='x')
+                            parameterization='x0')
 
 
 def _oracle_model(x, parameterization, offset=0.0):
@@ -67,6 +68,8 @@ def _oracle_model(x, parameterization, offset=0.0):
     eps = diffusion.eps_from_x(z=z, x=x, logsnr=logsnr)
     if parameterization == 'eps':
       return eps + offset
+    if parameterization == 'x':
+      return x + offset
     return diffusion.v_from_x_eps(x=x, eps=eps, logsnr=logsnr) + offset
 
   return model_fn
@@ -115,7 +118,8 @@ def test_loss_weighting_hook(x64):
   logsnr_fn = CosineSchedule().logsnr_fn()
   weights = []
 
-  def weighting(logsnr):
+  def weighting(logsnr, dlogsnr_dt):
+    del dlogsnr_dt
     weights.append(jax.nn.sigmoid(logsnr) + 0.5)
     return weights[-1]
 
@@ -169,16 +173,46 @@ def test_named_loss_weightings_are_x_space_weights(x64, parameterization, loss_w
   x_hat, _ = diffusion.predict_x_eps(0.3 * z + 0.1, z=z, logsnr=logsnr,
                                      parameterization=parameterization)
   snr = np.exp(logsnr)
+  # Cosine schedule (Nichol & Dhariwal; endpoints +-20): lambda = -2 log tan(a t + b), so
+  # dlambda/dt = -4 a / sin(2 (a t + b)) with a t + b = arctan(exp(-lambda / 2)).
+  a = np.arctan(np.exp(10.0)) - np.arctan(np.exp(-10.0))
+  dlogsnr_dt = -4.0 * a / np.sin(2.0 * np.arctan(np.exp(-0.5 * logsnr)))
   w = {'eps_mse': snr, 'v_mse': snr + 1, 'x_mse': np.ones_like(snr),
-       'snr_trunc': np.maximum(snr, 1), 'min_snr': np.minimum(snr, gamma)}[loss_weighting]
+       'snr_trunc': np.maximum(snr, 1), 'min_snr': np.minimum(snr, gamma),
+       'vlb': -0.5 * dlogsnr_dt * snr}[loss_weighting]
   x_err = np.mean(np.square(np.asarray(x) - np.asarray(x_hat)), axis=(1, 2, 3, 4))
   np.testing.assert_allclose(loss, np.mean(w * x_err), rtol=1e-8)
 
 
 def test_matching_weighting_is_the_plain_target_mse(x64):
   logsnr = jnp.linspace(-20.0, 20.0, 9, dtype=jnp.float64)
-  for parameterization, natural in (('eps', 'eps_mse'), ('v', 'v_mse')):
+  for parameterization, natural in (('eps', 'eps_mse'), ('x', 'x_mse'), ('v', 'v_mse')):
     weight = diffusion.target_loss_weight_fn(natural, parameterization=parameterization)
     np.testing.assert_allclose(weight(logsnr), 1.0, rtol=1e-12)
   with pytest.raises(ValueError, match="allowed values: \\('eps_mse'"):
     diffusion.target_loss_weight_fn('snr', parameterization='eps')
+
+
+def test_vlb_weighting_needs_the_schedule_derivative():
+  with pytest.raises(ValueError, match='dlogsnr_dt'):
+    diffusion.log_x_weight('vlb', jnp.zeros((2,)))
+
+
+def test_logsnr_derivative_is_the_schedules_slope(x64):
+  schedule = CosineSchedule(logsnr_min=-10.0, logsnr_max=5.0, logsnr_shift=-1.0).logsnr_fn()
+  t = jnp.linspace(0.1, 0.9, 9, dtype=jnp.float64)
+  logsnr, slope = diffusion.logsnr_and_derivative(schedule, t)
+  h = 1e-6
+  np.testing.assert_allclose(logsnr, schedule(t), rtol=1e-14)
+  np.testing.assert_allclose(slope, (schedule(t + h) - schedule(t - h)) / (2 * h), rtol=1e-7)
+
+
+def test_antithetic_times_cover_the_unit_interval_evenly():
+  t = np.sort(np.asarray(diffusion.sample_time(jax.random.PRNGKey(4), 8, antithetic=True)))
+  # One u0, then steps of exactly 1/B (mod 1): sorted, consecutive gaps are 1/B.
+  np.testing.assert_allclose(np.diff(t), 1 / 8, atol=1e-6)
+  assert np.all((t >= 0) & (t < 1))
+  # Each t_i is still uniform: over many draws, t_0 = u0 has mean 1/2.
+  firsts = [float(diffusion.sample_time(jax.random.PRNGKey(k), 8, antithetic=True)[0])
+            for k in range(200)]
+  assert abs(np.mean(firsts) - 0.5) < 5 * np.sqrt(1 / 12 / 200)

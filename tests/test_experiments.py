@@ -42,7 +42,7 @@ def test_validation_names_the_field():
     config_validation.validate(config)
   config = module.get_config('smoke')
   config.diffusion.parameterization = 'x0'
-  with pytest.raises(UserError, match="config.diffusion.parameterization='x0'.*'eps', 'v'"):
+  with pytest.raises(UserError, match="config.diffusion.parameterization='x0'.*'eps', 'x', 'v'"):
     config_validation.validate(config)
   config = module.get_config('smoke')
   config.eval.num_captions = 65

@@ -16,14 +16,18 @@ import jax.numpy as jnp
 
 from vdm_jax.schedules import alpha_sigma
 
-PARAMETERIZATIONS = ('eps', 'v')
+PARAMETERIZATIONS = ('eps', 'x', 'v')
 # Weightings of the x-space error ||x - x_hat||^2 as functions of SNR = exp(lambda):
 #   eps_mse:   SNR                (Ho et al. 2020's L_simple on eps)
 #   v_mse:     SNR + 1            (Salimans & Ho 2022: the MSE on v)
 #   x_mse:     1
 #   snr_trunc: max(SNR, 1)        (Salimans & Ho 2022, "truncated SNR")
 #   min_snr:   min(SNR, gamma)    (Hang et al. 2023, "Min-SNR weighting", gamma = 5)
-LOSS_WEIGHTINGS = ('eps_mse', 'v_mse', 'x_mse', 'snr_trunc', 'min_snr')
+#   vlb:       -1/2 dlambda/dt SNR (Kingma et al. 2021, eq. 17: the continuous-time diffusion
+#              loss, an unbiased estimate of the VLB's diffusion term; needs dlambda/dt)
+LOSS_WEIGHTINGS = ('eps_mse', 'v_mse', 'x_mse', 'snr_trunc', 'min_snr', 'vlb')
+# The weighting whose loss is the plain MSE of each parameterization's own target.
+NATURAL_WEIGHTING = {'eps': 'eps_mse', 'x': 'x_mse', 'v': 'v_mse'}
 
 
 def check_parameterization(parameterization: str) -> None:
@@ -40,11 +44,20 @@ def check_loss_weighting(loss_weighting: str) -> None:
         f'Unknown loss_weighting {loss_weighting!r}; allowed values: {LOSS_WEIGHTINGS}.')
 
 
-def log_x_weight(loss_weighting: str, logsnr: jax.Array, *, min_snr_gamma: float = 5.0) -> jax.Array:
+def log_x_weight(loss_weighting: str, logsnr: jax.Array, *, min_snr_gamma: float = 5.0,
+                 dlogsnr_dt: Optional[jax.Array] = None) -> jax.Array:
   """log w(lambda) of the x-space loss w ||x - x_hat||^2 (see LOSS_WEIGHTINGS), in log space so
-  that lambda = +-20 neither overflows nor loses the small factors."""
+  that lambda = +-20 neither overflows nor loses the small factors.
+
+  'vlb' needs dlogsnr_dt (same shape as logsnr, < 0 for a decreasing schedule):
+  log w = log(-dlambda/dt / 2) + lambda.
+  """
   check_loss_weighting(loss_weighting)
   logsnr = jnp.asarray(logsnr)
+  if loss_weighting == 'vlb':
+    if dlogsnr_dt is None:
+      raise ValueError("loss_weighting 'vlb' needs dlogsnr_dt (the schedule's derivative).")
+    return jnp.log(-0.5 * jnp.asarray(dlogsnr_dt)) + logsnr
   return {
       'eps_mse': lambda: logsnr,
       'v_mse': lambda: jax.nn.softplus(logsnr),
@@ -55,19 +68,20 @@ def log_x_weight(loss_weighting: str, logsnr: jax.Array, *, min_snr_gamma: float
 
 
 def target_loss_weight_fn(loss_weighting: str, *, parameterization: str,
-                          min_snr_gamma: float = 5.0) -> Callable[[jax.Array], jax.Array]:
+                          min_snr_gamma: float = 5.0) -> Callable[[jax.Array, jax.Array], jax.Array]:
   """The per-example factor that turns the network's own target MSE into `loss_weighting`.
 
   ||eps - eps_hat||^2 = SNR ||x - x_hat||^2 and ||v - v_hat||^2 = (SNR + 1) ||x - x_hat||^2, so the
-  factor is w(lambda) / SNR for 'eps' and w(lambda) / (SNR + 1) for 'v'. Returns logsnr [B] -> [B];
-  pass it as `diffusion_loss(..., loss_weighting=...)`.
+  factor is w(lambda) / SNR for 'eps', w(lambda) / (SNR + 1) for 'v' and w(lambda) for 'x'.
+  Returns (logsnr [B], dlogsnr_dt [B]) -> [B]; pass it as `diffusion_loss(..., loss_weighting=...)`.
   """
   check_parameterization(parameterization)
   check_loss_weighting(loss_weighting)
-  natural = 'eps_mse' if parameterization == 'eps' else 'v_mse'
+  natural = NATURAL_WEIGHTING[parameterization]
 
-  def weight(logsnr):
-    return jnp.exp(log_x_weight(loss_weighting, logsnr, min_snr_gamma=min_snr_gamma)
+  def weight(logsnr, dlogsnr_dt=None):
+    return jnp.exp(log_x_weight(loss_weighting, logsnr, min_snr_gamma=min_snr_gamma,
+                                dlogsnr_dt=dlogsnr_dt)
                    - log_x_weight(natural, logsnr))
   return weight
 
@@ -124,6 +138,7 @@ def predict_x_eps(
   """(x_hat, eps_hat) from the network output, in at least float32.
 
   'eps': eps_hat = out, x_hat = (z - sigma eps_hat) / alpha           (Ho et al. 2020).
+  'x':   x_hat = out, eps_hat = (z - alpha x_hat) / sigma             (Kingma et al. 2021).
   'v':   x_hat = alpha z - sigma out, eps_hat = sigma z + alpha out   (Salimans & Ho 2022).
   model_out, z: [B, ...]; logsnr: [B].
   """
@@ -132,7 +147,78 @@ def predict_x_eps(
   model_out = model_out.astype(jnp.promote_types(model_out.dtype, jnp.float32))
   if parameterization == 'eps':
     return x_from_eps(z=z, eps=model_out, logsnr=logsnr), model_out
+  if parameterization == 'x':
+    return model_out, eps_from_x(z=z, x=model_out, logsnr=logsnr)
   return x_from_v(z=z, v=model_out, logsnr=logsnr), eps_from_v(z=z, v=model_out, logsnr=logsnr)
+
+
+def sample_time(rng: jax.Array, batch_size: int, *, antithetic: bool = False,
+                dtype=jnp.float32) -> jax.Array:
+  """t [batch_size] in [0, 1): i.i.d. uniform, or antithetic (Kingma et al. 2021, appendix:
+  "low-discrepancy sampler")
+
+    t_i = mod(u_0 + i / B, 1),  u_0 ~ U[0, 1),  i = 0..B-1,
+
+  each t_i still uniform, but the batch covers [0, 1) evenly, which lowers the variance of the
+  batch-mean loss."""
+  if antithetic:
+    u0 = jax.random.uniform(rng, (), dtype=dtype)
+    return jnp.mod(u0 + jnp.arange(batch_size, dtype=dtype) / batch_size, 1.0)
+  return jax.random.uniform(rng, (batch_size,), dtype=dtype)
+
+
+def logsnr_and_derivative(logsnr_fn: Callable[[jax.Array], jax.Array],
+                          t: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(lambda(t), dlambda/dt(t)), elementwise, by one forward-mode pass (jax.jvp): t [B] -> [B], [B]."""
+  return jax.jvp(logsnr_fn, (t,), (jnp.ones_like(t),))
+
+
+def denoising_terms(
+    model_fn: Callable[[jax.Array, jax.Array], jax.Array],
+    x: jax.Array,
+    *,
+    t: jax.Array,
+    noise: jax.Array,
+    logsnr_fn: Callable[[jax.Array], jax.Array],
+    parameterization: str,
+) -> dict[str, jax.Array]:
+  """Per-example terms of the denoising loss at given times t [B] and noise [B, ...]:
+
+    lambda = logsnr_fn(t),  z = alpha x + sigma noise,  out = model_fn(z, lambda),
+    target = noise ('eps'), x ('x') or alpha noise - sigma x ('v'),
+
+  returning float32 (float64 for float64 x) arrays of shape [B]: 'logsnr', 'dlogsnr_dt',
+  'mse_target' (mean over elements of (out - target)^2), 'mse_x' (of (x - x_hat)^2, x_hat
+  unclipped) and 'mse_eps' (of (noise - eps_hat)^2), and 'mse_x_clipped' (x_hat clipped to
+  [-1, 1], as the sampler does).
+  """
+  check_parameterization(parameterization)
+  x = jnp.asarray(x)
+  dtype = jnp.promote_types(x.dtype, jnp.float32)  # the loss stays float32 whatever the model
+  x = x.astype(dtype)
+  t = jnp.asarray(t, dtype)
+  noise = jnp.asarray(noise, dtype)
+  logsnr, dlogsnr_dt = logsnr_and_derivative(lambda u: jnp.asarray(logsnr_fn(u), dtype), t)
+  z = q_sample(x, logsnr=logsnr, noise=noise)
+  out = jnp.asarray(model_fn(z, logsnr)).astype(dtype)
+  assert out.shape == x.shape, f'model output {out.shape} != data {x.shape}'
+  x_hat, eps_hat = predict_x_eps(out, z=z, logsnr=logsnr, parameterization=parameterization)
+  target = {'eps': lambda: noise, 'x': lambda: x,
+            'v': lambda: v_from_x_eps(x=x, eps=noise, logsnr=logsnr)}[parameterization]()
+  mean = lambda a: jnp.mean(jnp.square(a), axis=tuple(range(1, x.ndim)))
+  return {'logsnr': logsnr, 'dlogsnr_dt': dlogsnr_dt, 'mse_target': mean(out - target),
+          'mse_x': mean(x - x_hat), 'mse_eps': mean(noise - eps_hat),
+          'mse_x_clipped': mean(x - jnp.clip(x_hat, -1.0, 1.0))}
+
+
+def vlb_diffusion_term(*, mse_x: jax.Array, logsnr: jax.Array, dlogsnr_dt: jax.Array) -> jax.Array:
+  """The continuous-time diffusion loss per data dimension (Kingma et al. 2021, eq. 17), one
+  Monte Carlo sample per example:
+
+    L_inf = -1/2 dlambda/dt exp(lambda) mean ||x - x_hat||^2,   t ~ U[0, 1],
+
+  in nats per dimension (multiply by the dimension for the whole example). All args [B]."""
+  return -0.5 * dlogsnr_dt * jnp.exp(logsnr) * mse_x
 
 
 def diffusion_loss(
@@ -142,7 +228,8 @@ def diffusion_loss(
     rng: jax.Array,
     logsnr_fn: Callable[[jax.Array], jax.Array],
     parameterization: str,
-    loss_weighting: Optional[Callable[[jax.Array], jax.Array]] = None,
+    loss_weighting: Optional[Callable[[jax.Array, jax.Array], jax.Array]] = None,
+    antithetic_time: bool = False,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Denoising loss with t ~ U[0, 1] per example.
 
@@ -150,52 +237,44 @@ def diffusion_loss(
     out = model_fn(z, lambda),
     'eps': loss = mean ||eps - out||^2                     (Ho et al. 2020, "L_simple"),
            = mean (alpha^2 / sigma^2) ||x - x_hat||^2, the SNR-weighted x-loss;
+    'x':   loss = mean ||x - out||^2, the unweighted x-loss;
     'v':   loss = mean ||v - out||^2,  v = alpha eps - sigma x
            = mean (1 + alpha^2 / sigma^2) ||x - x_hat||^2  (Salimans & Ho 2022).
 
-  The mean is over all elements. With `loss_weighting(lambda) -> w [B]`, each example's MSE is
-  multiplied by w before the batch mean (None: w = 1, the natural MSE of the target).
+  The mean is over all elements. With `loss_weighting(lambda, dlambda/dt) -> w [B]` (see
+  target_loss_weight_fn), each example's MSE is multiplied by w before the batch mean (None:
+  w = 1, the natural MSE of the target).
 
   Args:
     model_fn: (z [B, ...], logsnr [B] float32) -> out [B, ...]. Dropout rngs and conditioning
       are the caller's business (close over them).
     x: data [B, ...] (e.g. [batch, frames, height, width, channels]) in [-1, 1].
     rng: PRNG key for t and eps.
-    logsnr_fn: t [B] -> logsnr [B].
+    logsnr_fn: t [B] -> logsnr [B], differentiable in t (dlambda/dt is taken by jax.jvp).
     parameterization: one of PARAMETERIZATIONS.
-    loss_weighting: optional per-example weight as a function of logsnr.
+    loss_weighting: optional per-example weight as a function of (logsnr, dlogsnr_dt).
+    antithetic_time: draw t antithetically (sample_time).
 
   Returns:
     (loss, metrics): float32 scalar loss (float64 for float64 x) and a flat dict with 'loss',
     'mse_eps' (mean ||eps - eps_hat||^2) and 'mse_x' (mean ||x - clip(x_hat, -1, 1)||^2; x_hat
     is clipped as the sampler does, since for eps-prediction it is unbounded as lambda -> -inf).
   """
-  check_parameterization(parameterization)
   x = jnp.asarray(x)
-  dtype = jnp.promote_types(x.dtype, jnp.float32)  # the loss stays float32 whatever the model
-  x = x.astype(dtype)
-  B = x.shape[0]
+  dtype = jnp.promote_types(x.dtype, jnp.float32)
   rng_t, rng_noise = jax.random.split(rng)
-  t = jax.random.uniform(rng_t, (B,), dtype=dtype)
+  t = sample_time(rng_t, x.shape[0], antithetic=antithetic_time, dtype=dtype)
   noise = jax.random.normal(rng_noise, x.shape, dtype=dtype)
-  logsnr = jnp.asarray(logsnr_fn(t), dtype)
-  z = q_sample(x, logsnr=logsnr, noise=noise)
-  out = jnp.asarray(model_fn(z, logsnr)).astype(dtype)
-  assert out.shape == x.shape, f'model output {out.shape} != data {x.shape}'
-  x_hat, eps_hat = predict_x_eps(out, z=z, logsnr=logsnr, parameterization=parameterization)
-  if parameterization == 'eps':
-    target = noise
-  else:
-    target = v_from_x_eps(x=x, eps=noise, logsnr=logsnr)
-
-  reduce_axes = tuple(range(1, x.ndim))
-  per_example = jnp.mean(jnp.square(out - target), axis=reduce_axes)  # [B]
+  terms = denoising_terms(model_fn, x, t=t, noise=noise, logsnr_fn=logsnr_fn,
+                          parameterization=parameterization)
+  per_example = terms['mse_target']  # [B]
   if loss_weighting is not None:
-    per_example = per_example * jnp.asarray(loss_weighting(logsnr), dtype)
+    weight = loss_weighting(terms['logsnr'], terms['dlogsnr_dt'])
+    per_example = per_example * jnp.asarray(weight, dtype)
   loss = jnp.mean(per_example)
   metrics = {
       'loss': loss,
-      'mse_eps': jnp.mean(jnp.square(noise - eps_hat)),
-      'mse_x': jnp.mean(jnp.square(x - jnp.clip(x_hat, -1.0, 1.0))),
+      'mse_eps': jnp.mean(terms['mse_eps']),
+      'mse_x': jnp.mean(terms['mse_x_clipped']),
   }
   return loss, metrics
