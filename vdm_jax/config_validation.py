@@ -11,7 +11,6 @@ from vdm_jax import diffusion
 from vdm_jax.errors import UserError
 
 ALLOWED = {
-    'data.name': ('moving_shapes',),
     'model.conv_impl': ('xla', 'im2col'),
     'model.dtype': ('float32', 'bfloat16'),
     'model.param_dtype': ('float32', 'bfloat16'),
@@ -46,15 +45,8 @@ def _positive(config, fields: Iterable[str], *, allow_zero: bool = False) -> Non
 
 def video_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int, int]:
   """(frames, height, width, channels) of the configured dataset, without preparing it."""
-  from vdm_jax.data import moving_shapes  # pylint: disable=g-import-not-at-top
-
-  builder_configs = moving_shapes.MovingShapes.builder_configs
-  name = config.data.builder_config
-  _require(name in builder_configs,
-           f'config.data.builder_config={name!r} is not a moving_shapes config: '
-           f'use one of {sorted(builder_configs)}.')
-  builder_config = builder_configs[name]
-  return (builder_config.num_frames, builder_config.resolution, builder_config.resolution, 3)
+  from vdm_jax.data import registry  # pylint: disable=g-import-not-at-top
+  return registry.video_shape(config)
 
 
 def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = None) -> None:
@@ -64,6 +56,9 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
     _require(value in allowed,
              f'config.{field}={value!r} is not allowed: use one of {", ".join(map(repr, allowed))}.')
 
+  _require(isinstance(config.data.name, str) and config.data.name.strip(),
+           'config.data.name is empty: name a built-in or TFDS dataset.')
+  _positive(config, ['data.num_frames', 'data.resolution', 'data.frame_skip'])
   _positive(config, ['batch_size', 'data.max_text_length', 'model.channels', 'model.num_res_blocks',
                      'model.head_dim', 'model.text_width', 'model.text_layers', 'model.text_heads',
                      'optim.learning_rate', 'train.num_steps', 'train.log_every',
@@ -115,10 +110,9 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
              f'config.model.attention_resolutions contains {res}, which is not a level of the U-Net '
              f'(levels are {level_sizes} for {height}x{height} videos): use sizes from that list.')
   _require(frames >= 1, f'the dataset has {frames} frames; need at least 1.')
-  from vdm_jax.data import moving_shapes  # pylint: disable=g-import-not-at-top
-  builder_config = moving_shapes.MovingShapes.builder_configs[config.data.builder_config]
-  split_size = builder_config.num_test if config.eval.split == 'test' else builder_config.num_train
-  _require(config.eval.num_captions <= split_size,
+  from vdm_jax.data import registry  # pylint: disable=g-import-not-at-top
+  split_size = registry.split_size(config, config.eval.split)  # None: known once prepared.
+  _require(split_size is None or config.eval.num_captions <= split_size,
            f'config.eval.num_captions={config.eval.num_captions} exceeds the {split_size} videos of '
            f'the {config.eval.split!r} split: lower --config.eval.num_captions.')
 

@@ -24,8 +24,8 @@ from vdm_jax import mesh as mesh_lib
 from vdm_jax import progress
 from vdm_jax import sample as sample_lib
 from vdm_jax import schedules
-from vdm_jax.data import moving_shapes
 from vdm_jax.data import pipeline
+from vdm_jax.data import registry
 from vdm_jax.errors import UserError
 from vdm_jax.models import unet
 
@@ -115,7 +115,7 @@ def load_dataset_builder(config: ml_collections.ConfigDict):
   Other processes wait, then open it (or prepare their own copy when the data directory is not
   shared), so concurrent processes never write the same files.
   """
-  load = lambda: moving_shapes.load_builder(config.data.builder_config, config.data.data_dir)
+  load = lambda: registry.load_builder(config)  # Built-in or TFDS dataset: vdm_jax/data/registry.py.
   if jax.process_count() == 1:
     return load()
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top

@@ -1,8 +1,10 @@
-"""grain input pipeline over the Moving Shapes TFDS data source (no TensorFlow).
+"""grain input pipeline over a TFDS data source (no TensorFlow).
 
     source[process_index::process_count]   # disjoint shards that cover the split
       .shuffle(seed)                       # global shuffle, reseeded each epoch
       .repeat(num_epochs)                  # None = forever
+      .random_map(preprocessor)            # only for builders that carry one (registry.py):
+                                           # random clip start, flip, resize, caption
       .batch(per_process_batch, drop_remainder=True)
       .map(to_model_inputs)                # uint8 -> float32 in [-1, 1], tokens
       .to_iter_dataset(ReadOptions(...))   # threads + prefetch
@@ -83,7 +85,8 @@ def make_train_dataset(
   """The random-access dataset of this process's batches (see module docstring).
 
   Args:
-    builder: a prepared TFDS builder (e.g. `moving_shapes.load_builder(...)`).
+    builder: a prepared TFDS builder (e.g. `moving_shapes.load_builder(...)`), or a
+      `registry.PreprocessedBuilder`, whose `train_preprocessor` maps its raw examples.
     split: 'train' or 'test' (any TFDS split string).
     global_batch_size: summed over processes; must divide by process_count.
     seed: shuffle seed (epoch e uses seed + e, see grain's ShuffleMapDataset).
@@ -95,11 +98,18 @@ def make_train_dataset(
   if global_batch_size % process_count:
     raise ValueError(f'global_batch_size={global_batch_size} must be divisible by '
                      f'process_count={process_count}.')
-  ds = grain.MapDataset.source(builder.as_data_source(split=split))
+  preprocessor = getattr(builder, 'train_preprocessor', None)
+  source = (builder.raw_data_source(split) if preprocessor is not None
+            else builder.as_data_source(split=split))
+  ds = grain.MapDataset.source(source)
   # Shard before shuffling: shards are fixed, disjoint and cover the split, and each
   # process still sees a fresh order of its shard every epoch.
   ds = ds[process_index::process_count]
   ds = ds.shuffle(seed=seed).repeat(num_epochs)
+  if preprocessor is not None:
+    # After repeat: each epoch draws new clip starts and flips; the generator is seeded by
+    # (seed, index), so a restored iterator continues exactly.
+    ds = ds.random_map(preprocessor, seed=seed)
   ds = ds.batch(global_batch_size // process_count, drop_remainder=True,
                 batch_fn=_stack_batch)
   # Converting whole batches is ~2x faster than per example (one vectorised pass).

@@ -1,0 +1,229 @@
+"""Dataset registry and TFDS video preprocessing: frame skip, clip start, crop, flip, captions."""
+
+from etils import epath
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from experiments import base
+from vdm_jax import config_validation
+from vdm_jax.data import pipeline
+from vdm_jax.data import preprocess
+from vdm_jax.data import registry
+from vdm_jax.errors import UserError
+
+_NUM_STORED = 12  # Frames per stored synthetic video.
+_LABELS = ('ApplyEyeMakeup', 'jumping_jack', 'YoYo')
+
+
+def encoded_video(num_frames: int, height: int, width: int, *, offset: int = 0) -> np.ndarray:
+  """uint8 [N, H, W, 3]: channel 0 = 10 * frame index (+ offset), 1 = 10 * row, 2 = 10 * col."""
+  t, y, x = np.meshgrid(np.arange(num_frames), np.arange(height), np.arange(width), indexing='ij')
+  return np.stack([10 * t + offset, 10 * y, 10 * x], axis=-1).astype(np.uint8)
+
+
+class TinyLabelledVideos(tfds.core.GeneratorBasedBuilder):
+  """A TFDS video dataset with class labels, prepared for real (no mock) into a temp dir."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  code_path = epath.Path(__file__)
+
+  def _info(self):
+    return self.dataset_info_from_configs(
+        features=tfds.features.FeaturesDict({
+            'video': tfds.features.Tensor(shape=(_NUM_STORED, 6, 10, 3), dtype=np.uint8,
+                                          encoding=tfds.features.Encoding.BYTES),
+            'label': tfds.features.ClassLabel(names=_LABELS),
+        }), disable_shuffling=True)
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {'train': self._generate_examples(6), 'test': self._generate_examples(2)}
+
+  def _generate_examples(self, n):
+    for i in range(n):  # Example i: frame values offset by i, label i % 3.
+      yield i, {'video': encoded_video(_NUM_STORED, 6, 10, offset=i), 'label': i % 3}
+
+
+class TinyManualVideos(TinyLabelledVideos):
+  """Needs files the user must download by hand."""
+
+  MANUAL_DOWNLOAD_INSTRUCTIONS = 'Put the videos in manual_dir.'
+
+  def _split_generators(self, dl_manager):
+    return {'train': self._generate_examples(len(list(dl_manager.manual_dir.iterdir())))}
+
+
+def data_config(name, data_dir, **fields):
+  config = base.get_base_config()
+  config.data.name = name
+  config.data.data_dir = str(data_dir)
+  config.data.update(fields)
+  return config
+
+
+# ----------------------------------------------------------------------------------
+# preprocess: exact frames and pixels
+# ----------------------------------------------------------------------------------
+
+
+def test_clip_takes_every_kth_frame_and_crops_the_center():
+  video = encoded_video(_NUM_STORED, 6, 10)
+  clip = preprocess.take_clip(video, num_frames=4, frame_skip=3, start=1)
+  np.testing.assert_array_equal(clip[:, 0, 0, 0], 10 * np.array([1, 4, 7, 10]))
+  out = preprocess.resize_and_center_crop(clip, resolution=6)  # Shorter side already 6: crop only.
+  assert out.shape == (4, 6, 6, 3)
+  np.testing.assert_array_equal(out[0, :, 0, 1], 10 * np.arange(6))  # Every row kept.
+  np.testing.assert_array_equal(out[0, 0, :, 2], 10 * np.arange(2, 8))  # Columns 2..7 of 0..9.
+  with pytest.raises(ValueError, match='spans 13 stored frames'):
+    preprocess.take_clip(video, num_frames=5, frame_skip=3, start=0)
+
+
+def test_resize_averages_pixel_blocks_then_crops():
+  video = encoded_video(2, 8, 12)  # -> 4 x 6 by 2x2 box means, then columns 1..4.
+  out = preprocess.resize_and_center_crop(video, resolution=4)
+  np.testing.assert_array_equal(out[1, :, 0, 0], [10] * 4)  # Frame index survives.
+  np.testing.assert_array_equal(out[0, :, 0, 1], 20 * np.arange(4) + 5)  # mean(20i, 20i + 10)
+  np.testing.assert_array_equal(out[0, 0, :, 2], 20 * np.arange(1, 5) + 5)
+
+
+def test_random_view_draws_every_start_and_flips():
+  p = preprocess.VideoPreprocessor(video_key='video', num_frames=4, frame_skip=3, resolution=6,
+                                   random_flip=True)
+  example = {'video': encoded_video(_NUM_STORED, 6, 10)}
+  starts, flips = set(), set()
+  for seed in range(64):
+    out = p.random_map(example, np.random.default_rng(seed))['video']
+    first = int(out[0, 0, 0, 0]) // 10
+    np.testing.assert_array_equal(out[:, 0, 0, 0] // 10, first + 3 * np.arange(4))
+    flipped = out[0, 0, 0, 2] > out[0, 0, -1, 2]
+    np.testing.assert_array_equal(out[0, 0, :, 2], 10 * (np.arange(7, 1, -1) if flipped
+                                                         else np.arange(2, 8)))
+    starts.add(first)
+    flips.add(bool(flipped))
+  assert starts == {0, 1, 2}  # The span is 10 of 12 frames.
+  assert flips == {True, False}
+  np.testing.assert_array_equal(p.map(example)['video'], p.convert(example, start=0, flip=False)['video'])
+
+
+def test_label_captions():
+  p = preprocess.VideoPreprocessor(video_key='v', num_frames=1, frame_skip=1, resolution=2,
+                                   label_key='label', label_names=_LABELS)
+  assert [p.caption({'label': i}) for i in range(3)] == [
+      'a video of apply eye makeup', 'a video of jumping jack', 'a video of yo yo']
+
+
+# ----------------------------------------------------------------------------------
+# TFDS datasets through the registry and the pipeline
+# ----------------------------------------------------------------------------------
+
+
+def test_labelled_tfds_dataset_through_the_pipeline(tmp_path):
+  config = data_config('tiny_labelled_videos', tmp_path, num_frames=3, frame_skip=2, resolution=6,
+                       random_flip=True)
+  builder = registry.load_builder(config)
+  assert config_validation.video_shape(config) == (3, 6, 6, 3)
+  test = builder.as_data_source('test')
+  assert len(test) == 2
+  assert test[1]['caption'] == 'a video of jumping jack'
+  np.testing.assert_array_equal(test[1]['video'][:, 0, 0, 0], [1, 21, 41])  # Frames 0, 2, 4.
+
+  def batches(process_index, num):
+    ds = pipeline.make_train_dataset(builder=builder, split='train', global_batch_size=2, seed=3,
+                                     max_text_length=32, process_index=process_index,
+                                     process_count=2, num_epochs=1)
+    return [ds[i] for i in range(num)]
+
+  seen = []
+  for process_index in (0, 1):
+    for batch in batches(process_index, 3):
+      video = batch['video']
+      assert video.shape == (1, 3, 6, 6, 3) and video.dtype == np.float32
+      values = np.rint((video[0] + 1) * 127.5).astype(int)
+      offset, start = values[0, 0, 0, 0] % 10, values[0, 0, 0, 0] // 10
+      np.testing.assert_array_equal(values[:, 0, 0, 0], 10 * (start + 2 * np.arange(3)) + offset)
+      seen.append(offset)
+  assert sorted(seen) == list(range(6))  # Two shards: disjoint, covering the split.
+
+
+def test_restored_iterator_continues_exactly(tmp_path):
+  config = data_config('tiny_labelled_videos', tmp_path, num_frames=3, resolution=6,
+                       random_flip=True)
+  builder = registry.load_builder(config)
+  make = lambda: pipeline.make_train_iterator(
+      builder=builder, split='train', global_batch_size=2, seed=0, max_text_length=8,
+      process_index=0, process_count=1)
+  it = make()
+  for _ in range(4):
+    next(it)
+  state = it.get_state()
+  expected = [next(it) for _ in range(4)]
+  restored = make()
+  restored.set_state(state)
+  for want in expected:
+    got = next(restored)
+    np.testing.assert_array_equal(got['video'], want['video'])
+    np.testing.assert_array_equal(got['tokens'], want['tokens'])
+
+
+def test_bair_on_mock_data():
+  config = data_config('bair_robot_pushing_small', '/unused', num_frames=4, frame_skip=2,
+                       resolution=16, random_flip=True)
+  with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, num_examples=4):
+    builder = registry.load_builder(config)
+    example = builder.as_data_source('train')[0]
+    raw = builder.raw_data_source('train')[0]['image_main']  # [30, 64, 64, 3]
+    ds = pipeline.make_train_dataset(builder=builder, split='train', global_batch_size=2, seed=0,
+                                     max_text_length=8, process_index=0, process_count=1)
+    batch = ds[0]
+  assert example['video'].shape == (4, 16, 16, 3) and example['caption'] == ''
+  expected = preprocess.resize_and_center_crop(raw[0:7:2], resolution=16)
+  np.testing.assert_array_equal(example['video'], expected)
+  assert batch['video'].shape == (2, 4, 16, 16, 3)
+
+
+@pytest.mark.parametrize('name', ['moving_mnist', 'ucf101'])
+def test_video_feature_datasets_need_tensorflow(name):
+  """tfds.features.Video calls TensorFlow in its constructor, so even mock data needs it."""
+  try:
+    import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
+    pytest.skip('TensorFlow is installed')
+  except ImportError:
+    pass
+  config = data_config(name, '/unused')
+  with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, num_examples=2):
+    with pytest.raises(UserError, match='needs tensorflow') as error:
+      registry.load_builder(config)
+  assert '\n' not in str(error.value)
+
+
+def test_ucf101_spec_maps_labels_to_captions():
+  spec = registry.TFDS_VIDEO_SPECS['ucf101']
+  p = preprocess.VideoPreprocessor(video_key=spec.video_key, num_frames=2, frame_skip=1,
+                                   resolution=4, label_key=spec.label_key, label_names=_LABELS)
+  out = p.map({'video': encoded_video(3, 4, 4), 'label': 2})
+  assert out['caption'] == 'a video of yo yo' and out['video'].shape == (2, 4, 4, 3)
+
+
+def test_unprepared_dataset_error_names_the_command(tmp_path):
+  config = data_config('tiny_manual_videos', tmp_path / 'tfds', manual_dir=str(tmp_path / 'none'))
+  with pytest.raises(UserError) as error:
+    registry.load_builder(config)
+  message = str(error.value)
+  assert '\n' not in message
+  assert 'tfds build tiny_manual_videos' in message and '--file_format=array_record' in message
+  assert f'--manual_dir={tmp_path / "none"}' in message
+
+
+def test_unknown_name_and_short_videos_are_one_line_errors(tmp_path):
+  with pytest.raises(UserError, match='neither a built-in dataset'):
+    registry.load_builder(data_config('no_such_dataset_xyz', tmp_path))
+  with pytest.raises(UserError, match=r'spans 25 frames; .* have 12'):
+    registry.load_builder(data_config('tiny_labelled_videos', tmp_path, num_frames=13,
+                                      frame_skip=2))
+
+
+def test_moving_shapes_is_unchanged(tmp_path):
+  config = data_config('moving_shapes', tmp_path, builder_config='smoke')
+  assert config_validation.video_shape(config) == (16, 32, 32, 3)
+  assert registry.split_size(config, 'test') == 64

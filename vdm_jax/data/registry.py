@@ -1,0 +1,212 @@
+"""Which dataset `config.data.name` means, and how to open it.
+
+Every dataset comes back as a prepared builder whose `as_data_source(split=...)` is a random-access
+source of {'video': uint8 [T, H, W, 3], 'caption': str or bytes} examples at the model's shape:
+
+  'moving_shapes'        built in, rendered locally (`moving_shapes.py`), stored at the model's shape.
+  any other name         a TFDS video dataset ('moving_mnist', 'ucf101', 'bair_robot_pushing_small',
+                         ...), prepared by TFDS in `config.data.data_dir` (array_record), read
+                         without TensorFlow where its features allow, and mapped by a
+                         `preprocess.VideoPreprocessor` (clip, frame skip, resize and crop, flip,
+                         label -> caption) to `config.data.num_frames` x `resolution`^2.
+
+A mapped builder also carries `train_preprocessor`; `pipeline.make_train_dataset` applies its random
+view (random clip start, flip) per example, per epoch.
+"""
+
+import dataclasses
+import os
+from typing import Any, Mapping
+
+import grain
+import ml_collections
+import numpy as np
+
+from vdm_jax.data import preprocess
+from vdm_jax.errors import UserError
+
+BUILT_IN = ('moving_shapes',)
+
+
+# ----------------------------------------------------------------------------------
+# TFDS video datasets
+# ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsVideoSpec:
+  """Where a TFDS dataset keeps its video, label and caption; our split -> TFDS split string."""
+  video_key: str
+  label_key: str | None = None
+  caption_key: str | None = None
+  splits: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+# Datasets whose features name more than one video, or whose splits differ from train/test.
+# Others are inferred from their features by `tfds_video_spec`.
+TFDS_VIDEO_SPECS = {
+    # The authors ship only the 10,000 test sequences (20 x 64x64x1): 90% / 10% of them.
+    'moving_mnist': TfdsVideoSpec('image_sequence',
+                                  splits={'train': 'test[:90%]', 'test': 'test[90%:]'}),
+    'ucf101': TfdsVideoSpec('video', label_key='label'),
+    # The main camera (image_aux1 is the second camera).
+    'bair_robot_pushing_small': TfdsVideoSpec('image_main'),
+}
+_CAPTION_KEYS = ('caption', 'text', 'description', 'title')
+
+
+def tfds_video_spec(name: str, features) -> TfdsVideoSpec:
+  """The known spec of `name`, or one inferred from its top-level `features`.
+
+  Inferred: the video is the first uint8 feature of shape [N, H, W, C] with C in (1, 3), the label
+  the first `ClassLabel`, the caption the first text feature named like a caption.
+  """
+  if name in TFDS_VIDEO_SPECS:
+    return TFDS_VIDEO_SPECS[name]
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  shapes = features.shape
+  video_key = next((key for key, shape in shapes.items()
+                    if isinstance(shape, tuple) and len(shape) == 4 and shape[-1] in (1, 3)
+                    and getattr(features[key], 'np_dtype', None) == np.uint8), None)
+  if video_key is None:
+    raise UserError(f'config.data.name={name!r}: no video feature (uint8 [frames, height, width, '
+                    f'1 or 3]) among its features {sorted(shapes)}: use a TFDS video dataset.')
+  label_key = next((key for key in shapes
+                    if isinstance(features[key], tfds.features.ClassLabel)), None)
+  caption_key = next((key for key in _CAPTION_KEYS
+                      if key in shapes and isinstance(features[key], tfds.features.Text)), None)
+  return TfdsVideoSpec(video_key, label_key=label_key, caption_key=caption_key)
+
+
+def _preprocessor(data: ml_collections.ConfigDict, spec: TfdsVideoSpec,
+                  features) -> preprocess.VideoPreprocessor:
+  label_names = ()
+  if spec.label_key is not None and spec.caption_key is None:
+    label_names = tuple(features[spec.label_key].names)
+  return preprocess.VideoPreprocessor(
+      video_key=spec.video_key, num_frames=data.num_frames, frame_skip=data.frame_skip,
+      resolution=data.resolution, random_clip_start=data.random_clip_start,
+      random_flip=data.random_flip, label_key=spec.label_key, label_names=label_names,
+      caption_key=spec.caption_key, caption_template=data.caption_template)
+
+
+class PreprocessedBuilder:
+  """A prepared TFDS builder seen through a `VideoPreprocessor` (see module docstring)."""
+
+  def __init__(self, builder, preprocessor: preprocess.VideoPreprocessor,
+               splits: Mapping[str, str] | None = None):
+    self.builder = builder
+    self.train_preprocessor = preprocessor
+    self.splits = dict(splits or {})
+
+  @property
+  def info(self):
+    return self.builder.info
+
+  def raw_data_source(self, split: str):
+    """The stored examples of `split` (our split name; mapped to the TFDS split string)."""
+    return self.builder.as_data_source(split=self.splits.get(split, split))
+
+  def as_data_source(self, split: str) -> grain.MapDataset:
+    """Deterministic examples at the model's shape: each clip from frame 0, never flipped."""
+    return grain.MapDataset.source(self.raw_data_source(split)).map(self.train_preprocessor)
+
+
+def _tfds_commands(name: str, data: ml_collections.ConfigDict) -> str:
+  data_dir = os.path.expanduser(data.data_dir)
+  manual_dir = os.path.expanduser(data.manual_dir) if data.manual_dir else os.path.join(
+      data_dir, 'downloads', 'manual')
+  return (f'prepare it with `tfds build {name} --data_dir={data_dir} --file_format=array_record '
+          f'--manual_dir={manual_dir}` (TensorFlow installed; datasets that cannot be downloaded '
+          f'read their files from the manual_dir, set here by --config.data.manual_dir)')
+
+
+def open_tfds_builder(name: str, data: ml_collections.ConfigDict):
+  """The TFDS builder of `name` (not prepared), or a one-line `UserError`."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets.video  # pylint: disable=g-import-not-at-top,unused-import  # Registers them.
+
+  config_name = None if data.builder_config in ('', 'default') else data.builder_config
+  try:
+    return tfds.builder(name, config=config_name, data_dir=os.path.expanduser(data.data_dir),
+                        file_format='array_record')
+  except tfds.core.registered.DatasetNotFoundError:
+    raise UserError(f'config.data.name={name!r} is neither a built-in dataset {BUILT_IN} nor a '
+                    'TFDS dataset: check the name (see `tfds.list_builders()`).') from None
+  except ModuleNotFoundError as error:  # TFDS re-raises it without `.name`.
+    module = error.name or ('tensorflow' if 'tensorflow' in str(error) else 'a missing module')
+    raise UserError(f'TFDS dataset {name!r} needs {module} even to describe its features '
+                    f'(e.g. tfds.features.Video), here and when reading: pip install {module}.'
+                    ) from None
+
+
+def load_tfds_video_builder(data: ml_collections.ConfigDict) -> PreprocessedBuilder:
+  """Opens (preparing when possible) TFDS dataset `data.name`, mapped to the model's shape."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  name = data.name
+  builder = open_tfds_builder(name, data)
+  if not builder.is_prepared():
+    download_config = tfds.download.DownloadConfig(
+        manual_dir=os.path.expanduser(data.manual_dir) if data.manual_dir else None)
+    try:
+      builder.download_and_prepare(file_format='array_record', download_config=download_config)
+    except Exception as error:  # pylint: disable=broad-except  # Any cause: the same remedy.
+      cause = (str(error).strip().splitlines() or [''])[0][:200]
+      raise UserError(f'TFDS dataset {name!r} is not prepared in {data.data_dir} and could not be '
+                      f'prepared here ({type(error).__name__}: {cause}): '
+                      f'{_tfds_commands(name, data)}.') from None
+  if 'array_record' not in {str(getattr(f, 'value', f)) for f in
+                            builder.info.available_file_formats()}:
+    raise UserError(f'TFDS dataset {name!r} is prepared in {data.data_dir} as '
+                    f'{builder.info.file_format}, not array_record (random access): '
+                    f'{_tfds_commands(name, data)}.')
+  spec = tfds_video_spec(name, builder.info.features)
+  frames = builder.info.features.shape[spec.video_key][0]
+  span = preprocess.clip_span(num_frames=data.num_frames, frame_skip=data.frame_skip)
+  if frames is not None and frames < span:
+    raise UserError(f'config.data.num_frames={data.num_frames} every config.data.frame_skip='
+                    f'{data.frame_skip} frame(s) spans {span} frames; {name!r} videos have '
+                    f'{frames}: lower one of them.')
+  return PreprocessedBuilder(builder, _preprocessor(data, spec, builder.info.features),
+                             spec.splits)
+
+
+# ----------------------------------------------------------------------------------
+# Entry points
+# ----------------------------------------------------------------------------------
+
+
+def load_builder(config: ml_collections.ConfigDict):
+  """The prepared dataset of `config.data` (see module docstring)."""
+  data = config.data
+  if data.name == 'moving_shapes':
+    from vdm_jax.data import moving_shapes  # pylint: disable=g-import-not-at-top
+    return moving_shapes.load_builder(data.builder_config, data.data_dir)
+  return load_tfds_video_builder(data)
+
+
+def video_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int, int]:
+  """(frames, height, width, channels) the model sees, without preparing the dataset."""
+  data = config.data
+  if data.name == 'moving_shapes':
+    builder_config = _built_in_config(data)
+    return (builder_config.num_frames, builder_config.resolution, builder_config.resolution, 3)
+  return (data.num_frames, data.resolution, data.resolution, 3)
+
+
+def split_size(config: ml_collections.ConfigDict, split: str) -> int | None:
+  """Examples in `split`, when known without preparing the dataset (built-in sets), else None."""
+  if config.data.name == 'moving_shapes':
+    builder_config = _built_in_config(config.data)
+    return builder_config.num_test if split == 'test' else builder_config.num_train
+  return None
+
+
+def _built_in_config(data: ml_collections.ConfigDict) -> Any:
+  from vdm_jax.data import moving_shapes  # pylint: disable=g-import-not-at-top
+  builder_configs = moving_shapes.MovingShapes.builder_configs
+  if data.builder_config not in builder_configs:
+    raise UserError(f'config.data.builder_config={data.builder_config!r} is not a {data.name} '
+                    f'config: use one of {sorted(builder_configs)}.')
+  return builder_configs[data.builder_config]
