@@ -7,8 +7,16 @@ Variance-preserving diffusion (Kingma et al. 2021, "Variational Diffusion Models
     alpha_t^2 = sigmoid(lambda(t)),  sigma_t^2 = sigmoid(-lambda(t)).
 
 A schedule is strictly decreasing: t = 0 is (almost) clean data, t = 1 is (almost) pure noise.
-Schedules are Flax modules without parameters (so `schedule.apply({}, t)` works); a learned
-schedule can later add parameters behind the same interface.
+Schedules are Flax modules. The fixed ones have no parameters (`schedule.apply({}, t)`); the
+learned one (`LearnedSchedule`, Kingma et al. 2021) has, behind the same interface
+(`schedule.apply({'params': p}, t)`).
+
+Zero terminal SNR (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample Steps are
+Flawed", Algorithm 1) is an option of the cosine and discrete schedules: sqrt(alpha_bar) is
+shifted and scaled so the last step has alpha = 0 (SNR 0) and the first keeps its value. A log-SNR
+of -inf would make every formula in log-SNR form produce inf or NaN, so the terminal log-SNR is
+clamped to ZERO_SNR_LOGSNR = -30 (SNR 9.4e-14, alpha 3.1e-7: below float32 resolution of the data
+signal, and finite in the samplers, losses and likelihood).
 
 Schedules compute in float32, or in float64 when given float64 times (closed-form tests).
 """
@@ -20,7 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SCHEDULES = ('cosine', 'linear')
+SCHEDULES = ('cosine', 'linear', 'betas', 'learned')
+ZERO_SNR_LOGSNR = -30.0  # The clamped log-SNR of "SNR 0" (see above).
 
 
 def _float_dtype(x: jax.Array):
@@ -43,6 +52,39 @@ def alpha_sigma(logsnr: jax.Array) -> tuple[jax.Array, jax.Array]:
   return jnp.sqrt(jax.nn.sigmoid(logsnr)), jnp.sqrt(jax.nn.sigmoid(-logsnr))
 
 
+def rescale_zero_terminal_snr(logsnr: jax.Array, *, logsnr_first: float,
+                              logsnr_last: float) -> jax.Array:
+  """Lin et al. 2023, Algorithm 1, in log-SNR form: with a = sqrt(alpha_bar) = sqrt(sigmoid(lambda)),
+
+    a' = a_first (a - a_last) / (a_first - a_last),    lambda' = log(a'^2 / (1 - a'^2)),
+
+  so lambda_first is kept and lambda_last becomes -inf, clamped to ZERO_SNR_LOGSNR (a' is floored
+  at sqrt(sigmoid(ZERO_SNR_LOGSNR))). 1 - a' is computed as
+  (a_first (1 - a) - a_last (1 - a_first)) / (a_first - a_last) with 1 - a = sigmoid(-lambda) / (1 + a),
+  which keeps lambda ~ +20 exact in float32 (where a rounds to 1). Elementwise; same dtype.
+  """
+  # numpy in, numpy out (float64 tables of the discrete schedules); jax otherwise.
+  xp = np if isinstance(logsnr, np.ndarray) else jnp
+  logsnr = xp.asarray(logsnr)
+  dtype = logsnr.dtype
+  if not logsnr_first > logsnr_last:
+    raise ValueError(f'Need logsnr_first > logsnr_last, got {logsnr_first} and {logsnr_last}.')
+  sigmoid = lambda l: 1.0 / (1.0 + xp.exp(-l))
+  np_sigmoid = lambda l: 1.0 / (1.0 + np.exp(-np.float64(l)))
+  a_first, a_last, a_floor = (np.sqrt(np_sigmoid(l))
+                              for l in (logsnr_first, logsnr_last, ZERO_SNR_LOGSNR))
+  one_minus_a_first = np_sigmoid(-logsnr_first) / (1.0 + a_first)
+  c = lambda v: xp.asarray(v, dtype)  # float64 numpy constants, cast: they must not promote
+  a = xp.sqrt(sigmoid(logsnr))
+  one_minus_a = sigmoid(-logsnr) / (1.0 + a)
+  a_new = c(a_first / (a_first - a_last)) * (a - c(a_last))
+  clamped = a_new <= c(a_floor)
+  a_new = xp.maximum(a_new, c(a_floor))  # keeps the log below finite (and its derivative)
+  one_minus_a_new = (c(a_first) * one_minus_a - c(a_last * one_minus_a_first)) / c(a_first - a_last)
+  logsnr_new = 2.0 * xp.log(a_new) - xp.log(one_minus_a_new * (1.0 + a_new))
+  return xp.where(clamped, c(ZERO_SNR_LOGSNR), logsnr_new)
+
+
 class _Schedule(nn.Module):
   """Base: `__call__(t) -> logsnr`, elementwise, any shape."""
 
@@ -50,8 +92,8 @@ class _Schedule(nn.Module):
   def logsnr_fn(self, variables: Optional[Any] = None) -> Callable[[jax.Array], jax.Array]:
     """`t -> logsnr` as a plain function: `logsnr_fn = schedule.logsnr_fn()`.
 
-    Same as `lambda t: schedule.apply(variables or {}, t)`; `variables` is for a future learned
-    schedule (these have no parameters).
+    Same as `lambda t: schedule.apply(variables or {}, t)`; `variables` ({'params': ...}) only for
+    the learned schedule (the others have no parameters).
     """
     variables = {} if variables is None else variables
     return lambda t: self.apply(variables, t)
@@ -71,11 +113,15 @@ class CosineSchedule(_Schedule):
   `logsnr_shift` s moves the curve by s at every t (Hoogeboom et al. 2023, "simple diffusion":
   s = 2 log(64 / resolution), negative = more noise), keeping the endpoints: the cosine is
   truncated to [logsnr_min - s, logsnr_max - s] and then shifted, lambda(t) = -2 log tan(a t + b) + s.
+
+  `zero_terminal_snr`: then rescaled by `rescale_zero_terminal_snr` (Lin et al. 2023) between
+  lambda(0) = logsnr_max (kept) and lambda(1) = logsnr_min (-> ZERO_SNR_LOGSNR).
   """
 
   logsnr_min: float = -20.0
   logsnr_max: float = 20.0
   logsnr_shift: float = 0.0
+  zero_terminal_snr: bool = False
 
   def __call__(self, t: jax.Array) -> jax.Array:
     """t: any shape, in [0, 1]. Returns logsnr, same shape, float32 (float64 for float64 t)."""
@@ -88,15 +134,18 @@ class CosineSchedule(_Schedule):
     shift = self.logsnr_shift
     b = np.arctan(np.exp(-0.5 * (self.logsnr_max - shift)))
     a = np.arctan(np.exp(-0.5 * (self.logsnr_min - shift))) - b
-    return -2.0 * jnp.log(jnp.tan(jnp.asarray(a, dtype) * t + jnp.asarray(b, dtype))) + shift
+    logsnr = -2.0 * jnp.log(jnp.tan(jnp.asarray(a, dtype) * t + jnp.asarray(b, dtype))) + shift
+    if self.zero_terminal_snr:
+      logsnr = rescale_zero_terminal_snr(logsnr, logsnr_first=self.logsnr_max,
+                                         logsnr_last=self.logsnr_min)
+    return logsnr
 
 
-class LinearBetaSchedule(_Schedule):
-  """The discrete linear-beta schedule of DDPM (Ho et al. 2020) in continuous time.
+class _DiscreteSchedule(_Schedule):
+  """A discrete DDPM schedule (Ho et al. 2020) in continuous time, from its betas.
 
-  betas beta_1..beta_T are linearly spaced from beta_start to beta_end (T = num_steps) and
-  alpha_bar_i = prod_{j <= i} (1 - beta_j). At t = i / T (i = 1..T), lambda(t) is exactly the
-  discrete log-SNR
+  alpha_bar_i = prod_{j <= i} (1 - beta_j) for i = 1..T (T = len(betas)). At t = i / T, lambda(t)
+  is exactly the discrete log-SNR
 
     lambda_i = log(alpha_bar_i / (1 - alpha_bar_i)),
 
@@ -107,24 +156,36 @@ class LinearBetaSchedule(_Schedule):
   step's noise variance, 1 - alpha_bar_0 := beta_1 / 2, i.e. lambda_0 = log((1 - beta_1/2) /
   (beta_1/2)) (about 9.9 for beta_1 = 1e-4): finite and strictly above lambda_1.
 
+  With `zero_terminal_snr`, lambda_1..lambda_T are rescaled by Lin et al. 2023, Algorithm 1
+  (`rescale_zero_terminal_snr`: lambda_1, hence beta_1 and lambda_0, kept; lambda_T -> the clamp
+  ZERO_SNR_LOGSNR).
+
   Between grid points lambda is linearly interpolated in t (continuous, strictly decreasing).
+  Subclasses give `discrete_betas()` and the field `zero_terminal_snr`.
   """
 
-  num_steps: int = 1000
-  beta_start: float = 1e-4
-  beta_end: float = 0.02
+  @nn.nowrap
+  def discrete_betas(self) -> np.ndarray:
+    raise NotImplementedError
 
   @nn.nowrap
   def discrete_logsnr(self) -> np.ndarray:
-    """float64 [num_steps + 1]: lambda_0 (the choice above), lambda_1, ..., lambda_T."""
-    if not (self.num_steps >= 1 and 0.0 < self.beta_start <= self.beta_end < 1.0):
-      raise ValueError(
-          'Need num_steps >= 1 and 0 < beta_start <= beta_end < 1, got '
-          f'{self.num_steps}, {self.beta_start}, {self.beta_end}.')
-    betas = np.linspace(self.beta_start, self.beta_end, self.num_steps, dtype=np.float64)
+    """float64 [T + 1]: lambda_0 (the choice above), lambda_1, ..., lambda_T."""
+    betas = np.asarray(self.discrete_betas(), np.float64)
+    if not (betas.ndim == 1 and betas.size >= 1 and np.all((betas > 0) & (betas < 1))):
+      raise ValueError(f'Need a non-empty 1-D array of betas in (0, 1), got {betas!r}.')
     log_alpha_bar = np.cumsum(np.log1p(-betas))
+    if not np.all(np.diff(log_alpha_bar) < 0):
+      raise ValueError('alpha_bar must strictly decrease: some betas are too small to change it.')
     # log(alpha_bar / (1 - alpha_bar)) without cancellation when alpha_bar ~ 1.
     logsnr = log_alpha_bar - np.log(-np.expm1(log_alpha_bar))
+    if self.zero_terminal_snr:
+      if betas.size < 2:
+        raise ValueError('zero_terminal_snr needs at least 2 steps.')
+      logsnr = rescale_zero_terminal_snr(logsnr, logsnr_first=logsnr[0], logsnr_last=logsnr[-1])
+      if not logsnr[-2] > ZERO_SNR_LOGSNR:
+        raise ValueError(f'zero_terminal_snr: step T-1 already has log-SNR {logsnr[-2]:.1f} <= '
+                         f'the terminal clamp {ZERO_SNR_LOGSNR}; use fewer or smaller betas.')
     half_beta = 0.5 * betas[0]
     logsnr_0 = np.log1p(-half_beta) - np.log(half_beta)
     return np.concatenate([[logsnr_0], logsnr])
@@ -133,16 +194,96 @@ class LinearBetaSchedule(_Schedule):
     """t: any shape, clipped to [0, 1]. Returns logsnr, same shape, float32 (float64 for float64 t)."""
     dtype = _float_dtype(t)
     table = jnp.asarray(self.discrete_logsnr(), dtype)
-    u = jnp.clip(jnp.asarray(t, dtype), 0.0, 1.0) * self.num_steps  # position on the step grid
-    i = jnp.clip(jnp.floor(u).astype(jnp.int32), 0, self.num_steps - 1)
+    num_steps = table.shape[0] - 1
+    u = jnp.clip(jnp.asarray(t, dtype), 0.0, 1.0) * num_steps  # position on the step grid
+    i = jnp.clip(jnp.floor(u).astype(jnp.int32), 0, num_steps - 1)
     frac = u - i.astype(dtype)
     return table[i] + frac * (table[i + 1] - table[i])
 
 
+class LinearBetaSchedule(_DiscreteSchedule):
+  """The discrete linear-beta schedule of DDPM (Ho et al. 2020): betas linearly spaced from
+  beta_start to beta_end over num_steps steps (see _DiscreteSchedule)."""
+
+  num_steps: int = 1000
+  beta_start: float = 1e-4
+  beta_end: float = 0.02
+  zero_terminal_snr: bool = False
+
+  @nn.nowrap
+  def discrete_betas(self) -> np.ndarray:
+    if not (self.num_steps >= 1 and 0.0 < self.beta_start <= self.beta_end < 1.0):
+      raise ValueError(
+          'Need num_steps >= 1 and 0 < beta_start <= beta_end < 1, got '
+          f'{self.num_steps}, {self.beta_start}, {self.beta_end}.')
+    return np.linspace(self.beta_start, self.beta_end, self.num_steps, dtype=np.float64)
+
+
+class BetaSchedule(_DiscreteSchedule):
+  """The discrete schedule of any given betas beta_1..beta_T in (0, 1) (see _DiscreteSchedule)."""
+
+  betas: tuple[float, ...] = ()
+  zero_terminal_snr: bool = False
+
+  @nn.nowrap
+  def discrete_betas(self) -> np.ndarray:
+    return np.asarray(self.betas, np.float64)
+
+
+class LearnedSchedule(_Schedule):
+  """The learned schedule of Kingma et al. 2021 (VDM, sec. 3.2 and appendix H): a monotone
+  network gamma(t) = -lambda(t), normalised so its endpoints are exactly the configured ones.
+
+    g(t) = softplus(w1) t + mean_k softplus(w3_k) sigmoid(softplus(w2_k) (2t - 1) + b2_k),
+    gamma(t) = gamma_0 + (gamma_1 - gamma_0) (g(t) - g(0)) / (g(1) - g(0)),
+    gamma_0 = -logsnr_max,  gamma_1 = -logsnr_min,
+
+  g is a one-hidden-layer MLP with positive weights (softplus of the parameters) and a positive
+  skip connection, so g, and hence gamma, strictly increase in t: lambda(t) strictly decreases from
+  logsnr_max at t = 0 to logsnr_min at t = 1 whatever the parameters. The nonlinear part starts
+  small (softplus(w3) ~ 0.02), so the initial schedule is close to linear in log-SNR.
+
+  The continuous-time VLB depends on the schedule only through its endpoints (VDM, sec. 5), so the
+  shape is trained to minimise the variance of the VLB estimate (diffusion.
+  grads_with_learned_schedule). VDM also learns the endpoints gamma_0, gamma_1 on the VLB itself
+  (prior KL against reconstruction); here they are fixed to the configured logsnr_max and
+  logsnr_min: the training loss holds no prior or reconstruction term to trade them against.
+  """
+
+  logsnr_min: float = -20.0
+  logsnr_max: float = 20.0
+  num_features: int = 1024  # Hidden units of the monotone MLP (VDM: 1024).
+
+  @nn.compact
+  def __call__(self, t: jax.Array) -> jax.Array:
+    """t: any shape, in [0, 1]. Returns logsnr, same shape, float32 (float64 for float64 t)."""
+    if not self.logsnr_min < self.logsnr_max:
+      raise ValueError(
+          f'Need logsnr_min < logsnr_max, got {self.logsnr_min} and {self.logsnr_max}.')
+    dtype = _float_dtype(t)
+    t = jnp.asarray(t, dtype)
+    K = self.num_features
+    normal = nn.initializers.normal(1.0)
+    w1 = self.param('w1', nn.initializers.constant(np.log(np.expm1(1.0))), ())  # softplus -> 1
+    w2 = self.param('w2', normal, (K,))
+    b2 = self.param('b2', normal, (K,))
+    w3 = self.param('w3', nn.initializers.constant(-4.0), (K,))
+    w1, w2, b2, w3 = (jnp.asarray(p, dtype) for p in (w1, w2, b2, w3))
+
+    def g(u):
+      hidden = jax.nn.sigmoid(jax.nn.softplus(w2) * (2.0 * u[..., None] - 1.0) + b2)  # [..., K]
+      return jax.nn.softplus(w1) * u + jnp.mean(jax.nn.softplus(w3) * hidden, axis=-1)
+
+    g0, g1 = g(jnp.zeros((), dtype)), g(jnp.ones((), dtype))
+    fraction = (g(t) - g0) / (g1 - g0)  # in [0, 1], 0 at t = 0 and 1 at t = 1
+    return self.logsnr_max + (self.logsnr_min - self.logsnr_max) * fraction
+
+
 def make_schedule(name: str, **kwargs) -> nn.Module:
-  """Schedule by name: 'cosine' -> CosineSchedule(**kwargs), 'linear' -> LinearBetaSchedule(**kwargs)."""
-  if name == 'cosine':
-    return CosineSchedule(**kwargs)
-  if name == 'linear':
-    return LinearBetaSchedule(**kwargs)
-  raise ValueError(f'Unknown schedule {name!r}; allowed values: {SCHEDULES}.')
+  """Schedule by name: 'cosine' -> CosineSchedule(**kwargs), 'linear' -> LinearBetaSchedule,
+  'betas' -> BetaSchedule, 'learned' -> LearnedSchedule."""
+  classes = {'cosine': CosineSchedule, 'linear': LinearBetaSchedule, 'betas': BetaSchedule,
+             'learned': LearnedSchedule}
+  if name not in classes:
+    raise ValueError(f'Unknown schedule {name!r}; allowed values: {SCHEDULES}.')
+  return classes[name](**kwargs)
