@@ -41,6 +41,14 @@ def _float_dtype(x: jax.Array):
   return jax.dtypes.canonicalize_dtype(jnp.promote_types(dtype, jnp.float32))
 
 
+def _checked_time(t: jax.Array, logsnr_min: float, logsnr_max: float):
+  """(t in its float dtype, that dtype), after checking logsnr_min < logsnr_max."""
+  if not logsnr_min < logsnr_max:
+    raise ValueError(f'Need logsnr_min < logsnr_max, got {logsnr_min} and {logsnr_max}.')
+  dtype = _float_dtype(t)
+  return jnp.asarray(t, dtype), dtype
+
+
 def alpha_sigma(logsnr: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Signal and noise scales of the variance-preserving process (Kingma et al. 2021).
 
@@ -125,11 +133,7 @@ class CosineSchedule(_Schedule):
 
   def __call__(self, t: jax.Array) -> jax.Array:
     """t: any shape, in [0, 1]. Returns logsnr, same shape, float32 (float64 for float64 t)."""
-    if not self.logsnr_min < self.logsnr_max:
-      raise ValueError(
-          f'Need logsnr_min < logsnr_max, got {self.logsnr_min} and {self.logsnr_max}.')
-    dtype = _float_dtype(t)
-    t = jnp.asarray(t, dtype)
+    t, dtype = _checked_time(t, self.logsnr_min, self.logsnr_max)
     # Constants in float64 numpy, then cast: a float64 numpy scalar would otherwise promote t.
     shift = self.logsnr_shift
     b = np.arctan(np.exp(-0.5 * (self.logsnr_max - shift)))
@@ -257,11 +261,7 @@ class LearnedSchedule(_Schedule):
   @nn.compact
   def __call__(self, t: jax.Array) -> jax.Array:
     """t: any shape, in [0, 1]. Returns logsnr, same shape, float32 (float64 for float64 t)."""
-    if not self.logsnr_min < self.logsnr_max:
-      raise ValueError(
-          f'Need logsnr_min < logsnr_max, got {self.logsnr_min} and {self.logsnr_max}.')
-    dtype = _float_dtype(t)
-    t = jnp.asarray(t, dtype)
+    t, dtype = _checked_time(t, self.logsnr_min, self.logsnr_max)
     K = self.num_features
     normal = nn.initializers.normal(1.0)
     w1 = self.param('w1', nn.initializers.constant(np.log(np.expm1(1.0))), ())  # softplus -> 1
