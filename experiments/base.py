@@ -15,17 +15,22 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   # ---------------------------------------------------------------- data
   config.data = ml_collections.ConfigDict()
-  # Dataset: 'moving_shapes' (built in, prepared locally) or a TFDS video dataset name
-  # ('moving_mnist', 'ucf101', 'bair_robot_pushing_small', ...; see vdm_jax/data/registry.py).
+  # Dataset: 'moving_shapes' or 'moving_digits' (built in, prepared locally), 'video_folder' (your videos,
+  # see data.video_dir) or a TFDS video dataset name ('moving_mnist', 'ucf101', 'bair_robot_pushing_small',
+  # ...; see vdm_jax/data/registry.py).
   config.data.name = 'moving_shapes'
-  # moving_shapes: 'default' (16x32x32, 1 object), 'two_objects', 'res64', 'smoke'; TFDS: a config name or 'default'.
+  # moving_shapes: 'default' (16x32x32, 1 object), 'two_objects', 'res64', 'smoke';
+  # moving_digits: 'default' (16x64x64, 1 digit), 'two_digits', 'smoke'; TFDS: a config name or 'default'.
   config.data.builder_config = 'default'
   config.data.data_dir = '~/tensorflow_datasets'  # Where TFDS datasets are prepared and read.
   config.data.manual_dir = ''  # TFDS: where manually downloaded files are ('' = <data_dir>/downloads/manual).
-  # Clip shape of TFDS datasets (built-in ones have their builder_config's): frames, height = width.
-  config.data.num_frames = 16  # TFDS: frames per clip (> 0).
-  config.data.resolution = 32  # TFDS: shorter side resized to this, then center-cropped square (> 0).
-  config.data.frame_skip = 1  # TFDS: stored frames between two clip frames (1 = consecutive; Ho et al. 2022 subsample).
+  # video_folder: a folder of .mp4/.webm/.avi/.gif files, captions in <stem>.txt or captions.jsonl.
+  config.data.video_dir = ''
+  config.data.test_fraction = 0.1  # video_folder: fraction of the videos (whole videos) in the test split, in [0, 1).
+  # Clip shape of TFDS and video_folder datasets (built-in ones have their builder_config's).
+  config.data.num_frames = 16  # TFDS, video_folder: frames per clip (> 0).
+  config.data.resolution = 32  # TFDS, video_folder: shorter side resized to this, then center-cropped square (> 0).
+  config.data.frame_skip = 1  # TFDS, video_folder: stored frames between two clip frames (1 = consecutive).
   config.data.random_clip_start = True  # TFDS: training clips start at a random frame (else at frame 0).
   config.data.random_flip = False  # TFDS: flip training clips left-right with probability 1/2 (used for BAIR).
   config.data.caption_template = 'a video of {label}'  # TFDS: caption of a labelled video ({label}: its class name).

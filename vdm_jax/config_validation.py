@@ -59,6 +59,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   _require(isinstance(config.data.name, str) and config.data.name.strip(),
            'config.data.name is empty: name a built-in or TFDS dataset.')
   _positive(config, ['data.num_frames', 'data.resolution', 'data.frame_skip'])
+  _require(0 <= config.data.test_fraction < 1,
+           f'config.data.test_fraction={config.data.test_fraction!r} must lie in [0, 1).')
   _positive(config, ['batch_size', 'data.max_text_length', 'model.channels', 'model.num_res_blocks',
                      'model.head_dim', 'model.text_width', 'model.text_layers', 'model.text_heads',
                      'optim.learning_rate', 'train.num_steps', 'train.log_every',

@@ -10,12 +10,13 @@ Stored as a TFDS dataset in array_record format and read back without TensorFlow
 """
 
 import dataclasses
-import os
 from typing import Any
 
 from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
+
+from vdm_jax.data import prepared
 
 COLORS = {
     'red': (255, 0, 0),
@@ -205,7 +206,7 @@ class MovingShapesConfig(tfds.core.BuilderConfig):
   seed: int = 0
 
 
-class MovingShapes(tfds.core.GeneratorBasedBuilder):
+class MovingShapes(prepared.ProceduralBuilder):
   """Moving Shapes text-to-video dataset (procedural, no download)."""
 
   VERSION = tfds.core.Version('1.0.0')
@@ -226,27 +227,15 @@ class MovingShapes(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     c = self.builder_config
     return self.dataset_info_from_configs(
-        features=tfds.features.FeaturesDict({
-            # Raw bytes instead of the default int64 upcast: 8x smaller, faster I/O.
-            'video': tfds.features.Tensor(
-                shape=(c.num_frames, c.resolution, c.resolution, 3), dtype=np.uint8,
-                encoding=tfds.features.Encoding.BYTES),
-            'caption': tfds.features.Text(),
-            'num_objects': tfds.features.Scalar(dtype=np.int32),
-        }),
+        features=prepared.captioned_video_features(
+            c,
+            num_objects=tfds.features.Scalar(dtype=np.int32),
+        ),
         # Stored in index order: example i of a split is the video of rng (seed,
         # split, i); grain shuffles at read time.
         disable_shuffling=True,
         homepage='https://github.com/google-research/vdm',
     )
-
-  def _split_generators(self, dl_manager):
-    del dl_manager  # Nothing to download.
-    c = self.builder_config
-    return {
-        'train': self._generate_examples(split='train', num_examples=c.num_train),
-        'test': self._generate_examples(split='test', num_examples=c.num_test),
-    }
 
   def _generate_examples(self, *, split: str, num_examples: int):
     c = self.builder_config
@@ -268,13 +257,4 @@ def load_builder(config_name: str | MovingShapesConfig = 'default',
     data_dir: TFDS data dir; None = TFDS default (~/tensorflow_datasets or
       $TFDS_DATA_DIR).
   """
-  if isinstance(config_name, str) and config_name not in MovingShapes.builder_configs:
-    raise ValueError(f'config_name must be one of '
-                     f'{tuple(MovingShapes.builder_configs)}, got {config_name!r}.')
-  if data_dir is not None:
-    data_dir = os.path.expanduser(os.fspath(data_dir))  # TFDS takes '~' literally.
-  builder = MovingShapes(config=config_name, data_dir=data_dir,
-                         file_format='array_record')
-  # A no-op when already prepared (TFDS checks the dataset_info in data_dir).
-  builder.download_and_prepare(file_format='array_record')
-  return builder
+  return prepared.prepare(MovingShapes, config_name, data_dir)

@@ -4,6 +4,9 @@ Every dataset comes back as a prepared builder whose `as_data_source(split=...)`
 source of {'video': uint8 [T, H, W, 3], 'caption': str or bytes} examples at the model's shape:
 
   'moving_shapes'        built in, rendered locally (`moving_shapes.py`), stored at the model's shape.
+  'moving_digits'        built in, scikit-learn's handwritten digits bouncing (`moving_digits.py`).
+  'video_folder'         the user's videos in `config.data.video_dir`, cut into captioned clips of
+                         `num_frames` x `resolution`^2 (`video_folder.py`).
   any other name         a TFDS video dataset ('moving_mnist', 'ucf101', 'bair_robot_pushing_small',
                          ...), prepared by TFDS in `config.data.data_dir` (array_record), read
                          without TensorFlow where its features allow, and mapped by a
@@ -22,10 +25,11 @@ import grain
 import ml_collections
 import numpy as np
 
+from vdm_jax.data import prepared
 from vdm_jax.data import preprocess
 from vdm_jax.errors import UserError
 
-BUILT_IN = ('moving_shapes',)
+BUILT_IN = ('moving_shapes', 'moving_digits')
 
 
 # ----------------------------------------------------------------------------------
@@ -131,8 +135,9 @@ def open_tfds_builder(name: str, data: ml_collections.ConfigDict):
     return tfds.builder(name, config=config_name, data_dir=os.path.expanduser(data.data_dir),
                         file_format='array_record')
   except tfds.core.registered.DatasetNotFoundError:
-    raise UserError(f'config.data.name={name!r} is neither a built-in dataset {BUILT_IN} nor a '
-                    'TFDS dataset: check the name (see `tfds.list_builders()`).') from None
+    raise UserError(f'config.data.name={name!r} is neither a built-in dataset '
+                    f'{BUILT_IN + ("video_folder",)} nor a TFDS dataset: check the name (see '
+                    '`tfds.list_builders()`).') from None
   except ModuleNotFoundError as error:  # TFDS re-raises it without `.name`.
     module = error.name or ('tensorflow' if 'tensorflow' in str(error) else 'a missing module')
     raise UserError(f'TFDS dataset {name!r} needs {module} even to describe its features '
@@ -180,16 +185,25 @@ def load_tfds_video_builder(data: ml_collections.ConfigDict) -> PreprocessedBuil
 def load_builder(config: ml_collections.ConfigDict):
   """The prepared dataset of `config.data` (see module docstring)."""
   data = config.data
-  if data.name == 'moving_shapes':
-    from vdm_jax.data import moving_shapes  # pylint: disable=g-import-not-at-top
-    return moving_shapes.load_builder(data.builder_config, data.data_dir)
+  if data.name in BUILT_IN:
+    builder_cls = _built_in_class(data.name)
+    _built_in_config(data)  # A one-line error for an unknown builder_config.
+    return prepared.prepare(builder_cls, data.builder_config, data.data_dir)
+  if data.name == 'video_folder':
+    from vdm_jax.data import video_folder  # pylint: disable=g-import-not-at-top
+    if not data.video_dir:
+      raise UserError('config.data.name=video_folder needs a folder of videos: set '
+                      '--config.data.video_dir.')
+    return video_folder.load_builder(
+        data.video_dir, num_frames=data.num_frames, resolution=data.resolution,
+        frame_skip=data.frame_skip, test_fraction=data.test_fraction, data_dir=data.data_dir)
   return load_tfds_video_builder(data)
 
 
 def video_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int, int]:
   """(frames, height, width, channels) the model sees, without preparing the dataset."""
   data = config.data
-  if data.name == 'moving_shapes':
+  if data.name in BUILT_IN:
     builder_config = _built_in_config(data)
     return (builder_config.num_frames, builder_config.resolution, builder_config.resolution, 3)
   return (data.num_frames, data.resolution, data.resolution, 3)
@@ -197,15 +211,25 @@ def video_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int, int]:
 
 def split_size(config: ml_collections.ConfigDict, split: str) -> int | None:
   """Examples in `split`, when known without preparing the dataset (built-in sets), else None."""
-  if config.data.name == 'moving_shapes':
+  if config.data.name in BUILT_IN:
     builder_config = _built_in_config(config.data)
     return builder_config.num_test if split == 'test' else builder_config.num_train
   return None
 
 
+def _built_in_class(name: str):
+  # Imported here: each pulls in its own dependencies (moving_digits: scikit-learn, lazily).
+  if name == 'moving_shapes':
+    from vdm_jax.data import moving_shapes  # pylint: disable=g-import-not-at-top
+    return moving_shapes.MovingShapes
+  if name == 'moving_digits':
+    from vdm_jax.data import moving_digits  # pylint: disable=g-import-not-at-top
+    return moving_digits.MovingDigits
+  raise ValueError(f'{name!r} is not one of the built-in datasets {BUILT_IN}.')
+
+
 def _built_in_config(data: ml_collections.ConfigDict) -> Any:
-  from vdm_jax.data import moving_shapes  # pylint: disable=g-import-not-at-top
-  builder_configs = moving_shapes.MovingShapes.builder_configs
+  builder_configs = _built_in_class(data.name).builder_configs
   if data.builder_config not in builder_configs:
     raise UserError(f'config.data.builder_config={data.builder_config!r} is not a {data.name} '
                     f'config: use one of {sorted(builder_configs)}.')
