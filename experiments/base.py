@@ -99,11 +99,17 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   # ---------------------------------------------------------------- sampling
   config.sample = ml_collections.ConfigDict()
-  config.sample.sampler = 'ddim'  # 'ddim' or 'ancestral'.
-  config.sample.num_steps = 50  # Denoising steps.
+  # 'ddim', 'ancestral', 'pc' (ancestral + Langevin corrector, Ho et al. 2022), 'dpmpp_2m'
+  # (DPM-Solver++(2M), Lu et al. 2022) or 'heun' (Karras et al. 2022); see vdm_jax/samplers.py.
+  config.sample.sampler = 'ddim'
+  config.sample.num_steps = 50  # Grid points; network evaluations: 2 * num_steps - 1 for 'pc' and 'heun', else num_steps.
+  # Where the steps go: 'default' ('karras' for heun, else 'uniform_t'), 'uniform_t', 'trailing'
+  # (Lin et al. 2023; the same grid as 'uniform_t' in continuous time), 'uniform_logsnr', 'karras' (EDM, rho = 7).
+  config.sample.time_spacing = 'default'
+  config.sample.dynamic_threshold = 0.0  # Dynamic thresholding percentile p in (0, 1] (Saharia et al. 2022), e.g. 0.995; 0: clip to [-1, 1].
   config.sample.guidance_weight = 1.0  # Classifier-free guidance w: eps = (1 + w) eps_cond - w eps_uncond (>= 0).
   config.sample.eta = 0.0  # DDIM stochasticity (0: deterministic DDIM, 1: DDPM-like).
-  config.sample.gamma = 0.3  # Ancestral sampler variance interpolation (Ho et al. 2022): 0 = posterior variance.
+  config.sample.gamma = 0.3  # Ancestral (and pc) variance interpolation (Ho et al. 2022): 0 = posterior variance.
   config.sample.seed = 0  # Seed of the sampling noise.
   config.sample.batch_size = 16  # Videos per compiled sampling call (padded; one compilation serves all uses).
   config.sample.num_videos = 2  # Videos per prompt in --mode sample.

@@ -1,4 +1,5 @@
-"""Tests of vdm_jax.samplers with the exact denoiser of Gaussian data (no training needed).
+"""Tests of vdm_jax.samplers with exact denoisers of Gaussian data and of a mixture of Gaussians
+(no training needed).
 
 For data x ~ N(mu, s^2 I), z = alpha x + sigma eps, the optimal denoiser is closed form:
   E[x | z] = mu + k (z - alpha mu),  k = alpha s^2 / (alpha^2 s^2 + sigma^2).
@@ -147,28 +148,34 @@ def test_ddim_eta_one_equals_ancestral_gamma_zero():
   assert np.max(np.abs(deterministic - ddim)) > 0.1  # the noise matters when eta = 1
 
 
-def test_sample_is_one_scan_with_one_denoiser_trace():
+@pytest.mark.parametrize('sampler', samplers.SAMPLERS)
+def test_sample_is_one_scan_of_nfe_evaluations_with_one_denoiser_trace(sampler):
   traces = []
 
   def denoise_fn(z, logsnr):
     traces.append(z.shape)
     return gaussian_denoiser()(z, logsnr)
 
-  fn = functools.partial(samplers.sample, denoise_fn, shape=(2, 3), num_steps=7,
+  fn = functools.partial(samplers.sample, denoise_fn, shape=(2, 3), num_steps=7, sampler=sampler,
                          logsnr_fn=CosineSchedule().logsnr_fn())
   jaxpr = jax.make_jaxpr(fn)(rng=jax.random.PRNGKey(0))
-  assert traces == [(2, 3)]
+  assert traces == [(2, 3)]  # one evaluation per scan iteration
   scans = [eqn for eqn in jaxpr.jaxpr.eqns if eqn.primitive.name == 'scan']
-  assert len(scans) == 1 and scans[0].params['length'] == 7
+  assert len(scans) == 1 and scans[0].params['length'] == samplers.nfe(sampler, 7)
+  assert samplers.nfe(sampler, 7) == (13 if sampler in ('pc', 'heun') else 7)
+  for budget in (1, 2, 10, 11, 250):
+    steps = samplers.steps_for_nfe(sampler, budget)
+    assert samplers.nfe(sampler, steps) <= budget < samplers.nfe(sampler, steps + 1)
 
 
 def test_few_steps_with_clipping_network_is_finite_and_in_range():
   # An untrained-looking eps network: x_hat = (z - sigma eps) / alpha is huge at t = 1.
   model_fn = lambda z, logsnr: 0.5 * z
   denoise_fn = samplers.model_denoiser(model_fn, parameterization='eps')
-  for sampler in samplers.SAMPLERS:
-    x = _sampler_fn(denoise_fn, CosineSchedule().logsnr_fn(), (4, 2, 4, 4, 3), 3, sampler,
+  for sampler in samplers.SAMPLERS:  # 2-D: a 5-D video shape takes twice as long to compile
+    x = _sampler_fn(denoise_fn, CosineSchedule().logsnr_fn(), (4, 96), 3, sampler,
                     jnp.float32, gamma=0.3)(rng=jax.random.PRNGKey(0))
+    assert x.shape == (4, 96)
     assert x.dtype == jnp.float32 and np.all(np.isfinite(x))
     assert np.all(np.abs(x) <= 1.0) and np.any(np.abs(x) == 1.0)
 
@@ -179,7 +186,7 @@ def test_unknown_sampler_is_rejected():
                     logsnr_fn=CosineSchedule().logsnr_fn(), num_steps=2, sampler='euler')
 
 
-@pytest.mark.parametrize('parameterization', ['eps', 'v'])
+@pytest.mark.parametrize('parameterization', diffusion.PARAMETERIZATIONS)
 def test_model_denoiser_clips_and_stays_consistent(x64, parameterization):
   z = jnp.linspace(-3.0, 3.0, 24, dtype=jnp.float64).reshape(4, 6)
   logsnr = jnp.array([-8.0, -1.0, 1.0, 6.0])
@@ -243,4 +250,185 @@ def test_cfg_formula_and_clip_after_guidance(x64):
                                                        guidance_weight=w)(z, logsnr)
   np.testing.assert_allclose(x_clip, np.clip(x_hat, -1.0, 1.0), rtol=1e-12)
   np.testing.assert_allclose(diffusion.q_sample(x_clip, logsnr=logsnr, noise=eps_clip), z,
+                             rtol=1e-9, atol=1e-9)
+
+
+# ---------------------------------------------------------------- every sampler, exact denoisers
+# Per dimension d, x_d ~ sum_k W[d, k] N(M[d, k], SD[d, k]^2): column 0 is the Gaussian N(MU, S^2)
+# (two equal components), column 1 a two-component mixture with well separated modes.
+W = np.array([[0.5, 0.5], [0.3, 0.7]])
+M = np.array([[MU, MU], [-0.6, 0.4]])
+SD = np.array([[S, S], [0.15, 0.2]])
+NUM_SAMPLES = 16384
+# (num_steps, time_spacing) of the distribution test: about 64 to 256 network evaluations.
+DISTRIBUTION_RUNS = {'ancestral': (250, 'uniform_t'), 'pc': (125, 'uniform_t'),
+                     'ddim': (256, 'karras'), 'dpmpp_2m': (64, 'karras'), 'heun': (64, 'karras')}
+ORDER_STEPS = (16, 32, 64)
+
+
+def mixture_denoiser(z, logsnr):
+  """Exact E[x | z] for the per-dimension mixture (W, M, SD), z [B, D]: with v_k = alpha^2 SD_k^2 +
+  sigma^2, the responsibilities r_k = softmax_k(log W_k - log(v_k) / 2 - (z - alpha M_k)^2 / (2 v_k))
+  weigh the component posterior means M_k + alpha SD_k^2 / v_k (z - alpha M_k)."""
+  alpha, sigma = alpha_sigma(logsnr[:, None, None])
+  var = alpha**2 * SD**2 + sigma**2
+  resid = z[..., None] - alpha * M
+  log_r = jnp.log(W) - 0.5 * jnp.log(var) - 0.5 * resid**2 / var
+  x_hat = jnp.sum(jax.nn.softmax(log_r, axis=-1) * (M + alpha * SD**2 / var * resid), axis=-1)
+  return x_hat, diffusion.eps_from_x(z=z, x=x_hat, logsnr=logsnr)
+
+
+Z_INIT_KEY = jax.random.PRNGKey(7)
+
+
+@functools.lru_cache(maxsize=None)
+def _mixture_run(sampler, num_steps, time_spacing):
+  """float64 samples [NUM_SAMPLES, 2] from the shared z_1; one compile per argument tuple."""
+  assert jax.config.jax_enable_x64
+  z_init = jax.random.normal(Z_INIT_KEY, (NUM_SAMPLES, 2), jnp.float64)
+  fn = _sampler_fn(mixture_denoiser, CosineSchedule().logsnr_fn(), (NUM_SAMPLES, 2), num_steps,
+                   sampler, jnp.float64, time_spacing=time_spacing)
+  return np.asarray(fn(rng=jax.random.PRNGKey(11), z_init=z_init))
+
+
+@pytest.mark.parametrize('sampler', samplers.SAMPLERS)
+def test_every_sampler_reproduces_gaussian_and_mixture_data(x64, sampler):
+  """16384 samples per column with DISTRIBUTION_RUNS' steps. Stated tolerance: mean within 0.025,
+  std within 3% (about 5 standard errors each, with the discretisation bias of these step counts
+  below 1.5%), the weight of the lower mode within 0.025 (5 binomial standard errors)."""
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  x = _mixture_run(sampler, *DISTRIBUTION_RUNS[sampler])
+  assert np.all(np.isfinite(x))
+  mean = np.sum(W * M, axis=1)
+  std = np.sqrt(np.sum(W * (SD**2 + M**2), axis=1) - mean**2)
+  np.testing.assert_allclose(x.mean(axis=0), mean, atol=0.025)
+  np.testing.assert_allclose(x.std(axis=0), std, rtol=0.03)
+  # Mixture weights: the mass below the midpoint -0.1 of the modes (exact, tails included).
+  lower = np.sum(W[1] * stats.norm.cdf(-0.1, M[1], SD[1]))
+  assert abs(np.mean(x[:, 1] < -0.1) - lower) < 0.025, (np.mean(x[:, 1] < -0.1), lower)
+  assert 0.25 < lower < 0.35
+
+
+def _ode_error(sampler, num_steps):
+  """max |x - x_ode| on the Gaussian column, x_ode the exact probability-flow ODE solution.
+
+  For x ~ N(mu, s^2) the marginal of z at log-SNR lambda is N(alpha mu, alpha^2 s^2 + sigma^2),
+  and the probability-flow ODE, linear in z, is the monotone affine map between these Gaussians:
+  (z - alpha mu) / sqrt(alpha^2 s^2 + sigma^2) is constant along it. From z_1 at lambda_1:
+
+    z_ode(lambda) = alpha mu + sqrt(alpha^2 s^2 + sigma^2) (z_1 - alpha_1 mu) / sqrt(alpha_1^2 s^2 + sigma_1^2),
+
+  and at sigma = 0, x = mu + s (z_1 - alpha_1 mu) / sqrt(alpha_1^2 s^2 + sigma_1^2). Every sampler
+  returns the denoiser's x_hat at its last grid point lambda_N (its common step to sigma = 0), so
+  the solver's own error is measured against x_hat(z_ode(lambda_N), lambda_N).
+  """
+  x = _mixture_run(sampler, num_steps, 'karras')[:, 0]
+  z_1 = np.asarray(jax.random.normal(Z_INIT_KEY, (NUM_SAMPLES, 2), jnp.float64))[:, 0]
+  grid = np.asarray(samplers.logsnr_grid(CosineSchedule().logsnr_fn(), num_steps=num_steps,
+                                         time_spacing='karras', dtype=jnp.float64))
+  (a_1, s_1), (a_n, s_n) = alpha_sigma(grid[0]), alpha_sigma(grid[-1])
+  z_n = a_n * MU + np.sqrt(a_n**2 * S**2 + s_n**2) * (z_1 - a_1 * MU) / np.sqrt(a_1**2 * S**2 + s_1**2)
+  x_ode = MU + a_n * S**2 / (a_n**2 * S**2 + s_n**2) * (z_n - a_n * MU)
+  return np.max(np.abs(x - x_ode))
+
+
+@pytest.mark.parametrize('sampler, order', [('ddim', 1), ('dpmpp_2m', 2), ('heun', 2)])
+def test_deterministic_samplers_converge_with_their_order(x64, sampler, order):
+  """On the same Karras grid (16, 32, 64 points), the error against the exact ODE solution falls
+  as N^-order: the fitted log-log slope is within 0.3 of -1 (DDIM) or -2 (DPM-Solver++(2M),
+  Heun), and the second-order samplers end at least 5 times below DDIM."""
+  errors = [_ode_error(sampler, n) for n in ORDER_STEPS]
+  slope = np.polyfit(np.log(ORDER_STEPS), np.log(errors), 1)[0]
+  assert abs(slope + order) < 0.3, (slope, errors)
+  if order == 2:
+    assert errors[-1] < _ode_error('ddim', ORDER_STEPS[-1]) / 5, errors
+
+
+# ---------------------------------------------------------------- grids, steps, thresholding
+
+
+def test_logsnr_grids(x64):
+  logsnr_fn = CosineSchedule().logsnr_fn()
+  N = 5
+  grid = lambda spacing, fn=logsnr_fn: np.asarray(samplers.logsnr_grid(
+      fn, num_steps=N, time_spacing=spacing, dtype=jnp.float64))
+  t = np.arange(N, 0, -1) / N  # 1, 4/5, ..., 1/5
+  np.testing.assert_allclose(grid('uniform_t'), logsnr_fn(jnp.asarray(t)), rtol=1e-12)
+  np.testing.assert_allclose(grid('trailing'), grid('uniform_t'), rtol=1e-12)
+  np.testing.assert_allclose(grid('uniform_logsnr'), -20.0 + 40.0 * np.arange(N) / N, rtol=1e-12)
+  # EDM's sigma range (80 .. 0.002) lies within the cosine's (e^10 .. e^-10): both ends, and
+  # sigma^(1/7) equally spaced in between.
+  sigma = np.exp(-grid('karras') / 2)
+  np.testing.assert_allclose(sigma[[0, -1]], [80.0, 0.002], rtol=1e-12)
+  np.testing.assert_allclose(np.diff(sigma ** (1 / 7)), (0.002 ** (1 / 7) - 80 ** (1 / 7)) / (N - 1),
+                             rtol=1e-10)
+  # A narrower schedule clips EDM's range to its own ends.
+  narrow = CosineSchedule(logsnr_min=-5.0, logsnr_max=5.0).logsnr_fn()
+  np.testing.assert_allclose(grid('karras', narrow)[[0, -1]], [-5.0, 5.0], rtol=1e-12)
+  for spacing in samplers.TIME_SPACINGS[1:]:
+    assert np.all(np.diff(grid(spacing)) > 0), spacing
+  with pytest.raises(ValueError, match="'uniform_t'.*'karras'"):
+    samplers.sample(gaussian_denoiser(), rng=jax.random.PRNGKey(0), shape=(1, 2), logsnr_fn=logsnr_fn,
+                    num_steps=2, time_spacing='cosine')
+
+
+def test_dpmpp_heun_and_corrector_steps_by_hand(x64):
+  rng = np.random.default_rng(2)
+  z, x_hat, x_prev, eps_t, eps_s, noise = (jnp.asarray(rng.standard_normal((3, 4)))
+                                           for _ in range(6))
+  l_prev, l_t, l_s = jnp.array([-6.0, -1.0, 2.0]), jnp.array([-4.0, 0.0, 3.0]), jnp.array([-1.0, 1.5, 3.2])
+  eps_hat = diffusion.eps_from_x(z=z, x=x_hat, logsnr=l_t)
+  (a_t, s_t), (a_s, s_s) = alpha_sigma(l_t[:, None]), alpha_sigma(l_s[:, None])
+  ddim = samplers.ddim_step(z, x_hat=x_hat, eps_hat=eps_hat, logsnr_t=l_t, logsnr_s=l_s,
+                            noise=noise)
+  # DPM-Solver++(2M), Lu et al. 2022 Algorithm 2, with lambda_DPM = log(alpha / sigma).
+  lam = lambda l: np.log(alpha_sigma(l[:, None])[0] / alpha_sigma(l[:, None])[1])
+  h, h_prev = lam(l_s) - lam(l_t), lam(l_t) - lam(l_prev)
+  D = (1 + h / (2 * h_prev)) * x_hat - h / (2 * h_prev) * x_prev
+  want = s_s / s_t * z - a_s * (np.exp(-h) - 1) * D
+  got = samplers.dpmpp_2m_step(z, x_hat=x_hat, x_hat_prev=x_prev, logsnr_prev=l_prev, logsnr_t=l_t,
+                               logsnr_s=l_s)
+  np.testing.assert_allclose(got, want, rtol=1e-10)
+  first = samplers.dpmpp_2m_step(z, x_hat=x_hat, x_hat_prev=x_prev, logsnr_prev=l_prev,
+                                 logsnr_t=l_t, logsnr_s=l_s, first_order=True)
+  np.testing.assert_allclose(first, ddim, rtol=1e-10)  # the first-order step is DDIM
+  # Heun (Karras et al. 2022, Algorithm 1) in x_edm = z / alpha, sigma_edm = sigma / alpha.
+  x_edm, se_t, se_s = z / a_t, s_t / a_t, s_s / a_s
+  want = a_s * (x_edm + (se_s - se_t) * (eps_hat + eps_s) / 2)
+  got = samplers.heun_step(x_hat_t=x_hat, eps_hat_t=eps_hat, eps_hat_s=eps_s, logsnr_t=l_t,
+                           logsnr_s=l_s)
+  np.testing.assert_allclose(got, want, rtol=1e-10)
+  euler = samplers.heun_step(x_hat_t=x_hat, eps_hat_t=eps_hat, eps_hat_s=eps_hat, logsnr_t=l_t,
+                             logsnr_s=l_s)
+  np.testing.assert_allclose(euler, ddim, rtol=1e-10)
+  # Langevin corrector: score = -eps / sigma, step size delta sigma^2.
+  got = samplers.langevin_corrector_step(z, eps_hat=eps_s, logsnr_s=l_s, noise=noise, delta=0.1)
+  step = 0.1 * s_s**2
+  np.testing.assert_allclose(got, z + step / 2 * (-eps_s / s_s) + np.sqrt(step) * noise, rtol=1e-10)
+
+
+def test_dynamic_threshold_formula(x64):
+  x = jnp.array([[0.0, 1.0, -2.0, 3.0, -4.0],    # |x| sorted 0 1 2 3 4: 75th percentile 3
+                 [0.1, -0.5, 0.2, 0.9, -0.3],    # within [-1, 1]: s = max(1, .) = 1, unchanged
+                 [1.5, -1.2, 0.0, 0.5, 1.1]])    # |x| 0 .5 1.1 1.2 1.5: 75th percentile 1.2
+  got = samplers.dynamic_threshold(x, percentile=0.75)
+  want = [[0.0, 1 / 3, -2 / 3, 1.0, -1.0], [0.1, -0.5, 0.2, 0.9, -0.3],
+          [1.0, -1.0, 0.0, 0.5 / 1.2, 1.1 / 1.2]]
+  np.testing.assert_allclose(got, want, rtol=1e-12)
+  y = jnp.asarray(np.random.default_rng(0).standard_normal((2, 3, 4, 4)) * 3.0)
+  s = np.maximum(1.0, np.quantile(np.abs(np.asarray(y)).reshape(2, -1), 0.995, axis=1))[:, None, None, None]
+  np.testing.assert_allclose(samplers.dynamic_threshold(y, percentile=0.995),
+                             np.clip(y, -s, s) / s, rtol=1e-12)
+
+
+def test_cfg_dynamic_threshold_after_guidance(x64):
+  z = jnp.asarray(np.random.default_rng(1).standard_normal((3, 5)))
+  logsnr = jnp.array([-2.0, 0.0, 3.0])
+  x_hat, _ = samplers.classifier_free_guidance(_cond_uncond_fn([]), guidance_weight=2.0,
+                                               clip_x=False)(z, logsnr)
+  x_thr, eps_thr = samplers.classifier_free_guidance(
+      _cond_uncond_fn([]), guidance_weight=2.0, dynamic_threshold_percentile=0.9)(z, logsnr)
+  np.testing.assert_allclose(x_thr, samplers.dynamic_threshold(x_hat, percentile=0.9), rtol=1e-12)
+  assert np.all(np.abs(x_thr) <= 1.0) and np.any(np.abs(x_thr - np.clip(x_hat, -1, 1)) > 0.05)
+  np.testing.assert_allclose(diffusion.q_sample(x_thr, logsnr=logsnr, noise=eps_thr), z,
                              rtol=1e-9, atol=1e-9)

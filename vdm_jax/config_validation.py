@@ -8,6 +8,7 @@ from typing import Any, Iterable
 import ml_collections
 
 from vdm_jax import diffusion
+from vdm_jax import samplers
 from vdm_jax.errors import UserError
 
 ALLOWED = {
@@ -18,7 +19,8 @@ ALLOWED = {
     'optim.lr_schedule': ('constant', 'cosine'),
     'diffusion.parameterization': diffusion.PARAMETERIZATIONS,
     'diffusion.loss_weighting': diffusion.LOSS_WEIGHTINGS,
-    'sample.sampler': ('ddim', 'ancestral'),
+    'sample.sampler': samplers.SAMPLERS,
+    'sample.time_spacing': samplers.TIME_SPACINGS,
     'eval.split': ('train', 'test'),
 }
 
@@ -77,6 +79,9 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
     value = _get(config, field)
     _require(0 <= value < 1 or (field == 'sample.gamma' and value == 1),
              f'config.{field}={value!r} must lie in [0, 1): set --config.{field} accordingly.')
+  _require(0 <= config.sample.dynamic_threshold <= 1,
+           f'config.sample.dynamic_threshold={config.sample.dynamic_threshold!r} must lie in [0, 1] '
+           '(0: off; e.g. 0.995): set --config.sample.dynamic_threshold accordingly.')
   _require(config.diffusion.logsnr_min < config.diffusion.logsnr_max,
            f'config.diffusion.logsnr_min={config.diffusion.logsnr_min} must be below '
            f'config.diffusion.logsnr_max={config.diffusion.logsnr_max}.')

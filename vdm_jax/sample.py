@@ -40,7 +40,8 @@ def make_generate_fn(model, *, logsnr_fn: Callable, config: ml_collections.Confi
         return model.apply({'params': params}, z, logsnr=logsnr, text_tokens=tokens,
                            drop_text=jnp.zeros((batch,), bool))
       denoise_fn = samplers.model_denoiser(
-          network, parameterization=config.diffusion.parameterization)
+          network, parameterization=config.diffusion.parameterization,
+          dynamic_threshold_percentile=sample_config.dynamic_threshold)
     else:
       both_tokens = jnp.concatenate([tokens, tokens])
       drop_text = jnp.concatenate([jnp.zeros((batch,), bool), jnp.ones((batch,), bool)])
@@ -52,11 +53,11 @@ def make_generate_fn(model, *, logsnr_fn: Callable, config: ml_collections.Confi
       denoise_fn = samplers.classifier_free_guidance(
           samplers.model_denoiser(network_cond_uncond, clip_x=False,
                                   parameterization=config.diffusion.parameterization),
-          guidance_weight=weight)
+          guidance_weight=weight, dynamic_threshold_percentile=sample_config.dynamic_threshold)
     return samplers.sample(
         denoise_fn, rng=rng, shape=(batch, *video_shape), logsnr_fn=logsnr_fn,
         num_steps=sample_config.num_steps, sampler=sample_config.sampler,
-        eta=sample_config.eta, gamma=sample_config.gamma)
+        time_spacing=sample_config.time_spacing, eta=sample_config.eta, gamma=sample_config.gamma)
 
   sharded = mesh_lib.batch_sharded(mesh)
   replicated = mesh_lib.replicated(mesh)
