@@ -63,22 +63,34 @@ def make_generate_fn(model, *, logsnr_fn: Callable, config: ml_collections.Confi
   replicated = mesh_lib.replicated(mesh)
   generate_jit = jax.jit(generate_batch, in_shardings=(replicated, sharded, replicated),
                          out_shardings=sharded)
+  compiled = []  # generate_jit compiled ahead of time by `warm_up`, when it has run
+
+  def global_tokens_of(chunk_tokens):
+    # Every process holds all prompts; each device takes its slice of the batch.
+    return jax.make_array_from_callback(chunk_tokens.shape, sharded,
+                                        lambda index, t=chunk_tokens: t[index])
 
   def generate(params, prompts: Sequence[str], rng: jax.Array) -> np.ndarray:
     prompts = list(prompts)
     num_chunks = -(-len(prompts) // batch)
     padded = prompts + [''] * (num_chunks * batch - len(prompts))
     tokens = tokenizer.tokenize(padded, config.data.max_text_length)
+    call = compiled[0] if compiled else generate_jit
     videos = []
     for chunk in range(num_chunks):
-      chunk_tokens = tokens[chunk * batch:(chunk + 1) * batch]
-      # Every process holds all prompts; each device takes its slice of the batch.
-      global_tokens = jax.make_array_from_callback(
-          chunk_tokens.shape, sharded, lambda index, t=chunk_tokens: t[index])
-      out = generate_jit(params, global_tokens, jax.random.fold_in(rng, chunk))
+      out = call(params, global_tokens_of(tokens[chunk * batch:(chunk + 1) * batch]),
+                 jax.random.fold_in(rng, chunk))
       videos.append(video_io.to_uint8(mesh_lib.to_host(out)))
     return np.concatenate(videos)[:len(prompts)]
 
+  def warm_up(params) -> None:
+    """Compiles the sampling call for `params` ahead of time; later `generate` calls use it, so
+    their wall time is sampling alone (benchmarks/samplers.py times it so)."""
+    tokens = global_tokens_of(tokenizer.tokenize([''] * batch, config.data.max_text_length))
+    rng = jax.device_put(jax.random.PRNGKey(0), replicated)
+    compiled[:] = [generate_jit.lower(params, tokens, rng).compile()]
+
+  generate.warm_up = warm_up
   return generate
 
 

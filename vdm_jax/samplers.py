@@ -54,6 +54,14 @@ def check_sampler(sampler: str, time_spacing: str = 'default') -> None:
     raise ValueError(f'Unknown time_spacing {time_spacing!r}; allowed values: {TIME_SPACINGS}.')
 
 
+def resolve_time_spacing(sampler: str, time_spacing: str) -> str:
+  """'default' -> 'karras' for heun (its own discretisation), 'uniform_t' for the others."""
+  check_sampler(sampler, time_spacing)
+  if time_spacing == 'default':
+    return 'karras' if sampler == 'heun' else 'uniform_t'
+  return time_spacing
+
+
 def nfe(sampler: str, num_steps: int) -> int:
   """Network evaluations of a run of num_steps = N grid points (each a batched CFG call).
 
@@ -394,11 +402,9 @@ def sample(
   Returns:
     x [shape] in dtype: in [-1, 1] when denoise_fn clips x_hat.
   """
-  check_sampler(sampler, time_spacing)
+  time_spacing = resolve_time_spacing(sampler, time_spacing)
   if num_steps < 1:
     raise ValueError(f'num_steps must be >= 1, got {num_steps}.')
-  if time_spacing == 'default':
-    time_spacing = 'karras' if sampler == 'heun' else 'uniform_t'
   shape = tuple(shape)
   B = shape[0]
   rng_init, rng_steps = jax.random.split(rng)
