@@ -227,3 +227,12 @@ def test_moving_shapes_is_unchanged(tmp_path):
   config = data_config('moving_shapes', tmp_path, builder_config='smoke')
   assert config_validation.video_shape(config) == (16, 32, 32, 3)
   assert registry.split_size(config, 'test') == 64
+
+
+def test_caption_adherence_is_refused_for_other_datasets(tmp_path):
+  config = data_config('tiny_labelled_videos', tmp_path)
+  config.train.eval_at_end = True
+  with pytest.raises(UserError, match='set --config.train.eval_at_end=False'):
+    config_validation.validate(config)
+  config.train.eval_at_end = False
+  config_validation.validate(config)

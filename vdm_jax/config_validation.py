@@ -63,6 +63,12 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   _positive(config, ['data.num_frames', 'data.resolution', 'data.frame_skip'])
   _require(0 <= config.data.test_fraction < 1,
            f'config.data.test_fraction={config.data.test_fraction!r} must lie in [0, 1).')
+  # The tracker behind caption adherence reads moving_shapes captions only (data/tracker.py).
+  _require(config.data.name == 'moving_shapes' or not (config.train.eval_at_end
+                                                       or config.train.eval_every),
+           f'caption-adherence evaluation reads moving_shapes captions only, not '
+           f'config.data.name={config.data.name!r}: set --config.train.eval_at_end=False and '
+           '--config.train.eval_every=0.')
   _positive(config, ['batch_size', 'data.max_text_length', 'model.channels', 'model.num_res_blocks',
                      'model.head_dim', 'model.text_width', 'model.text_layers', 'model.text_heads',
                      'optim.learning_rate', 'train.num_steps', 'train.log_every',
