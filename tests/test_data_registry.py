@@ -127,6 +127,9 @@ def test_labelled_tfds_dataset_through_the_pipeline(tmp_path):
   assert len(test) == 2
   assert test[1]['caption'] == 'a video of jumping jack'
   np.testing.assert_array_equal(test[1]['video'][:, 0, 0, 0], [1, 21, 41])  # Frames 0, 2, 4.
+  videos, captions = pipeline.make_eval_source(builder=builder, split='test')  # Evaluation's view.
+  assert videos.shape == (2, 3, 6, 6, 3) and captions[0] == 'a video of apply eye makeup'
+  np.testing.assert_array_equal(videos[1], test[1]['video'])
 
   def batches(process_index, num):
     ds = pipeline.make_train_dataset(builder=builder, split='train', global_batch_size=2, seed=3,
