@@ -113,8 +113,10 @@ def sample(config: ml_collections.ConfigDict, workdir: str, prompts: Sequence[st
   prompts = list(prompts or config.sample.prompts)
   c = config.sample
   # Named by the settings, so sampling again with others never overwrites earlier videos.
-  directory = os.path.join(workdir, 'samples',
-                           f'step_{run.step}_{c.sampler}{c.num_steps}_w{c.guidance_weight:g}_seed{c.seed}')
+  spacing = '' if c.time_spacing == 'default' else f'_{c.time_spacing}'
+  threshold = f'_dt{c.dynamic_threshold:g}' if c.dynamic_threshold else ''
+  directory = os.path.join(workdir, 'samples', f'step_{run.step}_{c.sampler}{c.num_steps}{spacing}'
+                           f'_w{c.guidance_weight:g}{threshold}_seed{c.seed}')
   rng = jax.random.PRNGKey(config.sample.seed)
   logging.info('Sampling %d video(s) for each of %d prompt(s) with %s, %d steps, guidance %.2f',
                config.sample.num_videos, len(prompts), config.sample.sampler,
