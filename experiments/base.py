@@ -60,20 +60,28 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   # ---------------------------------------------------------------- diffusion
   config.diffusion = ml_collections.ConfigDict()
-  config.diffusion.schedule = 'cosine'  # Log-SNR schedule: 'cosine' (clipped) or 'linear' (DDPM discrete betas).
-  config.diffusion.logsnr_min = -20.0  # Cosine schedule: log-SNR at t = 1.
-  config.diffusion.logsnr_max = 20.0  # Cosine schedule: log-SNR at t = 0.
+  # Log-SNR schedule: 'cosine' (clipped), 'linear' (DDPM discrete linear betas), 'betas' (discrete,
+  # from diffusion.betas) or 'learned' (VDM's monotone network, trained to lower the VLB's variance).
+  config.diffusion.schedule = 'cosine'
+  config.diffusion.logsnr_min = -20.0  # Cosine and learned schedules: log-SNR at t = 1.
+  config.diffusion.logsnr_max = 20.0  # Cosine and learned schedules: log-SNR at t = 0.
   # Cosine schedule: log-SNR added at every t, endpoints kept (Hoogeboom et al. 2023 use
   # 2 log(64 / resolution)); negative = noisier, for training and sampling alike.
   config.diffusion.logsnr_shift = 0.0
   config.diffusion.linear_num_steps = 1000  # Linear schedule: number of discrete steps T.
   config.diffusion.linear_beta_start = 1e-4  # Linear schedule: beta_1.
   config.diffusion.linear_beta_end = 0.02  # Linear schedule: beta_T.
-  config.diffusion.parameterization = 'eps'  # Network target: 'eps' or 'v' (Salimans & Ho 2022).
+  config.diffusion.betas = ()  # 'betas' schedule: beta_1..beta_T, each in (0, 1) (T >= 1).
+  # Cosine, linear, betas: rescale to SNR 0 at t = 1 (Lin et al. 2023; log-SNR clamped to -30).
+  config.diffusion.zero_terminal_snr = False
+  config.diffusion.learned_num_features = 1024  # Learned schedule: hidden units of its monotone MLP (> 0).
+  config.diffusion.parameterization = 'eps'  # Network target: 'eps', 'x' or 'v' (Salimans & Ho 2022).
   # Weight w(lambda) of the x-space error w ||x - x_hat||^2: 'eps_mse' (SNR, the MSE on eps),
-  # 'v_mse' (SNR + 1, the MSE on v), 'x_mse' (1), 'snr_trunc' (max(SNR, 1)), 'min_snr' (min(SNR, gamma)).
+  # 'v_mse' (SNR + 1, the MSE on v), 'x_mse' (1), 'snr_trunc' (max(SNR, 1)), 'min_snr' (min(SNR, gamma)),
+  # 'vlb' (-1/2 dlambda/dt SNR: the VDM continuous-time VLB; required by the learned schedule).
   config.diffusion.loss_weighting = 'eps_mse'
   config.diffusion.min_snr_gamma = 5.0  # gamma of 'min_snr' (Hang et al. 2023 use 5); > 0.
+  config.diffusion.antithetic_time_sampling = False  # t_i = mod(u + i / B, 1) over the batch (VDM) instead of i.i.d.
 
   # ---------------------------------------------------------------- optimizer
   config.optim = ml_collections.ConfigDict()
@@ -125,6 +133,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.eval = ml_collections.ConfigDict()
   config.eval.num_captions = 64  # Test-split captions to sample one video each for (caption adherence).
   config.eval.split = 'test'  # Dataset split whose captions are used.
+  config.eval.bpd_num_videos = 64  # Videos of eval.split whose VLB (bits/dim, given the caption) is estimated (0: none).
+  config.eval.bpd_num_t = 4  # Antithetic t samples per video of the VLB's diffusion term (> 0).
 
   # ---------------------------------------------------------------- devices
   config.mesh = ml_collections.ConfigDict()

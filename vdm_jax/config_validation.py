@@ -8,6 +8,7 @@ from typing import Any, Iterable
 import ml_collections
 
 from vdm_jax import diffusion
+from vdm_jax import schedules
 from vdm_jax import samplers
 from vdm_jax.errors import UserError
 
@@ -15,7 +16,7 @@ ALLOWED = {
     'model.conv_impl': ('xla', 'im2col'),
     'model.dtype': ('float32', 'bfloat16'),
     'model.param_dtype': ('float32', 'bfloat16'),
-    'diffusion.schedule': ('cosine', 'linear'),
+    'diffusion.schedule': schedules.SCHEDULES,
     'optim.lr_schedule': ('constant', 'cosine'),
     'diffusion.parameterization': diffusion.PARAMETERIZATIONS,
     'diffusion.loss_weighting': diffusion.LOSS_WEIGHTINGS,
@@ -93,6 +94,18 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
            f'config.diffusion.logsnr_max={config.diffusion.logsnr_max}.')
   _require(0 < config.diffusion.linear_beta_start < config.diffusion.linear_beta_end < 1,
            'config.diffusion.linear_beta_start < linear_beta_end must lie in (0, 1).')
+  d = config.diffusion
+  _positive(config, ['diffusion.learned_num_features', 'eval.bpd_num_t'])
+  _positive(config, ['eval.bpd_num_videos'], allow_zero=True)
+  _require(d.schedule != 'betas' or (len(d.betas) >= 1 and all(0 < b < 1 for b in d.betas)),
+           f"config.diffusion.betas={tuple(d.betas)!r} must be a non-empty tuple of values in (0, 1) "
+           "for config.diffusion.schedule='betas'.")
+  _require(d.schedule != 'learned' or not d.zero_terminal_snr,
+           "config.diffusion.zero_terminal_snr=True does not apply to schedule 'learned' (its "
+           'endpoints are logsnr_min and logsnr_max): set one of them differently.')
+  _require(d.schedule != 'learned' or d.loss_weighting == 'vlb',
+           f"config.diffusion.schedule='learned' needs config.diffusion.loss_weighting='vlb' (got "
+           f'{d.loss_weighting!r}): only the VLB is unchanged by the schedule it trains.')
 
   model = config.model
   _require(len(model.channel_mult) >= 1 and all(m > 0 for m in model.channel_mult),
@@ -128,6 +141,9 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   _require(split_size is None or config.eval.num_captions <= split_size,
            f'config.eval.num_captions={config.eval.num_captions} exceeds the {split_size} videos of '
            f'the {config.eval.split!r} split: lower --config.eval.num_captions.')
+  _require(split_size is None or config.eval.bpd_num_videos <= split_size,
+           f'config.eval.bpd_num_videos={config.eval.bpd_num_videos} exceeds the {split_size} videos '
+           f'of the {config.eval.split!r} split: lower --config.eval.bpd_num_videos.')
 
   if num_devices is not None:
     _require(config.batch_size % num_devices == 0,

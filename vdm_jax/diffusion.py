@@ -9,7 +9,7 @@ shape [B, ...] (e.g. [batch, frames, height, width, channels]); a scalar logsnr 
 The network is passed in as a callable; this module knows nothing about it.
 """
 
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -221,6 +221,32 @@ def vlb_diffusion_term(*, mse_x: jax.Array, logsnr: jax.Array, dlogsnr_dt: jax.A
   return -0.5 * dlogsnr_dt * jnp.exp(logsnr) * mse_x
 
 
+def grads_with_learned_schedule(
+    per_example_fn: Callable[[Any, Any], tuple[tuple[jax.Array, jax.Array], Any]],
+    params: Any,
+    schedule_params: Any,
+) -> tuple[jax.Array, Any, Any, Any]:
+  """Gradients when the schedule is learned (Kingma et al. 2021, sec. 5: the continuous-time VLB
+  depends on the schedule only through its endpoints, so the schedule's shape eta is trained to
+  minimise the variance of the VLB estimate, i.e. E[L_vlb^2]):
+
+    grad_params = d/d params  mean_b loss_b             (the network's loss, schedule fixed),
+    grad_eta    = d/d eta     mean_b L_vlb,b^2 = mean_b 2 L_vlb,b dL_vlb,b/d eta  (network fixed).
+
+  per_example_fn(params, schedule_params) -> ((loss [B], vlb [B]), aux): the weighted loss and the
+  VLB diffusion term (vlb_diffusion_term) of each example from one forward pass. One forward pass
+  (jax.vjp) and two backward passes, one per cotangent.
+
+  Returns (mean loss, aux, grad_params, grad_eta).
+  """
+  (loss, vlb), vjp_fn, aux = jax.vjp(per_example_fn, params, schedule_params, has_aux=True)
+  B = loss.shape[0]
+  zeros = jnp.zeros_like(loss)
+  grad_params, _ = vjp_fn((jnp.full_like(loss, 1.0 / B), zeros))
+  _, grad_eta = vjp_fn((zeros, 2.0 * jax.lax.stop_gradient(vlb) / B))
+  return jnp.mean(loss), aux, grad_params, grad_eta
+
+
 def diffusion_loss(
     model_fn: Callable[[jax.Array, jax.Array], jax.Array],
     x: jax.Array,
@@ -260,6 +286,30 @@ def diffusion_loss(
     'mse_eps' (mean ||eps - eps_hat||^2) and 'mse_x' (mean ||x - clip(x_hat, -1, 1)||^2; x_hat
     is clipped as the sampler does, since for eps-prediction it is unbounded as lambda -> -inf).
   """
+  per_example, terms = per_example_loss(
+      model_fn, x, rng=rng, logsnr_fn=logsnr_fn, parameterization=parameterization,
+      loss_weighting=loss_weighting, antithetic_time=antithetic_time)
+  loss = jnp.mean(per_example)
+  metrics = {
+      'loss': loss,
+      'mse_eps': jnp.mean(terms['mse_eps']),
+      'mse_x': jnp.mean(terms['mse_x_clipped']),
+  }
+  return loss, metrics
+
+
+def per_example_loss(
+    model_fn: Callable[[jax.Array, jax.Array], jax.Array],
+    x: jax.Array,
+    *,
+    rng: jax.Array,
+    logsnr_fn: Callable[[jax.Array], jax.Array],
+    parameterization: str,
+    loss_weighting: Optional[Callable[[jax.Array, jax.Array], jax.Array]] = None,
+    antithetic_time: bool = False,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The loss of each example before diffusion_loss's batch mean (same arguments, same draws of t
+  and noise from rng): (loss [B], denoising_terms(...))."""
   x = jnp.asarray(x)
   dtype = jnp.promote_types(x.dtype, jnp.float32)
   rng_t, rng_noise = jax.random.split(rng)
@@ -271,10 +321,4 @@ def diffusion_loss(
   if loss_weighting is not None:
     weight = loss_weighting(terms['logsnr'], terms['dlogsnr_dt'])
     per_example = per_example * jnp.asarray(weight, dtype)
-  loss = jnp.mean(per_example)
-  metrics = {
-      'loss': loss,
-      'mse_eps': jnp.mean(terms['mse_eps']),
-      'mse_x': jnp.mean(terms['mse_x_clipped']),
-  }
-  return loss, metrics
+  return per_example, terms

@@ -11,6 +11,7 @@ import os
 from typing import Any, Callable
 
 import flax
+import flax.linen
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -40,6 +41,19 @@ class TrainState(flax.struct.PyTreeNode):
   opt_state: Any
 
 
+class LearnedScheduleTrainState(TrainState):
+  """The TrainState of a run with the learned schedule (Kingma et al. 2021): also the schedule's
+  parameters and their optimizer state. A separate class so that runs with a fixed schedule keep
+  the state (and checkpoint) layout they always had.
+
+  The schedule has no EMA: the network is conditioned on lambda, not on t, so the EMA network
+  works with any schedule, and sampling and evaluation use the latest one (the lambda grid the
+  model was trained on last).
+  """
+  schedule_params: Any
+  schedule_opt_state: Any
+
+
 # ============================================================================ builders
 
 
@@ -66,16 +80,37 @@ def create_model(config: ml_collections.ConfigDict) -> unet.VideoUNet:
       param_dtype=jnp.dtype(model_config.param_dtype))
 
 
-def create_logsnr_fn(config: ml_collections.ConfigDict) -> Callable[[jax.Array], jax.Array]:
-  """t in [0, 1] -> log-SNR lambda(t), from `config.diffusion`."""
+def create_schedule(config: ml_collections.ConfigDict) -> flax.linen.Module:
+  """The schedule module of `config.diffusion` (see schedules.make_schedule)."""
   d = config.diffusion
-  if d.schedule == 'cosine':
-    schedule = schedules.make_schedule('cosine', logsnr_min=d.logsnr_min, logsnr_max=d.logsnr_max,
-                                       logsnr_shift=d.logsnr_shift)
-  else:
-    schedule = schedules.make_schedule('linear', num_steps=d.linear_num_steps,
-                                       beta_start=d.linear_beta_start, beta_end=d.linear_beta_end)
-  return lambda t: schedule.apply({}, t)
+  kwargs = {
+      'cosine': lambda: dict(logsnr_min=d.logsnr_min, logsnr_max=d.logsnr_max,
+                             logsnr_shift=d.logsnr_shift, zero_terminal_snr=d.zero_terminal_snr),
+      'linear': lambda: dict(num_steps=d.linear_num_steps, beta_start=d.linear_beta_start,
+                             beta_end=d.linear_beta_end, zero_terminal_snr=d.zero_terminal_snr),
+      'betas': lambda: dict(betas=tuple(float(b) for b in d.betas),
+                            zero_terminal_snr=d.zero_terminal_snr),
+      'learned': lambda: dict(logsnr_min=d.logsnr_min, logsnr_max=d.logsnr_max,
+                              num_features=d.learned_num_features),
+  }[d.schedule]()
+  return schedules.make_schedule(d.schedule, **kwargs)
+
+
+def init_schedule_params(config: ml_collections.ConfigDict, rng: jax.Array) -> Any:
+  """Initial parameters of the learned schedule; None for the fixed ones."""
+  if config.diffusion.schedule != 'learned':
+    return None
+  return create_schedule(config).init(rng, jnp.zeros((1,), jnp.float32))['params']
+
+
+def create_logsnr_fn(config: ml_collections.ConfigDict,
+                     schedule_params: Any = None) -> Callable[[jax.Array], jax.Array]:
+  """t in [0, 1] -> log-SNR lambda(t), from `config.diffusion` (and the learned schedule's params)."""
+  schedule = create_schedule(config)
+  if (schedule_params is None) != (config.diffusion.schedule != 'learned'):
+    raise ValueError('schedule_params are needed by the learned schedule, and only by it.')
+  variables = {} if schedule_params is None else {'params': schedule_params}
+  return lambda t: schedule.apply(variables, t)
 
 
 def create_optimizer(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, Callable]:
@@ -105,8 +140,13 @@ def init_params(model, config, video_shape, rng):
 
 def create_train_state(model, tx, config, video_shape, rng) -> TrainState:
   params = init_params(model, config, video_shape, rng)
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    ema_params=jax.tree.map(jnp.copy, params), opt_state=tx.init(params))
+  fields = dict(step=jnp.zeros((), jnp.int32), params=params,
+                ema_params=jax.tree.map(jnp.copy, params), opt_state=tx.init(params))
+  schedule_params = init_schedule_params(config, jax.random.fold_in(rng, 1))
+  if schedule_params is None:
+    return TrainState(**fields)
+  return LearnedScheduleTrainState(**fields, schedule_params=schedule_params,
+                                   schedule_opt_state=tx.init(schedule_params))
 
 
 def load_dataset_builder(config: ml_collections.ConfigDict):
@@ -132,6 +172,10 @@ def make_train_step(model, *, logsnr_fn, tx, config, mesh) -> Callable:
 
   batch: {'video': float32 [batch, frames, height, width, 3] in [-1, 1], 'tokens': int32 [batch, L]},
   global arrays sharded along the batch axis. The state is replicated and donated.
+
+  With the learned schedule, `logsnr_fn` is unused: the schedule is the state's, and its
+  parameters get the gradient of the VLB estimate's second moment
+  (diffusion.grads_with_learned_schedule), the network that of its loss.
   """
   base_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
   ema_decay = config.optim.ema_decay
@@ -140,6 +184,9 @@ def make_train_step(model, *, logsnr_fn, tx, config, mesh) -> Callable:
   loss_weighting = diffusion.target_loss_weight_fn(
       config.diffusion.loss_weighting, parameterization=parameterization,
       min_snr_gamma=config.diffusion.min_snr_gamma)
+  antithetic_time = config.diffusion.antithetic_time_sampling
+  learned_schedule = config.diffusion.schedule == 'learned'
+  schedule = create_schedule(config)
 
   def train_step(state: TrainState, batch):
     rng = jax.random.fold_in(base_key, state.step)
@@ -148,23 +195,49 @@ def make_train_step(model, *, logsnr_fn, tx, config, mesh) -> Callable:
     # Classifier-free guidance training: replace the text by the null embedding at random.
     drop_text = jax.random.bernoulli(drop_rng, cond_drop_prob, (batch_size,))
 
-    def loss_fn(params):
+    def network_of(params):
       def network(z, logsnr):
         return model.apply({'params': params}, z, logsnr=logsnr, text_tokens=batch['tokens'],
                            drop_text=drop_text, train=True, rngs={'dropout': dropout_rng})
-      return diffusion.diffusion_loss(network, batch['video'], rng=diffusion_rng,
-                                      logsnr_fn=logsnr_fn, parameterization=parameterization,
-                                      loss_weighting=loss_weighting)
+      return network
 
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    def loss_fn(params):
+      return diffusion.diffusion_loss(network_of(params), batch['video'], rng=diffusion_rng,
+                                      logsnr_fn=logsnr_fn, parameterization=parameterization,
+                                      loss_weighting=loss_weighting, antithetic_time=antithetic_time)
+
+    def per_example_fn(params, schedule_params):
+      """((loss [B], VLB diffusion term [B]), metrics) under the learned schedule."""
+      loss, terms = diffusion.per_example_loss(
+          network_of(params), batch['video'], rng=diffusion_rng,
+          logsnr_fn=lambda t: schedule.apply({'params': schedule_params}, t),
+          parameterization=parameterization, loss_weighting=loss_weighting,
+          antithetic_time=antithetic_time)
+      vlb = diffusion.vlb_diffusion_term(mse_x=terms['mse_x'], logsnr=terms['logsnr'],
+                                         dlogsnr_dt=terms['dlogsnr_dt'])
+      return (loss, vlb), {'mse_eps': jnp.mean(terms['mse_eps']),
+                           'mse_x': jnp.mean(terms['mse_x_clipped']),
+                           'vlb_second_moment': jnp.mean(jnp.square(vlb))}
+
+    extra = {}
+    if learned_schedule:
+      loss, aux, grads, schedule_grads = diffusion.grads_with_learned_schedule(
+          per_example_fn, state.params, state.schedule_params)
+      schedule_updates, schedule_opt_state = tx.update(
+          schedule_grads, state.schedule_opt_state, state.schedule_params)
+      extra = dict(schedule_params=optax.apply_updates(state.schedule_params, schedule_updates),
+                   schedule_opt_state=schedule_opt_state)
+      aux['schedule_grad_norm'] = optax.global_norm(schedule_grads)
+    else:
+      (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))
     ema_params = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
     metrics = {'train/loss': loss, 'train/grad_norm': optax.global_norm(grads)}
     metrics.update({f'train/{k}': v for k, v in aux.items() if k != 'loss'})
-    new_state = TrainState(step=state.step + 1, params=params, ema_params=ema_params,
-                           opt_state=opt_state)
+    new_state = state.replace(step=state.step + 1, params=params, ema_params=ema_params,
+                              opt_state=opt_state, **extra)
     return new_state, metrics
 
   replicated = mesh_lib.replicated(mesh)
@@ -186,6 +259,7 @@ class Run:
   generate: sample_lib.GenerateFn
   step: int = 0
   ema_params: Any = None
+  schedule_params: Any = None  # The learned schedule's parameters (None for the fixed ones).
 
 
 def setup(config: ml_collections.ConfigDict) -> Run:
@@ -193,11 +267,23 @@ def setup(config: ml_collections.ConfigDict) -> Run:
   video_shape = config_validation.video_shape(config)
   mesh = make_mesh_checked(config)
   model = create_model(config)
-  logsnr_fn = create_logsnr_fn(config)
-  generate = sample_lib.make_generate_fn(model, logsnr_fn=logsnr_fn, config=config,
-                                         video_shape=video_shape, mesh=mesh)
-  return Run(config=config, mesh=mesh, model=model, logsnr_fn=logsnr_fn, video_shape=video_shape,
-             generate=generate)
+  # The learned schedule starts from its initial parameters (as create_train_state's).
+  schedule_params = init_schedule_params(
+      config, jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(config.seed), 0), 1))
+  run = Run(config=config, mesh=mesh, model=model, logsnr_fn=None, video_shape=video_shape,
+            generate=None)
+  use_schedule(run, schedule_params)
+  return run
+
+
+def use_schedule(run: Run, schedule_params: Any) -> None:
+  """Points `run.logsnr_fn` and `run.generate` at the schedule with these parameters (None for a
+  fixed schedule). For the learned schedule its parameters are constants of the sampler, so each
+  new set costs one compilation of the sampler at its first use."""
+  run.schedule_params = schedule_params
+  run.logsnr_fn = create_logsnr_fn(run.config, schedule_params)
+  run.generate = sample_lib.make_generate_fn(run.model, logsnr_fn=run.logsnr_fn, config=run.config,
+                                             video_shape=run.video_shape, mesh=run.mesh)
 
 
 def make_mesh_checked(config):
@@ -231,6 +317,8 @@ def restore_for_inference(config: ml_collections.ConfigDict, workdir: str) -> Ru
   state = checkpointer.restore(step, abstract_state=abstract_train_state(run, tx))
   checkpointer.close()
   run.step, run.ema_params = step, state.ema_params
+  if isinstance(state, LearnedScheduleTrainState):
+    use_schedule(run, state.schedule_params)
   logging.info('Restored step %d from %s', step, checkpointer.directory)
   return run
 
@@ -290,7 +378,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   sample_rng = jax.random.PRNGKey(config.sample.seed)
   num_steps = config.train.num_steps
 
+  def sync_schedule():
+    if isinstance(state, LearnedScheduleTrainState):
+      use_schedule(run, jax.device_get(state.schedule_params))
+
   def write_samples(step):
+    sync_schedule()
     directory = os.path.join(workdir, 'samples', f'step_{step}')
     sample_lib.write_samples(run.generate, state.ema_params, prompts=list(config.sample.prompts),
                              num_videos=1, rng=sample_rng, directory=directory, fps=config.sample.fps)
@@ -299,6 +392,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   def evaluate_now(step):
     from vdm_jax import evaluate  # pylint: disable=g-import-not-at-top
     run.step, run.ema_params = step, state.ema_params
+    sync_schedule()
     scores = evaluate.evaluate_run(run, workdir, builder=builder)
     writer.write_scalars(step, {f'eval/{k}': v for k, v in scores.items()
                                 if isinstance(v, (int, float))})
