@@ -18,6 +18,12 @@ from vdm_jax.errors import UserError
 # Config sections that decide the shapes and meaning of the parameters: a checkpoint whose
 # sections differ from the current config's must not be restored into it, nor overwritten by it.
 MODEL_DEFINING_SECTIONS = ('model', 'diffusion')
+# Fields added to those sections after checkpoints were first written, with the value that every
+# checkpoint written before them was made with: a saved config without the field means this value.
+ADDED_FIELDS = {
+    'diffusion': {'betas': [], 'zero_terminal_snr': False, 'learned_num_features': 1024,
+                  'antithetic_time_sampling': False},
+}
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -63,7 +69,8 @@ class Checkpointer:
     current = _normalise(config.to_dict())
     for section in MODEL_DEFINING_SECTIONS:
       for key in sorted(set(saved.get(section, {})) | set(current[section])):
-        old, new = saved.get(section, {}).get(key), current[section].get(key)
+        old = saved.get(section, {}).get(key, ADDED_FIELDS.get(section, {}).get(key))
+        new = current[section].get(key)
         if old != new:
           raise UserError(
               f'{self.directory}/{step} was trained with config.{section}.{key}={old!r} but this run '

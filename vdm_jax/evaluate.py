@@ -69,7 +69,8 @@ def evaluate_bpd(run, builder) -> dict[str, float]:
   """Mean bits per dimension (and its terms, and the standard error of the total) of the first
   `config.eval.bpd_num_videos` videos of `config.eval.split`; {} when that is 0."""
   config = run.config
-  n = config.eval.bpd_num_videos
+  # A config made before the field existed (a run started with older code) estimates none.
+  n = config.eval.get('bpd_num_videos', 0)
   if n == 0:
     return {}
   videos, captions = pipeline.make_eval_source(builder=builder, split=config.eval.split,
