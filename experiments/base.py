@@ -54,6 +54,12 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.model.frame_embedding = False  # Add an embedding of each frame's index after the first conv.
   config.model.patch_size = 1  # Space-to-depth of p x p pixels around the U-Net (p^2 cheaper convs; output stays full-res).
   config.model.conv_impl = 'xla'  # 'xla' (lax.conv) or 'im2col' (shifted copies + one matmul; same result, slower here).
+  # 'dot_product_attention' (jax.nn.dot_product_attention: cuDNN flash attention on GPU where it applies, XLA on CPU)
+  # or 'einsum' (the same maths written out; same outputs, for checking).
+  config.model.attention_impl = 'dot_product_attention'
+  # Rematerialisation: 'none', 'block' (each residual/attention block recomputed in the backward pass)
+  # or 'full' (the whole U-Net); same gradients, less activation memory (benchmarks/remat_memory.py).
+  config.model.remat = 'none'
   config.model.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16' (norms, softmax, loss stay float32).
   config.model.param_dtype = 'float32'  # Parameter dtype: 'float32' or 'bfloat16'.
   config.model.cond_drop_prob = 0.1  # Probability of replacing the text by the null embedding (classifier-free guidance).

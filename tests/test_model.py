@@ -221,3 +221,95 @@ def test_frame_embedding_tells_frames_apart_without_mixing_them():
   assert diff[0, 2] > 1e-4
   diff[0, 2] = 0
   assert diff.max() == 0
+
+
+# ------------------------------------------------- attention implementations, remat, precision
+
+
+def host_params(module, *args, scale=0.3, seed=0, **kwargs):
+  """Random parameters of `module` without compiling its init: eval_shape, then host noise."""
+  shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), *args, **kwargs)
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda s: jnp.asarray(scale * rng.standard_normal(s.shape), s.dtype), shapes)
+
+
+def test_attention_impls_agree_with_bias_and_masks():
+  """jax.nn.dot_product_attention (cuDNN or XLA) equals the written-out einsum, with a logits
+  bias and a key mask, including a query row whose keys are all masked."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((2, 5, 16)), jnp.float32)
+  context = jnp.asarray(rng.standard_normal((2, 7, 12)), jnp.float32)
+  bias = jnp.asarray(rng.standard_normal((1, 2, 5, 7)), jnp.float32)
+  mask = jnp.asarray(rng.random((2, 1, 5, 7)) < 0.6).at[1, 0, 3].set(False)
+  module = lambda impl: attention.Attention(2, 8, zero_init_output=False, attention_impl=impl)
+  params = host_params(module('einsum'), x, context, bias=bias, mask=mask)
+  out = {impl: np.asarray(module(impl).apply(params, x, context, bias=bias, mask=mask))
+         for impl in attention.ATTENTION_IMPLS}
+  assert max_diff(out['einsum'], 0.) > 1e-2
+  np.testing.assert_allclose(out['dot_product_attention'], out['einsum'], atol=1e-5, rtol=1e-5)
+  with pytest.raises(ValueError, match="'dot_product_attention', 'einsum'"):
+    module('flash').apply(params, x, context)
+
+
+def test_space_time_attention_impls_agree_on_a_clip_longer_than_max_distance():
+  """Temporal attention with the bucketed relative-position bias and text cross-attention with
+  a padding mask: both implementations agree, and a clip of 12 frames runs with
+  max_distance=4 (beyond it, offsets share their direction's last bucket, so any length works)."""
+  T = 12
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.standard_normal((1, T, 2, 2, 16)), jnp.float32)
+  text = jnp.asarray(rng.standard_normal((1, 3, 8)), jnp.float32)
+  text_mask = jnp.array([[True, True, False]])
+  module = lambda impl: attention.SpaceTimeAttention(
+      head_dim=8, rel_pos_buckets=8, rel_pos_max_distance=4, attention_impl=impl)
+  params = host_params(module('einsum'), x, text=text, text_mask=text_mask)
+  out = {impl: np.asarray(module(impl).apply(params, x, text=text, text_mask=text_mask))
+         for impl in attention.ATTENTION_IMPLS}
+  assert np.all(np.isfinite(out['einsum'])) and max_diff(out['einsum'], x) > 1e-2
+  np.testing.assert_allclose(out['dot_product_attention'], out['einsum'], atol=1e-5, rtol=1e-5)
+
+  bias = np.asarray(attention.RelativePositionBias(2, 8, 4).apply(
+      {'params': params['params']['rel_pos']}, T))[0]  # [heads, query, key]
+  future, past = bias[:, 0, 4:], bias[:, T - 1, :T - 4]  # |offset| >= max_distance
+  np.testing.assert_array_equal(future, np.broadcast_to(bias[:, 0, -1:], future.shape))
+  np.testing.assert_array_equal(past, np.broadcast_to(bias[:, T - 1, :1], past.shape))
+  assert np.all(bias[:, 0, 1] != bias[:, 0, -1])  # near offsets have their own buckets
+
+
+# Smallest U-Net that still has every kind of block (res blocks, attention, text encoder).
+MINI = dict(channels=8, channel_mult=(1,), num_res_blocks=0, attention_resolutions=(), head_dim=8,
+            text_width=8, text_layers=0, text_heads=1, max_text_length=4, dropout=0.1)
+# Test-only compile options: a third of the compile time on this CPU, the same numbers.
+FAST_COMPILE = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
+
+
+def test_remat_outputs_and_gradients_equal_no_remat():
+  """'block' and 'full' rematerialisation change what the backward pass stores, never the
+  parameters, the loss or the gradients (dropout on: its masks are recomputed identically)."""
+  z = jnp.asarray(np.random.default_rng(2).standard_normal((1, 2, 4, 4, 3)), jnp.float32)
+  kw = dict(logsnr=jnp.array([1.]), text_tokens=jnp.array([[5, 6, 0, 0]], jnp.int32))
+  params = host_params(VideoUNet(**MINI), z, **kw)
+  for mode in ('block', 'full'):  # The same parameter tree.
+    shapes = jax.eval_shape(VideoUNet(**MINI, remat=mode).init, jax.random.PRNGKey(0), z, **kw)
+    assert jax.tree.structure(shapes) == jax.tree.structure(params)
+
+  def loss_and_grads(p):
+    def loss(p, mode):
+      out = VideoUNet(**MINI, remat=mode).apply(p, z, **kw, train=True,
+                                                rngs={'dropout': jax.random.PRNGKey(1)})
+      return jnp.sum(out ** 2)
+    return {mode: jax.value_and_grad(loss)(p, mode) for mode in ('none', 'block', 'full')}
+
+  result = jax.jit(loss_and_grads).lower(params).compile(FAST_COMPILE)(params)
+  ref_loss, ref_grads = result['none']
+  assert float(ref_loss) > 0
+  # Equal up to float32 summation order (XLA may fuse the recomputed graph differently):
+  # within 1e-5 of the largest gradient entry.
+  scale = max(float(np.max(np.abs(g))) for g in jax.tree.leaves(ref_grads))
+  for mode in ('block', 'full'):
+    loss, grads = result[mode]
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
+    for g, ref in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
+      np.testing.assert_allclose(g, ref, rtol=0, atol=1e-5 * scale)
+  with pytest.raises(ValueError, match="'none', 'block', 'full'"):
+    VideoUNet(**MINI, remat='some').init(jax.random.PRNGKey(0), z, **kw)

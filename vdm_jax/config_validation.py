@@ -14,6 +14,8 @@ from vdm_jax.errors import UserError
 
 ALLOWED = {
     'model.conv_impl': ('xla', 'im2col'),
+    'model.attention_impl': ('dot_product_attention', 'einsum'),  # models.attention.ATTENTION_IMPLS
+    'model.remat': ('none', 'block', 'full'),  # models.unet.REMAT_MODES
     'model.dtype': ('float32', 'bfloat16'),
     'model.param_dtype': ('float32', 'bfloat16'),
     'diffusion.schedule': schedules.SCHEDULES,

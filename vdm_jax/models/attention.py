@@ -55,14 +55,48 @@ def video_to_seq(x: jax.Array) -> jax.Array:
 # ------------------------------------------------------------------------------ attention
 
 
+ATTENTION_IMPLS = ('dot_product_attention', 'einsum')
+
+
+def check_attention_impl(attention_impl: str) -> str:
+  """The one place that validates `attention_impl`."""
+  if attention_impl not in ATTENTION_IMPLS:
+    raise ValueError(f'attention_impl={attention_impl!r}; allowed values: {ATTENTION_IMPLS}.')
+  return attention_impl
+
+
+def einsum_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, bias: jax.Array | None = None,
+                     mask: jax.Array | None = None) -> jax.Array:
+  """softmax(q k^T / sqrt(d) + bias) v, written out (Vaswani et al. 2017, eq. 1).
+
+  q: [B, N, heads, d]; k, v: [B, M, heads, d]; bias: float broadcastable to [B, heads, N, M];
+  mask: bool, same broadcasting, True = attend. Logits and softmax in float32; a masked logit is
+  the same large negative number jax.nn.dot_product_attention uses (so a query with every key
+  masked attends uniformly in both). Returns [B, N, heads, d] in v's dtype.
+  """
+  logits = jnp.einsum('bnhd,bmhd->bhnm', q, k, preferred_element_type=jnp.float32)
+  logits = logits * jnp.float32(1. / np.sqrt(q.shape[-1]))
+  if bias is not None:
+    logits = logits + bias.astype(jnp.float32)
+  if mask is not None:
+    logits = jnp.where(mask, logits, jnp.float32(-0.7 * np.finfo(np.float32).max))
+  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  return jnp.einsum('bhnm,bmhd->bnhd', probs, v)
+
+
 class Attention(nn.Module):
   """Multi-head dot-product attention with zero-initialised output projection.
 
-  Softmax in float32 (jax.nn.dot_product_attention accumulates the logits in float32).
+  `attention_impl`: 'dot_product_attention' calls jax.nn.dot_product_attention with
+  implementation=None, so XLA picks the kernel: cuDNN flash attention on GPUs where it applies
+  (bfloat16/float16), the XLA path elsewhere (CPU); 'einsum' is the same maths written out
+  (`einsum_attention`), kept to check the former against. Both take the same parameters. Logits
+  accumulate and the softmax runs in float32 in both.
   """
   num_heads: int
   head_dim: int
   zero_init_output: bool = True
+  attention_impl: str = 'dot_product_attention'
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -82,8 +116,11 @@ class Attention(nn.Module):
     assert q.shape == (B, N, self.num_heads, self.head_dim), q.shape
     assert k.shape == v.shape == (B, M, self.num_heads, self.head_dim), k.shape
     if bias is not None:
-      bias = bias.astype(q.dtype)
-    out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, implementation='xla')
+      bias = bias.astype(q.dtype)  # cuDNN wants the bias in the inputs' dtype.
+    if check_attention_impl(self.attention_impl) == 'einsum':
+      out = einsum_attention(q, k, v, bias=bias, mask=mask)
+    else:
+      out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, implementation=None)
     init = nn.initializers.zeros if self.zero_init_output else nn.initializers.lecun_normal()
     return nn.DenseGeneral(C, axis=(-2, -1), kernel_init=init, name='out', **kw)(out)
 
@@ -140,6 +177,7 @@ class SpaceTimeAttention(nn.Module):
   use_temporal_attention: bool = True
   rel_pos_buckets: int = 32
   rel_pos_max_distance: int = 64
+  attention_impl: str = 'dot_product_attention'
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -152,7 +190,8 @@ class SpaceTimeAttention(nn.Module):
     assert C % self.head_dim == 0, (C, self.head_dim)
     heads = C // self.head_dim
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    attention = lambda name: Attention(heads, self.head_dim, name=name, **kw)
+    attention = lambda name: Attention(heads, self.head_dim, attention_impl=self.attention_impl,
+                                       name=name, **kw)
 
     h = layers.GroupNorm(name='norm_space', **kw)(x)
     x = x + seq_to_space(attention('attn_space')(space_to_seq(h)), shape)

@@ -167,8 +167,11 @@ class ResBlock(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, emb: jax.Array, *, train: bool) -> jax.Array:
-    """x: [B, T, H, W, Cin]; emb: [B, E] conditioning -> [B, T, H, W, features]."""
+  def __call__(self, x: jax.Array, emb: jax.Array, train: bool = False) -> jax.Array:
+    """x: [B, T, H, W, Cin]; emb: [B, E] conditioning -> [B, T, H, W, features].
+
+    `train` (dropout on) may be passed positionally, so that nn.remat can treat it as static
+    (static_argnums=(3,), counting self)."""
     B, T, H, W, C = x.shape
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     h = nn.silu(GroupNorm(name='norm_1', **kw)(x))

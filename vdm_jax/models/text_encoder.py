@@ -21,6 +21,7 @@ class TextEncoder(nn.Module):
   num_heads: int = 4
   max_length: int = 64
   mlp_ratio: int = 4
+  attention_impl: str = 'dot_product_attention'  # See attention.ATTENTION_IMPLS.
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -44,7 +45,7 @@ class TextEncoder(nn.Module):
     for i in range(self.num_layers):
       h = layer_norm(f'ln_attn_{i}')(x).astype(self.dtype)
       x = x + Attention(self.num_heads, self.width // self.num_heads, zero_init_output=False,
-                        name=f'attn_{i}', **kw)(h, mask=attn_mask)
+                        attention_impl=self.attention_impl, name=f'attn_{i}', **kw)(h, mask=attn_mask)
       h = layer_norm(f'ln_mlp_{i}')(x).astype(self.dtype)
       h = nn.gelu(nn.Dense(self.mlp_ratio * self.width, name=f'mlp_in_{i}', **kw)(h))
       x = x + nn.Dense(self.width, name=f'mlp_out_{i}', **kw)(h)

@@ -16,9 +16,19 @@ import jax.numpy as jnp
 
 from vdm_jax.models import layers
 from vdm_jax.models.attention import SpaceTimeAttention
+from vdm_jax.models.attention import check_attention_impl
 from vdm_jax.models.text_encoder import TextEncoder
 
 Dtype = Any
+
+REMAT_MODES = ('none', 'block', 'full')
+
+
+def check_remat(remat: str) -> str:
+  """The one place that validates `remat`."""
+  if remat not in REMAT_MODES:
+    raise ValueError(f'remat={remat!r}; allowed values: {REMAT_MODES}.')
+  return remat
 
 
 class VideoUNet(nn.Module):
@@ -49,15 +59,28 @@ class VideoUNet(nn.Module):
   # conv, so that every layer knows where in the clip a frame is (relative positions in temporal
   # attention give only order and distance). Not in Ho et al. 2022.
   frame_embedding: bool = False
+  attention_impl: str = 'dot_product_attention'  # See attention.ATTENTION_IMPLS.
+  # Rematerialisation (gradient checkpointing), see REMAT_MODES: 'none'; 'block': every residual
+  # block and attention block keeps only its inputs for the backward pass and recomputes the
+  # rest; 'full': the whole network keeps only its inputs. Same outputs and gradients, less
+  # activation memory, more compute (about one more forward pass). Parameters are unchanged.
+  remat: str = 'none'
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
-  @nn.compact
   def __call__(self, z: jax.Array, *, logsnr: jax.Array, text_tokens: jax.Array,
                drop_text: jax.Array | None = None, train: bool = False) -> jax.Array:
     """z: [B, T, H, W, C]; logsnr: float32 [B]; text_tokens: int32 [B, L] (0 = padding);
     drop_text: bool [B] or None (True: use the null text); train: enables dropout (rng
     'dropout'). Returns float32 [B, T, H, W, out_channels]."""
+    if check_remat(self.remat) == 'full':
+      # static_argnums counts the module: (self, z, logsnr, text_tokens, drop_text, train).
+      forward = nn.remat(VideoUNet._forward, static_argnums=(5,))
+      return forward(self, z, logsnr, text_tokens, drop_text, train)
+    return self._forward(z, logsnr, text_tokens, drop_text, train)
+
+  @nn.compact
+  def _forward(self, z, logsnr, text_tokens, drop_text, train):
     B, T, H, W, C = z.shape
     L = text_tokens.shape[1]
     assert logsnr.shape == (B,) and text_tokens.shape == (B, L), (logsnr.shape, text_tokens.shape)
@@ -67,12 +90,14 @@ class VideoUNet(nn.Module):
       raise ValueError(f'Frame size {H}x{W} is not divisible by patch_size * 2^{num_levels - 1} '
                        f'(patch_size={p}, channel_mult={self.channel_mult}).')
     layers.check_conv_impl(self.conv_impl)
+    check_attention_impl(self.attention_impl)
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     conv_kw = dict(conv_impl=self.conv_impl, **kw)
 
     # ---------------------------------------------------------------- conditioning
     text, text_mask = TextEncoder(self.text_width, self.text_layers, self.text_heads,
-                                  self.max_text_length, name='text_encoder', **kw)(text_tokens)
+                                  self.max_text_length, attention_impl=self.attention_impl,
+                                  name='text_encoder', **kw)(text_tokens)
     maskf = text_mask[..., None].astype(jnp.float32)
     pooled = jnp.sum(text.astype(jnp.float32) * maskf, 1) / jnp.maximum(jnp.sum(maskf, 1), 1.)
     # Null text for classifier-free guidance: a learned sequence (all positions attended) and
@@ -93,15 +118,20 @@ class VideoUNet(nn.Module):
     emb = nn.Dense(emb_dim, name='logsnr_mlp_1', **kw)(nn.silu(emb))
     emb = emb + nn.Dense(emb_dim, name='text_pooled_proj', **kw)(pooled)
 
+    block_remat = self.remat == 'block'
+    # static_argnums counts self: ResBlock(x, emb, train) has `train` at 3.
+    res_block_cls = nn.remat(layers.ResBlock, static_argnums=(3,)) if block_remat else layers.ResBlock
+    attention_cls = nn.remat(SpaceTimeAttention) if block_remat else SpaceTimeAttention
+
     def res_block(h, features, name):
-      return layers.ResBlock(features, dropout=self.dropout, temporal_conv=self.temporal_conv,
-                             name=name, **conv_kw)(
-          h, emb, train=train)
+      return res_block_cls(features, dropout=self.dropout, temporal_conv=self.temporal_conv,
+                           name=name, **conv_kw)(h, emb, train)
 
     def attention(h, name):
-      return SpaceTimeAttention(self.head_dim, self.use_temporal_attention,
-                                self.temporal_rel_pos_buckets, self.temporal_rel_pos_max_distance,
-                                name=name, **kw)(h, text=text, text_mask=text_mask)
+      return attention_cls(self.head_dim, self.use_temporal_attention,
+                           self.temporal_rel_pos_buckets, self.temporal_rel_pos_max_distance,
+                           attention_impl=self.attention_impl, name=name, **kw)(
+                               h, text=text, text_mask=text_mask)
 
     # ------------------------------------------------------------------- down path
     h = layers.FrameConv(self.channels, name='conv_in', **conv_kw)(space_to_depth(z, p))
