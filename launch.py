@@ -20,8 +20,9 @@ config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file, optionally with a variant: experiments/X.py[:variant].',
     lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, TensorBoard logs, samples and eval.')
-flags.DEFINE_enum('mode', 'train', ['train', 'sample', 'eval'],
-                  'train: train (resuming), then sample and evaluate; sample / eval: from the latest checkpoint.')
+flags.DEFINE_enum('mode', 'train', ['train', 'sample', 'eval', 'inspect'],
+                  'train: train (resuming), then sample and evaluate; sample / eval: from the latest checkpoint; '
+                  'inspect: print parameters, FLOPs and memory of the compiled train step, without training.')
 flags.DEFINE_multi_string('prompt', None, 'Prompt(s) for --mode sample (repeatable); default: config.sample.prompts.')
 flags.DEFINE_bool('verbose', False, 'Show tracebacks for bad input and libraries\' INFO logs.')
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -45,6 +46,9 @@ def main(argv):
       train.train_and_evaluate(config, FLAGS.workdir)
     elif FLAGS.mode == 'sample':
       sample.sample(config, FLAGS.workdir, FLAGS.prompt)
+    elif FLAGS.mode == 'inspect':
+      from vdm_jax import inspect_model  # pylint: disable=g-import-not-at-top
+      inspect_model.inspect_and_print(config)
     else:
       evaluate.evaluate(config, FLAGS.workdir)
   except (UserError, FloatingPointError) as error:
