@@ -19,7 +19,8 @@ EXPERIMENTS = sorted(
     os.path.splitext(os.path.basename(p))[0]
     for p in glob.glob(os.path.join(ROOT, 'experiments', '*.py'))
     if not os.path.basename(p).startswith(('_', 'base')))
-VARIANTS = {'moving_shapes': ['', 'smoke']}
+VARIANTS = {'moving_shapes': ['', 'smoke'], 'ucf101': ['', 'laptop'], 'bair': ['', 'laptop'],
+            'kinetics600': ['', 'laptop'], 'text_to_video': ['', 'large', 'laptop']}
 
 
 @pytest.mark.parametrize('name', EXPERIMENTS)

@@ -106,8 +106,8 @@ def test_train_step_updates_the_learned_schedule(tmp_path):
   config.optim.warmup_steps = 0
   config.optim.learning_rate = 0.05
   tx, _ = train.create_optimizer(config)
-  state = jax.device_put(train.create_train_state(model, tx, config, shape, jax.random.PRNGKey(0)),
-                         mesh_lib.replicated(mesh))
+  state = jax.jit(lambda: train.create_train_state(model, tx, config, shape, jax.random.PRNGKey(0)),
+                  out_shardings=mesh_lib.replicated(mesh))()
   assert isinstance(state, train.LearnedScheduleTrainState)
   step = train.make_train_step(model, logsnr_fn=None, tx=tx, config=config, mesh=mesh)
   video = np.random.default_rng(0).uniform(-1, 1, (config.batch_size, *shape)).astype(np.float32)
@@ -121,6 +121,7 @@ def test_train_step_updates_the_learned_schedule(tmp_path):
   moved = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in
               zip(jax.tree.leaves(state.schedule_params), jax.tree.leaves(start.schedule_params)))
   assert moved > 0.01 and float(metrics['train/schedule_grad_norm']) > 0
-  logsnr = np.asarray(train.create_logsnr_fn(config, state.schedule_params)(jnp.linspace(0, 1, 1001)))
+  logsnr = np.asarray(jax.jit(train.create_logsnr_fn(config, state.schedule_params))(
+      jnp.linspace(0, 1, 1001)))
   np.testing.assert_allclose(logsnr[[0, -1]], [10.0, -12.0], atol=1e-4)
   assert np.all(np.diff(logsnr) < 0)
