@@ -133,8 +133,61 @@ def test_bfloat16_compute_with_float32_params():
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
   out, ref = run(z, dtype=jnp.bfloat16), run(z)  # The same float32 params.
   assert out.dtype == np.float32 and np.all(np.isfinite(out))
-  assert max_diff(out, ref) < 0.1 * float(np.max(np.abs(ref)))
+  # Tolerance: 5% relative RMS error. bfloat16 keeps 8 significant bits (each rounding is off by
+  # up to 2^-8 = 0.4%), and the tiny U-Net rounds activations and weights at ~25 matmuls and
+  # convs in series, so errors of a few percent are expected; measured 1.8%. A float32-only
+  # part computed in bfloat16 (e.g. GroupNorm statistics, below) costs far more than that.
+  rms = lambda x: float(np.sqrt(np.mean(np.square(x))))
+  assert rms(out - ref) < 0.05 * rms(ref)
   assert max_diff(out, ref) > 0  # bfloat16 was really used.
+
+
+def _primitive_dtypes(jaxpr, names):
+  """Output dtypes of every equation of a primitive in `names`, in `jaxpr` and its sub-jaxprs."""
+  found = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name in names:
+      found += [(eqn.primitive.name, v.aval.dtype) for v in eqn.outvars]
+    for param in eqn.params.values():
+      for sub in param if isinstance(param, (tuple, list)) else [param]:
+        if isinstance(sub, jax.extend.core.ClosedJaxpr):
+          found += _primitive_dtypes(sub.jaxpr, names)
+        elif isinstance(sub, jax.extend.core.Jaxpr):
+          found += _primitive_dtypes(sub, names)
+  return found
+
+
+def test_bfloat16_model_keeps_softmax_norms_and_output_in_float32():
+  """In the bfloat16 model every exp (softmax, embeddings) and rsqrt (GroupNorm, LayerNorm) is
+  computed in float32, and so is the output (the loss reads it)."""
+  x = jnp.zeros((1, 3, 8), jnp.float32)
+  attn = attention.Attention(1, 8, attention_impl='einsum', dtype=jnp.bfloat16)
+  attn_params = jax.eval_shape(attn.init, jax.random.PRNGKey(0), x)
+  closed = jax.make_jaxpr(lambda p: attn.apply(p, x))(attn_params)
+  assert {dtype for _, dtype in _primitive_dtypes(closed.jaxpr, ('exp',))} == {np.dtype('float32')}
+
+  z, kw = inputs()
+  model = VideoUNet(**TINY, dtype=jnp.bfloat16)  # attention through jax.nn.dot_product_attention
+  params = jax.eval_shape(model.init, jax.random.PRNGKey(0), z, **kw)
+  closed = jax.make_jaxpr(lambda p: model.apply(p, z, **kw))(params)
+  found = _primitive_dtypes(closed.jaxpr, ('exp', 'rsqrt', 'exp2'))
+  assert {name for name, _ in found} >= {'exp', 'rsqrt'}
+  assert all(dtype == jnp.float32 for _, dtype in found), found
+  assert closed.out_avals[0].dtype == jnp.float32
+  # ... while the matmuls do run in bfloat16.
+  dots = _primitive_dtypes(closed.jaxpr, ('dot_general', 'conv_general_dilated'))
+  assert any(dtype == jnp.bfloat16 for _, dtype in dots)
+
+
+def test_group_norm_statistics_are_float32_in_a_bfloat16_model():
+  """Small variations on a large offset (spacing of bfloat16 at 256: 2) survive normalisation."""
+  x = 256. + 0.1 * jnp.asarray(np.random.default_rng(3).standard_normal((1, 1, 4, 4, 8)), jnp.float32)
+  norm = lambda dtype: layers.GroupNorm(dtype=dtype)
+  params = norm(jnp.float32).init(jax.random.PRNGKey(0), x)
+  out = norm(jnp.bfloat16).apply(params, x)
+  assert out.dtype == jnp.bfloat16
+  ref = norm(jnp.float32).apply(params, x)
+  assert max_diff(out, ref) < 0.05 * float(np.max(np.abs(ref)))  # bfloat16 output rounding only
 
 
 def test_invalid_conv_impl_names_allowed_values():
