@@ -15,6 +15,7 @@ import flax.linen
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from absl import logging
 
@@ -280,6 +281,11 @@ def use_schedule(run: Run, schedule_params: Any) -> None:
   """Points `run.logsnr_fn` and `run.generate` at the schedule with these parameters (None for a
   fixed schedule). For the learned schedule its parameters are constants of the sampler, so each
   new set costs one compilation of the sampler at its first use."""
+  if schedule_params is not None:
+    # Host copies: the state is replicated, so any one shard is the whole value (also on
+    # multi-host meshes, where the global array is not addressable as a whole).
+    schedule_params = jax.tree.map(lambda a: np.asarray(a.addressable_data(0))
+                                   if isinstance(a, jax.Array) else np.asarray(a), schedule_params)
   run.schedule_params = schedule_params
   run.logsnr_fn = create_logsnr_fn(run.config, schedule_params)
   run.generate = sample_lib.make_generate_fn(run.model, logsnr_fn=run.logsnr_fn, config=run.config,
@@ -380,7 +386,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   def sync_schedule():
     if isinstance(state, LearnedScheduleTrainState):
-      use_schedule(run, jax.device_get(state.schedule_params))
+      use_schedule(run, state.schedule_params)
 
   def write_samples(step):
     sync_schedule()
