@@ -366,3 +366,26 @@ def test_remat_outputs_and_gradients_equal_no_remat():
       np.testing.assert_allclose(g, ref, rtol=0, atol=1e-5 * scale)
   with pytest.raises(ValueError, match="'none', 'block', 'full'"):
     VideoUNet(**MINI, remat='some').init(jax.random.PRNGKey(0), z, **kw)
+
+
+def test_appended_images_equal_one_frame_videos_and_leave_the_video_alone():
+  """Joint image-video training (Ho et al. 2022, sec. 3): with 2 images appended to a 2-frame
+  video, temporal attention and the temporal conv are masked so that each image's output equals
+  its output run alone as a one-frame video, and the video frames never see the images."""
+  model = VideoUNet(**{**MINI, 'temporal_conv': True, 'frame_embedding': True, 'dropout': 0.})
+  rng = np.random.default_rng(4)
+  z = jnp.asarray(rng.standard_normal((1, 4, 4, 4, 3)), jnp.float32)
+  kw = dict(logsnr=jnp.array([0.5]), text_tokens=jnp.array([[5, 6, 0, 0]], jnp.int32))
+  params = host_params(model, z, **kw)
+  joint = jax.jit(lambda z: model.apply(params, z, **kw, num_images=2))
+  alone = jax.jit(lambda z: model.apply(params, z, **kw))
+  out = np.asarray(joint(z))
+  for j in (2, 3):
+    np.testing.assert_allclose(out[:, j], np.asarray(alone(z[:, j:j + 1]))[:, 0], atol=1e-5,
+                               rtol=1e-5)
+  # Changing an image changes only that image; the video frames still see each other.
+  changed = np.asarray(joint(z.at[:, 3].add(1.)))
+  assert max_diff(changed[:, 3], out[:, 3]) > 1e-3
+  assert max_diff(changed[:, :3], out[:, :3]) == 0
+  video_changed = np.asarray(joint(z.at[:, 0].add(1.)))
+  assert max_diff(video_changed[:, 1], out[:, 1]) > 1e-4

@@ -182,9 +182,13 @@ class SpaceTimeAttention(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, text: jax.Array | None = None,
+  def __call__(self, x: jax.Array, num_images: int = 0, *, text: jax.Array | None = None,
                text_mask: jax.Array | None = None) -> jax.Array:
-    """x: [B, T, H, W, C]; text: [B, L, D]; text_mask: bool [B, L] (True = real token)."""
+    """x: [B, T, H, W, C]; text: [B, L, D]; text_mask: bool [B, L] (True = real token).
+
+    num_images: the last `num_images` frames are independent images (joint image-video
+    training): temporal attention is masked so that each attends only to itself and the video
+    frames never to them (Ho et al. 2022, sec. 3). Positional, so nn.remat can keep it static."""
     shape = x.shape
     B, T, H, W, C = shape
     assert C % self.head_dim == 0, (C, self.head_dim)
@@ -200,7 +204,10 @@ class SpaceTimeAttention(nn.Module):
       h = layers.GroupNorm(name='norm_time', **kw)(x)
       bias = RelativePositionBias(heads, self.rel_pos_buckets, self.rel_pos_max_distance,
                                   param_dtype=self.param_dtype, name='rel_pos')(T)
-      x = x + seq_to_time(attention('attn_time')(time_to_seq(h), bias=bias), shape)
+      mask = None
+      if num_images:
+        mask = jnp.asarray(layers.frame_segment_mask(T, num_images))[None, None]  # [1, 1, T, T]
+      x = x + seq_to_time(attention('attn_time')(time_to_seq(h), bias=bias, mask=mask), shape)
 
     if text is not None:
       assert text.shape[0] == B and text_mask.shape == text.shape[:2], (text.shape, text_mask.shape)

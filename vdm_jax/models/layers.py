@@ -13,6 +13,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Dtype = Any
 
@@ -107,6 +108,16 @@ class GroupNorm(nn.Module):
     return y.astype(self.dtype)
 
 
+def frame_segment_mask(num_frames: int, num_images: int) -> np.ndarray:
+  """bool [T, T]: may frame t (row) see frame s (column)? The first T - num_images frames are one
+  video and see each other; each of the last num_images frames is an independent image that
+  sees only itself (joint image-video training, Ho et al. 2022 sec. 3)."""
+  assert 0 <= num_images <= num_frames, (num_images, num_frames)
+  video = num_frames - num_images
+  segment = np.concatenate([np.zeros(video, np.int32), 1 + np.arange(num_images)])
+  return segment[:, None] == segment[None, :]
+
+
 def sinusoidal_embedding(positions: jax.Array, dim: int, max_period: float = 10_000.) -> jax.Array:
   """Transformer sinusoids (Vaswani et al. 2017): positions [N] float -> [N, dim] float32."""
   assert dim % 2 == 0, dim
@@ -142,12 +153,24 @@ class TemporalConv(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """x: [B, T, H, W, C] -> [B, T, H, W, features]; frame t sees frames t - k//2 .. t + k//2."""
+  def __call__(self, x: jax.Array, num_images: int = 0) -> jax.Array:
+    """x: [B, T, H, W, C] -> [B, T, H, W, features]; frame t sees frames t - k//2 .. t + k//2.
+
+    num_images: the last `num_images` frames are independent images (joint image-video
+    training, Ho et al. 2022 sec. 3): each sees only itself and the video frames never see
+    them, exactly as if each were run alone as a one-frame clip (zero padding both sides)."""
     B, T, H, W, C = x.shape
-    pad = self.kernel_size // 2
+    k, pad = self.kernel_size, self.kernel_size // 2
     padded = jnp.pad(x, ((0, 0), (pad, pad), (0, 0), (0, 0), (0, 0)))
-    shifted = jnp.concatenate([padded[:, i:i + T] for i in range(self.kernel_size)], axis=-1)
+    copies = [padded[:, i:i + T] for i in range(k)]
+    if num_images:
+      keep = frame_segment_mask(T, num_images)  # [T, T]: frame t may see frame s
+      for i in range(k):
+        source = np.arange(T) + i - pad
+        valid = (source >= 0) & (source < T)
+        tap = np.where(valid, keep[np.arange(T), np.clip(source, 0, T - 1)], False)
+        copies[i] = copies[i] * jnp.asarray(tap, x.dtype)[None, :, None, None, None]
+    shifted = jnp.concatenate(copies, axis=-1)
     return nn.Dense(self.features, kernel_init=self.kernel_init, name='dense', dtype=self.dtype,
                     param_dtype=self.param_dtype)(shifted)
 
@@ -167,17 +190,19 @@ class ResBlock(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, emb: jax.Array, train: bool = False) -> jax.Array:
+  def __call__(self, x: jax.Array, emb: jax.Array, train: bool = False,
+               num_images: int = 0) -> jax.Array:
     """x: [B, T, H, W, Cin]; emb: [B, E] conditioning -> [B, T, H, W, features].
 
-    `train` (dropout on) may be passed positionally, so that nn.remat can treat it as static
-    (static_argnums=(3,), counting self)."""
+    `train` (dropout on) and `num_images` (the last frames are independent images, see
+    TemporalConv) may be passed positionally, so that nn.remat can treat them as static
+    (static_argnums=(3, 4), counting self)."""
     B, T, H, W, C = x.shape
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     h = nn.silu(GroupNorm(name='norm_1', **kw)(x))
     h = FrameConv(self.features, conv_impl=self.conv_impl, name='conv_1', **kw)(h)
     if self.temporal_conv:
-      h = h + TemporalConv(self.features, name='conv_time', **kw)(h)
+      h = h + TemporalConv(self.features, name='conv_time', **kw)(h, num_images)
     scale_shift = nn.Dense(2 * self.features, name='film', **kw)(nn.silu(emb))
     scale, shift = jnp.split(scale_shift[:, None, None, None, :], 2, axis=-1)
     h = GroupNorm(name='norm_2', **kw)(h) * (1. + scale) + shift

@@ -69,18 +69,25 @@ class VideoUNet(nn.Module):
   param_dtype: Dtype = jnp.float32
 
   def __call__(self, z: jax.Array, *, logsnr: jax.Array, text_tokens: jax.Array,
-               drop_text: jax.Array | None = None, train: bool = False) -> jax.Array:
+               drop_text: jax.Array | None = None, train: bool = False,
+               num_images: int = 0) -> jax.Array:
     """z: [B, T, H, W, C]; logsnr: float32 [B]; text_tokens: int32 [B, L] (0 = padding);
     drop_text: bool [B] or None (True: use the null text); train: enables dropout (rng
-    'dropout'). Returns float32 [B, T, H, W, out_channels]."""
+    'dropout'); num_images: the last `num_images` of the T frames are independent images
+    appended to a video of T - num_images frames (joint image-video training, Ho et al. 2022
+    sec. 3): every temporal layer is masked so that each image sees only itself, and its
+    output equals that of the image run alone as a one-frame video. Returns float32
+    [B, T, H, W, out_channels]."""
+    if not 0 <= num_images < z.shape[1]:
+      raise ValueError(f'num_images={num_images} must lie in [0, {z.shape[1]}) for {z.shape[1]} frames.')
     if check_remat(self.remat) == 'full':
-      # static_argnums counts the module: (self, z, logsnr, text_tokens, drop_text, train).
-      forward = nn.remat(VideoUNet._forward, static_argnums=(5,))
-      return forward(self, z, logsnr, text_tokens, drop_text, train)
-    return self._forward(z, logsnr, text_tokens, drop_text, train)
+      # static_argnums counts the module: (self, z, logsnr, text_tokens, drop_text, train, num_images).
+      forward = nn.remat(VideoUNet._forward, static_argnums=(5, 6))
+      return forward(self, z, logsnr, text_tokens, drop_text, train, num_images)
+    return self._forward(z, logsnr, text_tokens, drop_text, train, num_images)
 
   @nn.compact
-  def _forward(self, z, logsnr, text_tokens, drop_text, train):
+  def _forward(self, z, logsnr, text_tokens, drop_text, train, num_images):
     B, T, H, W, C = z.shape
     L = text_tokens.shape[1]
     assert logsnr.shape == (B,) and text_tokens.shape == (B, L), (logsnr.shape, text_tokens.shape)
@@ -119,24 +126,28 @@ class VideoUNet(nn.Module):
     emb = emb + nn.Dense(emb_dim, name='text_pooled_proj', **kw)(pooled)
 
     block_remat = self.remat == 'block'
-    # static_argnums counts self: ResBlock(x, emb, train) has `train` at 3.
-    res_block_cls = nn.remat(layers.ResBlock, static_argnums=(3,)) if block_remat else layers.ResBlock
-    attention_cls = nn.remat(SpaceTimeAttention) if block_remat else SpaceTimeAttention
+    # static_argnums count self: ResBlock(x, emb, train, num_images), SpaceTimeAttention(x, num_images).
+    res_block_cls = (nn.remat(layers.ResBlock, static_argnums=(3, 4)) if block_remat
+                     else layers.ResBlock)
+    attention_cls = (nn.remat(SpaceTimeAttention, static_argnums=(2,)) if block_remat
+                     else SpaceTimeAttention)
 
     def res_block(h, features, name):
       return res_block_cls(features, dropout=self.dropout, temporal_conv=self.temporal_conv,
-                           name=name, **conv_kw)(h, emb, train)
+                           name=name, **conv_kw)(h, emb, train, num_images)
 
     def attention(h, name):
       return attention_cls(self.head_dim, self.use_temporal_attention,
                            self.temporal_rel_pos_buckets, self.temporal_rel_pos_max_distance,
                            attention_impl=self.attention_impl, name=name, **kw)(
-                               h, text=text, text_mask=text_mask)
+                               h, num_images, text=text, text_mask=text_mask)
 
     # ------------------------------------------------------------------- down path
     h = layers.FrameConv(self.channels, name='conv_in', **conv_kw)(space_to_depth(z, p))
     if self.frame_embedding:
-      frames = layers.sinusoidal_embedding(jnp.arange(T, dtype=jnp.float32), self.channels)
+      # Appended images are frame 0 of their own one-frame clips.
+      index = jnp.concatenate([jnp.arange(T - num_images), jnp.zeros(num_images, jnp.int32)])
+      frames = layers.sinusoidal_embedding(index.astype(jnp.float32), self.channels)
       h = h + nn.Dense(self.channels, name='frame_embedding', **kw)(frames)[None, :, None, None, :]
     skips = [h]
     for level, mult in enumerate(self.channel_mult):
