@@ -58,7 +58,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   # or 'einsum' (the same maths written out; same outputs, for checking).
   config.model.attention_impl = 'dot_product_attention'
   # Rematerialisation: 'none', 'block' (each residual/attention block recomputed in the backward pass)
-  # or 'full' (the whole U-Net); same gradients, less activation memory (benchmarks/remat_memory.py).
+  # or 'full' (the whole U-Net); same gradients, more FLOPs; memory saving: see benchmarks/remat_memory.py.
   config.model.remat = 'none'
   config.model.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16' (norms, softmax, loss stay float32).
   config.model.param_dtype = 'float32'  # Parameter dtype: 'float32' or 'bfloat16'.

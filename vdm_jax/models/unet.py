@@ -62,8 +62,9 @@ class VideoUNet(nn.Module):
   attention_impl: str = 'dot_product_attention'  # See attention.ATTENTION_IMPLS.
   # Rematerialisation (gradient checkpointing), see REMAT_MODES: 'none'; 'block': every residual
   # block and attention block keeps only its inputs for the backward pass and recomputes the
-  # rest; 'full': the whole network keeps only its inputs. Same outputs and gradients, less
-  # activation memory, more compute (about one more forward pass). Parameters are unchanged.
+  # rest; 'full': the whole network keeps only its inputs. Same outputs, gradients and
+  # parameters; more compute (+21% / +33% FLOPs). Meant to lower activation memory, but XLA:CPU
+  # showed no saving (benchmarks/remat_memory.py); GPU/TPU not measured yet.
   remat: str = 'none'
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
