@@ -19,6 +19,12 @@ L = 8
 TINY = dict(channels=16, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(4,),
             head_dim=8, text_width=16, text_layers=1, text_heads=2, max_text_length=L)
 
+# Smallest U-Net that still has every kind of block (res blocks, attention, text encoder).
+MINI = dict(channels=8, channel_mult=(1,), num_res_blocks=0, attention_resolutions=(), head_dim=8,
+            text_width=8, text_layers=0, text_heads=1, max_text_length=4, dropout=0.1)
+# Test-only compile options: a third of the compile time on this CPU, the same numbers.
+FAST_COMPILE = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
+
 
 @functools.lru_cache(maxsize=None)
 def init_params():
@@ -166,8 +172,9 @@ def test_bfloat16_model_keeps_softmax_norms_and_output_in_float32():
   closed = jax.make_jaxpr(lambda p: attn.apply(p, x))(attn_params)
   assert {dtype for _, dtype in _primitive_dtypes(closed.jaxpr, ('exp',))} == {np.dtype('float32')}
 
-  z, kw = inputs()
-  model = VideoUNet(**TINY, dtype=jnp.bfloat16)  # attention through jax.nn.dot_product_attention
+  z = jnp.zeros((1, 2, 4, 4, 3), jnp.float32)
+  kw = dict(logsnr=jnp.array([1.]), text_tokens=jnp.array([[5, 6, 0, 0]], jnp.int32))
+  model = VideoUNet(**MINI, dtype=jnp.bfloat16)  # attention through jax.nn.dot_product_attention
   params = jax.eval_shape(model.init, jax.random.PRNGKey(0), z, **kw)
   closed = jax.make_jaxpr(lambda p: model.apply(p, z, **kw))(params)
   found = _primitive_dtypes(closed.jaxpr, ('exp', 'rsqrt', 'exp2'))
@@ -316,8 +323,9 @@ def test_space_time_attention_impls_agree_on_a_clip_longer_than_max_distance():
   module = lambda impl: attention.SpaceTimeAttention(
       head_dim=8, rel_pos_buckets=8, rel_pos_max_distance=4, attention_impl=impl)
   params = host_params(module('einsum'), x, text=text, text_mask=text_mask)
-  out = {impl: np.asarray(module(impl).apply(params, x, text=text, text_mask=text_mask))
-         for impl in attention.ATTENTION_IMPLS}
+  both = lambda p: {impl: module(impl).apply(p, x, text=text, text_mask=text_mask)
+                    for impl in attention.ATTENTION_IMPLS}
+  out = jax.tree.map(np.asarray, jax.jit(both).lower(params).compile(FAST_COMPILE)(params))
   assert np.all(np.isfinite(out['einsum'])) and max_diff(out['einsum'], x) > 1e-2
   np.testing.assert_allclose(out['dot_product_attention'], out['einsum'], atol=1e-5, rtol=1e-5)
 
@@ -327,13 +335,6 @@ def test_space_time_attention_impls_agree_on_a_clip_longer_than_max_distance():
   np.testing.assert_array_equal(future, np.broadcast_to(bias[:, 0, -1:], future.shape))
   np.testing.assert_array_equal(past, np.broadcast_to(bias[:, T - 1, :1], past.shape))
   assert np.all(bias[:, 0, 1] != bias[:, 0, -1])  # near offsets have their own buckets
-
-
-# Smallest U-Net that still has every kind of block (res blocks, attention, text encoder).
-MINI = dict(channels=8, channel_mult=(1,), num_res_blocks=0, attention_resolutions=(), head_dim=8,
-            text_width=8, text_layers=0, text_heads=1, max_text_length=4, dropout=0.1)
-# Test-only compile options: a third of the compile time on this CPU, the same numbers.
-FAST_COMPILE = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
 
 
 def test_remat_outputs_and_gradients_equal_no_remat():
@@ -377,8 +378,9 @@ def test_appended_images_equal_one_frame_videos_and_leave_the_video_alone():
   z = jnp.asarray(rng.standard_normal((1, 4, 4, 4, 3)), jnp.float32)
   kw = dict(logsnr=jnp.array([0.5]), text_tokens=jnp.array([[5, 6, 0, 0]], jnp.int32))
   params = host_params(model, z, **kw)
-  joint = jax.jit(lambda z: model.apply(params, z, **kw, num_images=2))
-  alone = jax.jit(lambda z: model.apply(params, z, **kw))
+  compile_fast = lambda f, z: jax.jit(f).lower(z).compile(FAST_COMPILE)
+  joint = compile_fast(lambda z: model.apply(params, z, **kw, num_images=2), z)
+  alone = compile_fast(lambda z: model.apply(params, z, **kw), z[:, :1])
   out = np.asarray(joint(z))
   for j in (2, 3):
     np.testing.assert_allclose(out[:, j], np.asarray(alone(z[:, j:j + 1]))[:, 0], atol=1e-5,
