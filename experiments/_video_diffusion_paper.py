@@ -5,8 +5,9 @@ Rows of the tables that this codebase cannot express yet, stated once here:
 - "Conditioning embedding dimension 1024" and "Conditioning embedding MLP layers" (2 or 4): the
   U-Net's conditioning embedding is 4 x channels wide (1024 at 256 channels, 512 at 128) with a
   2-layer MLP.
-- "Joint training independent images per video" (7 or 8): joint image-video training
-  (config.data.num_images_per_video) is not implemented yet.
+- "Joint training independent images per video" (7 or 8): the U-Net can take appended images
+  (VideoUNet(..., num_images=K) masks its temporal layers), but the data pipeline and the train
+  step do not append them yet, so there is no config field for it.
 - "Reconstruction guidance weight" (BAIR 50, Kinetics 9): conditional sampling by reconstruction
   guidance is not implemented; the samplers generate unconditional (or text-conditioned) clips.
 - Text conditioning: the paper conditions on frozen BERT-large embeddings; here a small
