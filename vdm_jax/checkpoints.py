@@ -18,6 +18,11 @@ from vdm_jax.errors import UserError
 # Config sections that decide the shapes and meaning of the parameters: a checkpoint whose
 # sections differ from the current config's must not be restored into it, nor overwritten by it.
 MODEL_DEFINING_SECTIONS = ('model', 'diffusion')
+# Fields of those sections that only choose how the same computation runs (kernels, precision of
+# the compute, memory-for-FLOPs trades): a run may resume or sample with other values.
+EXECUTION_ONLY_FIELDS = {
+    'model': ('attention_impl', 'remat', 'conv_impl', 'dtype'),
+}
 # Fields added to those sections after checkpoints were first written, with the value that every
 # checkpoint written before them was made with: a saved config without the field means this value.
 ADDED_FIELDS = {
@@ -69,6 +74,8 @@ class Checkpointer:
     current = _normalise(config.to_dict())
     for section in MODEL_DEFINING_SECTIONS:
       for key in sorted(set(saved.get(section, {})) | set(current[section])):
+        if key in EXECUTION_ONLY_FIELDS.get(section, ()):
+          continue
         old = saved.get(section, {}).get(key, ADDED_FIELDS.get(section, {}).get(key))
         new = current[section].get(key)
         if old != new:
