@@ -42,6 +42,7 @@ import jax
 from experiments import moving_shapes
 from vdm_jax import config_validation
 from vdm_jax import inspect_model
+from vdm_jax import train
 from vdm_jax.models import unet
 
 
@@ -65,7 +66,7 @@ def main():
   config = mid_size_config(args.channels)
   rows = []
   for mode in unet.REMAT_MODES:
-    model = inspect_model.create_model(config).clone(remat=mode)
+    model = train.create_model(config).clone(remat=mode)
     start = time.time()
     compiled, params = inspect_model.compile_network_gradient(config, batch_size=args.batch,
                                                               model=model)

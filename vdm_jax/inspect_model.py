@@ -35,12 +35,6 @@ ANALYSIS_COMPILER_OPTIONS = {'xla_backend_optimization_level': 0,
                              'xla_llvm_disable_expensive_passes': True}
 
 
-def create_model(config: ml_collections.ConfigDict) -> unet.VideoUNet:
-  """train.create_model, with the model options it may not pass on (yet) set from the config."""
-  model = train.create_model(config)
-  return model.clone(attention_impl=config.model.attention_impl, remat=config.model.remat)
-
-
 @dataclasses.dataclass
 class Report:
   parameters: int
@@ -72,7 +66,7 @@ def compile_network_gradient(config: ml_collections.ConfigDict, *, batch_size: i
   variants of one config).
   """
   video_shape = config_validation.video_shape(config)
-  model = create_model(config) if model is None else model
+  model = train.create_model(config) if model is None else model
   z = jax.ShapeDtypeStruct((batch_size, *video_shape), jnp.float32)
   inputs = dict(logsnr=jax.ShapeDtypeStruct((batch_size,), jnp.float32),
                 text_tokens=jax.ShapeDtypeStruct((batch_size, config.data.max_text_length),

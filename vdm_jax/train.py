@@ -77,6 +77,8 @@ def create_model(config: ml_collections.ConfigDict) -> unet.VideoUNet:
       temporal_conv=model_config.temporal_conv,
       frame_embedding=model_config.frame_embedding,
       conv_impl=model_config.conv_impl,
+      attention_impl=model_config.attention_impl,
+      remat=model_config.remat,
       dtype=jnp.dtype(model_config.dtype),
       param_dtype=jnp.dtype(model_config.param_dtype))
 
