@@ -58,6 +58,7 @@ def get_config(variant: str = ''):
     config.sample.num_videos = 1
     config.sample.prompts = ('a red circle moving left', 'a blue square moving up')
     config.eval.num_captions = 4
+    config.eval.bpd_num_videos = 4
   elif variant:
     raise ValueError(f"Unknown variant {variant!r} of experiments/moving_shapes.py; allowed: '' or 'smoke'.")
   return config

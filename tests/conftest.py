@@ -4,6 +4,21 @@ import jax
 import pytest
 
 
+@pytest.fixture(scope='session', autouse=True)
+def compilation_cache(tmp_path_factory):
+  """A persistent compilation cache for this test session only.
+
+  Many tests build the same computation in a fresh closure (each smoke run, resume, sampler
+  test), which `jax.jit` compiles anew; the cache turns those repeats into a lookup. It starts
+  empty, so every test still compiles what it runs at least once.
+  """
+  jax.config.update('jax_compilation_cache_dir', str(tmp_path_factory.mktemp('jax_cache')))
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+  yield
+  jax.config.update('jax_compilation_cache_dir', None)
+
+
 @pytest.fixture
 def x64():
   """float64 for closed-form checks; restores the flag (other test files share the process)."""

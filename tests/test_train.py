@@ -60,6 +60,12 @@ def test_eval_reports_adherence(smoke_data_dir, resumed_workdir):
   # The tracker recognises the true videos of the same captions.
   assert results['ground_truth/all'] >= 0.99
   assert 0.0 <= results['caption_adherence/all'] <= 1.0
+  # Bits per dimension of the test videos: the VLB's terms add up, and a 4-step smoke model is
+  # far from lossless (8 bits/dim would be a uniform guess; an untrained one is worse).
+  assert results['bpd/num_videos'] == config.eval.bpd_num_videos
+  terms = results['bpd/prior'] + results['bpd/diffusion'] + results['bpd/reconstruction']
+  assert abs(results['bpd/total'] - terms) < 1e-4 * results['bpd/total']
+  assert results['bpd/total'] > 1.0
   with open(os.path.join(resumed_workdir, 'eval', 'step_4.json')) as f:
     assert json.load(f)['num_captions'] == config.eval.num_captions
 
