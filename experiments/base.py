@@ -108,6 +108,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.train.checkpoint_every = 250  # Steps between checkpoints (and one at the end).
   config.train.keep_checkpoints = 3  # Number of most recent checkpoints kept.
   config.train.sample_every = 1000  # Steps between sample videos of `sample.prompts` (0: only at the end).
+  config.train.sample_at_end = True  # Write sample videos of `sample.prompts` after the last step.
   config.train.eval_every = 0  # Steps between evaluations during training (0: none before the end).
   config.train.eval_at_end = True  # Run the evaluation (`eval.*`) after the last step and print its table.
 

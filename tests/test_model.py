@@ -230,11 +230,10 @@ def test_patched_model_keeps_frames_and_videos_apart():
   model = VideoUNet(**{**TINY, 'patch_size': 2, 'attention_resolutions': (2,),
                        'use_temporal_attention': False})
   z, kw = inputs()
-  params = model.init(jax.random.PRNGKey(0), z, **kw)
-  params = jax.tree.map(lambda p: p + 0.1, params)  # no zero output layer
-  apply = jax.jit(lambda z: model.apply(params, z, **kw))
-  base = np.asarray(apply(z))
-  changed = np.asarray(apply(z.at[0, 1].add(1.0)))
+  params = host_params(model, z, **kw)  # random everywhere: no zero output layer
+  apply = compile_apply(model, params, z, **kw)
+  base = np.asarray(apply(params, z))
+  changed = np.asarray(apply(params, z.at[0, 1].add(1.0)))
   diff = np.abs(changed - base).max(axis=(2, 3, 4))  # [B, T]
   assert diff[0, 1] > 1e-4
   diff[0, 1] = 0
@@ -271,12 +270,11 @@ def test_frame_embedding_tells_frames_apart_without_mixing_them():
   model = VideoUNet(**{**TINY, 'frame_embedding': True, 'use_temporal_attention': False})
   z, kw = inputs()
   same = jnp.broadcast_to(z[:, :1], z.shape)  # every frame identical
-  params = model.init(jax.random.PRNGKey(0), z, **kw)
-  params = jax.tree.map(lambda p: p + 0.1, params)
-  apply = jax.jit(lambda z: model.apply(params, z, **kw))
-  out = np.asarray(apply(same))
+  params = host_params(model, z, **kw)
+  apply = compile_apply(model, params, z, **kw)
+  out = np.asarray(apply(params, same))
   assert np.abs(out[:, 1:] - out[:, :1]).max() > 1e-4
-  base, changed = np.asarray(apply(z)), np.asarray(apply(z.at[0, 2].add(1.0)))
+  base, changed = np.asarray(apply(params, z)), np.asarray(apply(params, z.at[0, 2].add(1.0)))
   diff = np.abs(changed - base).max(axis=(2, 3, 4))
   assert diff[0, 2] > 1e-4
   diff[0, 2] = 0
@@ -284,6 +282,11 @@ def test_frame_embedding_tells_frames_apart_without_mixing_them():
 
 
 # ------------------------------------------------- attention implementations, remat, precision
+
+
+def compile_apply(model, params, z, **kwargs):
+  """(params, z) -> model.apply(params, z, **kwargs), compiled once with the test-only options."""
+  return jax.jit(lambda p, z: model.apply(p, z, **kwargs)).lower(params, z).compile(FAST_COMPILE)
 
 
 def host_params(module, *args, scale=0.3, seed=0, **kwargs):

@@ -446,7 +446,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   finally:
     checkpointer.close()  # Waits for in-flight saves: they hold checked, finite states.
 
-  write_samples(int(state.step))
+  if config.train.sample_at_end:
+    write_samples(int(state.step))
   results: dict[str, Any] = {'step': int(state.step), **last_metrics}
   if config.train.eval_at_end:
     results['eval'] = evaluate_now(int(state.step))
