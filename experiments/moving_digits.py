@@ -13,43 +13,20 @@ and the samples are the result to look at. The `smoke` variant runs the whole jo
   python launch.py --config experiments/moving_digits.py:smoke --workdir /tmp/smoke_digits
 """
 
-from experiments import base
 from experiments import moving_shapes
 
 
 def get_config(variant: str = ''):
-  config = base.get_base_config()
-  config.data.name = 'moving_digits'
-  config.data.builder_config = 'default'  # 10,000 + 1,000 videos of one digit, 16 x 64x64.
-  config.batch_size = 8
-  # Sized for a CPU: 4x4 patches (16x16 positions, then 8x8 with space + time + text attention).
-  config.model.patch_size = 4
-  config.model.channels = 32
-  config.model.channel_mult = (1, 2)
-  config.model.attention_resolutions = (8,)
-  config.model.temporal_conv = True
-  config.diffusion.parameterization = 'v'
-  config.diffusion.loss_weighting = 'v_mse'
-  config.optim.learning_rate = 1e-3
-  config.optim.warmup_steps = 100
-  config.train.num_steps = 1000
-  config.train.checkpoint_every = 200
-  config.train.sample_every = 500
-  config.train.eval_at_end = False  # No digit tracker (see docstring).
-  config.sample.guidance_weight = 3.0
-  config.sample.batch_size = 8
-  config.sample.prompts = ('digit 0', 'digit 3', 'digit 7', 'digit 9')
-
-  if variant == 'smoke':
-    # The tiny model and 4-step job of moving_shapes' smoke variant, on 256 + 64 digit videos.
-    smoke = moving_shapes.get_config('smoke')
-    config.batch_size = smoke.batch_size
-    for section in ('model', 'optim', 'train', 'sample', 'eval'):
-      config[section] = smoke[section]
-    config.data.builder_config = 'smoke'
-    config.model.patch_size = 4  # 64x64 frames: the same 16x16 and 8x8 levels as 32x32 with 2.
-    config.train.eval_at_end = False
-    config.sample.prompts = ('digit 3', 'digit 7')
-  elif variant:
+  if variant not in ('', 'smoke'):
     raise ValueError(f"Unknown variant {variant!r} of experiments/moving_digits.py; allowed: '' or 'smoke'.")
+  # The default experiment's model and job (and, for 'smoke', its tiny model and 4-step job), on
+  # 64x64 digits: 4x4 patches give the same 16x16 and 8x8 levels as 32x32 frames with 2x2.
+  config = moving_shapes.get_config(variant)
+  config.data.name = 'moving_digits'
+  # default: 10,000 + 1,000 videos of one digit, 16 x 64x64; smoke: 256 + 64.
+  config.data.builder_config = variant or 'default'
+  config.model.patch_size = 4
+  config.train.eval_at_end = False  # No digit tracker (see docstring).
+  config.sample.prompts = (('digit 3', 'digit 7') if variant else
+                           ('digit 0', 'digit 3', 'digit 7', 'digit 9'))
   return config

@@ -81,7 +81,8 @@ def evaluate_bpd(run, builder) -> dict[str, float]:
   captions = captions + [captions[i % n] for i in range(pad)]
   logging.info('Estimating bits/dim of %d %s videos (%d t samples each)', n, config.eval.split,
                config.eval.bpd_num_t)
-  bpd_fn = make_bpd_fn(run)
+  if run.bpd_fn is None:
+    run.bpd_fn = make_bpd_fn(run)
   sharded = mesh_lib.batch_sharded(run.mesh)
   rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 2)
   chunks = []
@@ -91,7 +92,7 @@ def evaluate_bpd(run, builder) -> dict[str, float]:
         max_text_length=config.data.max_text_length)
     global_inputs = [jax.make_array_from_callback(a.shape, sharded, lambda index, a=a: a[index])
                      for a in (inputs['video'], inputs['tokens'])]
-    out = bpd_fn(run.ema_params, *global_inputs, jax.random.fold_in(rng, start))
+    out = run.bpd_fn(run.ema_params, *global_inputs, jax.random.fold_in(rng, start))
     chunks.append({k: mesh_lib.to_host(v) for k, v in out.items()})
   per_video = {k: np.concatenate([c[k] for c in chunks])[:n] for k in chunks[0]}
   results = {f'bpd/{k}': float(np.mean(v)) for k, v in per_video.items()}

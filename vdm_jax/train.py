@@ -263,6 +263,9 @@ class Run:
   step: int = 0
   ema_params: Any = None
   schedule_params: Any = None  # The learned schedule's parameters (None for the fixed ones).
+  # evaluate.make_bpd_fn(run), built at the first bits/dim estimate and kept (like `generate`)
+  # until the schedule changes, so periodic evaluations compile it once.
+  bpd_fn: Callable | None = None
 
 
 def setup(config: ml_collections.ConfigDict) -> Run:
@@ -292,6 +295,7 @@ def use_schedule(run: Run, schedule_params: Any) -> None:
   run.logsnr_fn = create_logsnr_fn(run.config, schedule_params)
   run.generate = sample_lib.make_generate_fn(run.model, logsnr_fn=run.logsnr_fn, config=run.config,
                                              video_shape=run.video_shape, mesh=run.mesh)
+  run.bpd_fn = None
 
 
 def make_mesh_checked(config):
