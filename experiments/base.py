@@ -107,6 +107,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.train.log_every = 25  # Steps between logged metrics (TensorBoard + console).
   config.train.checkpoint_every = 250  # Steps between checkpoints (and one at the end).
   config.train.keep_checkpoints = 3  # Number of most recent checkpoints kept.
+  # Steps whose loss or gradients are not finite are skipped (params, EMA, optimizer unchanged);
+  # this many in a row stop the run, with the last checkpoint intact.
+  config.train.max_consecutive_skips = 10
   config.train.sample_every = 1000  # Steps between sample videos of `sample.prompts` (0: only at the end).
   config.train.sample_at_end = True  # Write sample videos of `sample.prompts` after the last step.
   config.train.eval_every = 0  # Steps between evaluations during training (0: none before the end).

@@ -21,11 +21,19 @@ def compilation_cache(tmp_path_factory):
   test), which `jax.jit` compiles anew; the cache turns those repeats into a lookup. It starts
   empty, so every test still compiles what it runs at least once.
   """
-  jax.config.update('jax_compilation_cache_dir', str(tmp_path_factory.mktemp('jax_cache')))
+  directory = str(tmp_path_factory.mktemp('jax_cache'))
+  jax.config.update('jax_compilation_cache_dir', directory)
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
-  yield
+  yield directory
   jax.config.update('jax_compilation_cache_dir', None)
+
+
+@pytest.fixture(scope='session')
+def compilation_cache_dir(compilation_cache):
+  """The session's compilation cache directory, for subprocesses to share
+  (JAX_COMPILATION_CACHE_DIR)."""
+  return compilation_cache
 
 
 @pytest.fixture
@@ -53,4 +61,16 @@ def resumed_workdir(tmp_path_factory, smoke_data_dir):
   assert first['step'] == 2
   second = train.train_and_evaluate(smoke_config(smoke_data_dir, 4), str(workdir))
   assert second['step'] == 4
+  return workdir
+
+
+@pytest.fixture(scope='session')
+def uninterrupted_workdir(tmp_path_factory, smoke_data_dir):
+  """The smoke run of `resumed_workdir`'s config trained 4 steps in one go (checkpoint 4): what
+  every interrupted or resumed run must end as, bit for bit."""
+  from tests.smoke import smoke_config  # pylint: disable=g-import-not-at-top
+  from vdm_jax import train  # pylint: disable=g-import-not-at-top
+
+  workdir = tmp_path_factory.mktemp('uninterrupted')
+  assert train.train_and_evaluate(smoke_config(smoke_data_dir, 4), str(workdir))['step'] == 4
   return workdir

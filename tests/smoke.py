@@ -1,5 +1,7 @@
 """Helpers for tests that run the smoke experiment end to end."""
 
+import flax.linen
+
 from experiments import moving_shapes as moving_shapes_experiment
 from vdm_jax import checkpoints
 from vdm_jax import train
@@ -22,3 +24,13 @@ def restored_state(config, workdir, step=None):
   state = checkpointer.restore(step, abstract_state=train.abstract_train_state(run, tx))
   checkpointer.close()
   return state
+
+
+class LinearDenoiser(flax.linen.Module):
+  """A one-parameter stand-in for the U-Net (out = w z), with its call signature: train steps
+  that compile in a moment."""
+
+  @flax.linen.compact
+  def __call__(self, z, *, logsnr, text_tokens, drop_text=None, train=False):
+    del logsnr, text_tokens, drop_text, train
+    return self.param('w', flax.linen.initializers.constant(0.5), ()) * z

@@ -28,6 +28,15 @@ ALLOWED = {
 }
 
 
+# Tuple fields, which config_flags fills with whatever the command line gives ('abc' -> ('abc',)).
+TUPLE_FIELDS = {
+    'model.channel_mult': (int, '(1, 2, 2)'),
+    'model.attention_resolutions': (int, '(8,)'),
+    'diffusion.betas': ((int, float), '(0.0001, 0.02)'),
+    'sample.prompts': (str, "('a red circle moving left',)"),
+}
+
+
 def _get(config: ml_collections.ConfigDict, field: str) -> Any:
   value = config
   for part in field.split('.'):
@@ -61,8 +70,18 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
     _require(value in allowed,
              f'config.{field}={value!r} is not allowed: use one of {", ".join(map(repr, allowed))}.')
 
+  for field, (kind, example) in TUPLE_FIELDS.items():
+    value = _get(config, field)
+    ok = isinstance(value, (tuple, list)) and all(
+        isinstance(v, kind) and not isinstance(v, bool) for v in value)
+    kinds = 'numbers' if isinstance(kind, tuple) else f'{kind.__name__}s'
+    _require(ok, f'config.{field}={value!r} is not a tuple of {kinds}: set it as '
+                 f'--config.{field}="{example}".')
+
   _require(isinstance(config.data.name, str) and config.data.name.strip(),
            'config.data.name is empty: name a built-in or TFDS dataset.')
+  from vdm_jax.data import registry  # pylint: disable=g-import-not-at-top
+  registry.check_dataset(config.data)
   _positive(config, ['data.num_frames', 'data.resolution', 'data.frame_skip'])
   _require(0 <= config.data.test_fraction < 1,
            f'config.data.test_fraction={config.data.test_fraction!r} must lie in [0, 1).')
@@ -75,8 +94,9 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   _positive(config, ['batch_size', 'data.max_text_length', 'model.channels', 'model.num_res_blocks',
                      'model.head_dim', 'model.text_width', 'model.text_layers', 'model.text_heads',
                      'optim.learning_rate', 'train.num_steps', 'train.log_every',
-                     'train.checkpoint_every', 'train.keep_checkpoints', 'sample.num_steps',
-                     'sample.batch_size', 'sample.num_videos', 'sample.fps', 'eval.num_captions',
+                     'train.checkpoint_every', 'train.keep_checkpoints', 'train.max_consecutive_skips',
+                     'sample.num_steps', 'sample.batch_size', 'sample.num_videos', 'sample.fps',
+                     'eval.num_captions',
                      'diffusion.linear_num_steps', 'diffusion.min_snr_gamma'])
   _positive(config, ['optim.warmup_steps', 'optim.weight_decay', 'optim.grad_clip_norm',
                      'sample.guidance_weight', 'sample.eta', 'sample.gamma', 'model.dropout',
@@ -138,7 +158,6 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
              f'config.model.attention_resolutions contains {res}, which is not a level of the U-Net '
              f'(levels are {level_sizes} for {height}x{height} videos): use sizes from that list.')
   _require(frames >= 1, f'the dataset has {frames} frames; need at least 1.')
-  from vdm_jax.data import registry  # pylint: disable=g-import-not-at-top
   split_size = registry.split_size(config, config.eval.split)  # None: known once prepared.
   _require(split_size is None or config.eval.num_captions <= split_size,
            f'config.eval.num_captions={config.eval.num_captions} exceeds the {split_size} videos of '
@@ -154,3 +173,24 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
     _require(config.mesh.data in (-1, num_devices),
              f'config.mesh.data={config.mesh.data} does not match the {num_devices} devices: '
              'use -1 (all devices).')
+
+
+def check_prompts(prompts: Iterable[str], *, max_text_length: int) -> None:
+  """Raises `UserError` for a `--prompt` that is empty, not UTF-8, or longer than the model reads
+  (the tokenizer would silently cut it)."""
+  for number, prompt in enumerate(prompts, 1):
+    try:
+      size = len(prompt.encode('utf-8'))
+    except UnicodeEncodeError:
+      # The shell passed bytes that are not UTF-8; Python keeps them as lone surrogates.
+      raw = prompt.encode('utf-8', 'surrogateescape')
+      raise UserError(f'--prompt {raw!r} (prompt {number}) is not valid UTF-8: pass it in UTF-8 '
+                      '(check the terminal\'s encoding).') from None
+    _require(prompt.strip() != '',
+             f'--prompt {prompt!r} (prompt {number}) is empty: give a caption, e.g. --prompt '
+             '"a red circle moving left", or leave --prompt out to use config.sample.prompts.')
+    shown = prompt if len(prompt) <= 40 else prompt[:40] + '...'
+    _require(size <= max_text_length,
+             f'--prompt {shown!r} (prompt {number}) is {size} bytes long, over the model\'s '
+             f'config.data.max_text_length={max_text_length} (it would be cut): shorten it (the '
+             'limit is fixed by the checkpoint\'s model).')

@@ -106,7 +106,9 @@ def quiet_library_logs() -> None:
   import warnings  # pylint: disable=g-import-not-at-top
   from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
 
-  absl_logging.get_absl_handler().addFilter(_DropLibraryInfo())
+  handler = absl_logging.get_absl_handler()
+  if not any(isinstance(f, _DropLibraryInfo) for f in handler.filters):  # Once per process.
+    handler.addFilter(_DropLibraryInfo())
   # imageio-ffmpeg starts ffmpeg with subprocess; the fork happens before any JAX thread touches
   # the child, which only execs ffmpeg.
   warnings.filterwarnings('ignore', message='os.fork\\(\\) was called', category=RuntimeWarning)

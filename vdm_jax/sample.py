@@ -14,6 +14,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from vdm_jax import config_validation
 from vdm_jax import mesh as mesh_lib
 from vdm_jax import samplers
 from vdm_jax import video_io
@@ -109,6 +110,8 @@ def sample(config: ml_collections.ConfigDict, workdir: str, prompts: Sequence[st
   """`--mode sample`: restores the latest checkpoint's EMA parameters and writes sample videos."""
   from vdm_jax import train  # pylint: disable=g-import-not-at-top  (train builds the pieces)
 
+  # Before any model is built or file written: a bad prompt costs nothing.
+  config_validation.check_prompts(prompts or [], max_text_length=config.data.max_text_length)
   run = train.restore_for_inference(config, workdir)
   prompts = list(prompts or config.sample.prompts)
   c = config.sample

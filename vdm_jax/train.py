@@ -6,8 +6,9 @@ from the latest checkpoint in `workdir` when there is one.
 
 import dataclasses
 import json
-import math
 import os
+import signal
+import threading
 from typing import Any, Callable
 
 import flax
@@ -36,10 +37,14 @@ from vdm_jax.models import unet
 
 class TrainState(flax.struct.PyTreeNode):
   """Everything that changes during training (the data-iterator state is checkpointed beside it)."""
-  step: jax.Array  # int32 scalar: number of updates applied.
+  step: jax.Array  # int32 scalar: number of train steps taken (applied or skipped).
   params: Any
   ema_params: Any  # Exponential moving average of params; used for sampling and evaluation.
   opt_state: Any
+  # int32 scalars: steps whose loss or gradients were not finite, so that params, EMA and
+  # optimizer state were left as they were; the run stops after config.train.max_consecutive_skips.
+  consecutive_skips: jax.Array
+  total_skips: jax.Array
 
 
 class LearnedScheduleTrainState(TrainState):
@@ -144,7 +149,8 @@ def init_params(model, config, video_shape, rng):
 def create_train_state(model, tx, config, video_shape, rng) -> TrainState:
   params = init_params(model, config, video_shape, rng)
   fields = dict(step=jnp.zeros((), jnp.int32), params=params,
-                ema_params=jax.tree.map(jnp.copy, params), opt_state=tx.init(params))
+                ema_params=jax.tree.map(jnp.copy, params), opt_state=tx.init(params),
+                consecutive_skips=jnp.zeros((), jnp.int32), total_skips=jnp.zeros((), jnp.int32))
   schedule_params = init_schedule_params(config, jax.random.fold_in(rng, 1))
   if schedule_params is None:
     return TrainState(**fields)
@@ -237,10 +243,23 @@ def make_train_step(model, *, logsnr_fn, tx, config, mesh) -> Callable:
     params = optax.apply_updates(state.params, updates)
     decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))
     ema_params = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
-    metrics = {'train/loss': loss, 'train/grad_norm': optax.global_norm(grads)}
+    grad_norm = optax.global_norm(grads)
+    metrics = {'train/loss': loss, 'train/grad_norm': grad_norm}
     metrics.update({f'train/{k}': v for k, v in aux.items() if k != 'loss'})
-    new_state = state.replace(step=state.step + 1, params=params, ema_params=ema_params,
-                              opt_state=opt_state, **extra)
+    # A non-finite loss or gradient (the norm is non-finite if any entry is) skips the update:
+    # params, EMA and optimizer state stay as they were; the step (hence the RNG) moves on.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    if learned_schedule:
+      finite &= jnp.isfinite(aux['schedule_grad_norm'])
+    updated = dict(params=params, ema_params=ema_params, opt_state=opt_state, **extra)
+    kept = {k: getattr(state, k) for k in updated}
+    updated = jax.tree.map(lambda new, old: jnp.where(finite, new, old), updated, kept)
+    consecutive_skips = jnp.where(finite, 0, state.consecutive_skips + 1)
+    new_state = state.replace(step=state.step + 1, consecutive_skips=consecutive_skips,
+                              total_skips=state.total_skips + (~finite).astype(jnp.int32),
+                              **updated)
+    metrics['train/consecutive_skips'] = consecutive_skips
+    metrics['train/total_skips'] = new_state.total_skips
     return new_state, metrics
 
   replicated = mesh_lib.replicated(mesh)
@@ -320,14 +339,12 @@ def restore_for_inference(config: ml_collections.ConfigDict, workdir: str) -> Ru
     raise UserError(f'no checkpoint in {checkpoints.checkpoint_dir(workdir)}: train first with '
                     f'--mode train --workdir {workdir}, or point --workdir at a trained run.')
   checkpointer = checkpoints.Checkpointer(workdir, read_only=True)
-  step = checkpointer.latest_step()
+  tx, _ = create_optimizer(config)
+  step, state = checkpointer.restore_latest(config, abstract_state=abstract_train_state(run, tx))
+  checkpointer.close()
   if step is None:
     raise UserError(f'no checkpoint in {checkpointer.directory}: train first with --mode train '
                     f'--workdir {workdir}, or point --workdir at a trained run.')
-  checkpointer.check_compatible(step, config)
-  tx, _ = create_optimizer(config)
-  state = checkpointer.restore(step, abstract_state=abstract_train_state(run, tx))
-  checkpointer.close()
   run.step, run.ema_params = step, state.ema_params
   if isinstance(state, LearnedScheduleTrainState):
     use_schedule(run, state.schedule_params)
@@ -338,26 +355,87 @@ def restore_for_inference(config: ml_collections.ConfigDict, workdir: str) -> Ru
 # ============================================================================ the training loop
 
 
-def _check_finite(metrics: dict[str, float], step: int) -> None:
-  bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
-  if bad:
+class PreemptionWatcher:
+  """Notices SIGTERM, the signal clusters send before preempting a job, so that the training loop
+  can save a checkpoint at the current step and exit cleanly.
+
+  One process: a signal handler sets a flag (restored to the previous handler on exit). Several
+  processes (jax.distributed): JAX's preemption service receives the signal and picks one step
+  at which every process saves (multihost_utils.reached_preemption_sync_point).
+  """
+
+  def __init__(self):
+    self._requested = False
+    self._previous = None
+
+  def __enter__(self):
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._on_signal)
+    return self
+
+  def __exit__(self, *unused):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None
+
+  def _on_signal(self, signum, frame):
+    del signum, frame
+    self._requested = True
+
+  @property
+  def requested(self) -> bool:
+    """SIGTERM received (this process; what a single process needs outside the step loop)."""
+    return self._requested
+
+  def reached(self, step: int) -> bool:
+    """Must be called at every step, by every process (the multi-process protocol needs it)."""
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self._requested
+
+
+def _check_skips(metrics: dict[str, float], step: int, max_consecutive_skips: int,
+                 last_checkpoint: int | None) -> None:
+  """Warns about a skipped update; stops the run after too many in a row."""
+  skips = int(metrics['train/consecutive_skips'])
+  if not skips:
+    return
+  logging.warning('step %d: non-finite loss (%s) or gradient norm (%s): update skipped (%d in a '
+                  'row, %d in all)', step, metrics['train/loss'], metrics['train/grad_norm'], skips,
+                  int(metrics['train/total_skips']))
+  if skips >= max_consecutive_skips:
+    kept = (f'the last checkpoint, step {last_checkpoint}, is intact' if last_checkpoint is not None
+            else 'no checkpoint was written')
     raise FloatingPointError(
-        f'non-finite {bad} at step {step}: training stopped; the last checkpoint is intact. '
-        'Lower --config.optim.learning_rate or check the data.')
+        f'non-finite loss or gradients in {skips} consecutive steps up to step {step}: training '
+        f'stopped; {kept}. Lower --config.optim.learning_rate or check the data '
+        f'(--config.train.max_consecutive_skips={max_consecutive_skips}).')
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains (resuming from `workdir` when it holds a checkpoint), samples, evaluates.
 
   Returns the final training metrics and, if `config.train.eval_at_end`, the evaluation results.
+  On SIGTERM it saves a checkpoint at the current step and returns early with 'preempted': True
+  (nothing to save before the first step or after the last; samples and evaluation are skipped).
   """
+  with PreemptionWatcher() as preemption:
+    return _train_and_evaluate(config, workdir, preemption)
+
+
+def _train_and_evaluate(config, workdir, preemption: PreemptionWatcher) -> dict[str, Any]:
   workdir = os.path.abspath(os.path.expanduser(workdir))
   run = setup(config)
   is_main = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
 
   # ---------------------------------------------------------------- data
-  builder = load_dataset_builder(config)
+  builder = load_dataset_builder(config)  # Before the workdir exists: a data error leaves none.
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as error:
+    raise UserError(f'cannot create the workdir {workdir} ({error.strerror}): pass a writable '
+                    'directory as --workdir.') from error
   data_iterator = pipeline.make_train_iterator(
       builder=builder, split='train', global_batch_size=config.batch_size, seed=config.seed,
       max_text_length=config.data.max_text_length, process_index=jax.process_index(),
@@ -366,11 +444,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # ---------------------------------------------------------------- state, maybe restored
   tx, learning_rate = create_optimizer(config)
   checkpointer = checkpoints.Checkpointer(workdir, keep=config.train.keep_checkpoints)
-  latest = checkpointer.latest_step()
+  latest, state = checkpointer.restore_latest(config, abstract_state=abstract_train_state(run, tx),
+                                              data_iterator=data_iterator)
   if latest is not None:
-    checkpointer.check_compatible(latest, config)
-    state = checkpointer.restore(latest, abstract_state=abstract_train_state(run, tx),
-                                 data_iterator=data_iterator)
     logging.info('Resumed from %s/%d', checkpointer.directory, latest)
   else:
     init_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
@@ -411,9 +487,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return scores
 
   def record(bar, step, metrics) -> dict[str, float]:
-    """Fetches one step's metrics, refuses non-finite ones, shows and logs them."""
+    """Fetches one step's metrics, counts skipped updates, shows and logs the metrics."""
     fetched = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    _check_finite(fetched, step)
+    _check_skips(fetched, step, config.train.max_consecutive_skips, checkpointer.latest_step())
     bar.update(step, fetched['train/loss'])
     if step % config.train.log_every == 0 or step == num_steps:
       fetched['train/learning_rate'] = float(learning_rate(step - 1))
@@ -428,19 +504,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # A step's metrics are fetched after the next step is dispatched, so the host never stalls
   # the device; before a checkpoint they are fetched at once: never save an unchecked update.
   pending = None
+  preempted = False
   try:
     with progress.TrainProgress(total=num_steps, start=start_step, enabled=is_main) as bar:
       step = start_step
-      while step < num_steps:
+      if preemption.requested:  # During setup and compilation: the latest checkpoint is current.
+        preempted = True
+        logging.warning('SIGTERM before the first step: exiting; the checkpoint of step %d is '
+                        'current.', step)
+      while step < num_steps and not preempted:
         batch = mesh_lib.global_batch(next(data_iterator), run.mesh)
         state, metrics = train_step(state, batch)
         step += 1
         if pending is not None:
           last_metrics = record(bar, *pending)
         pending = (step, metrics)
-        if step % config.train.checkpoint_every == 0 or step == num_steps:
+        preempted = preemption.reached(step)
+        if step % config.train.checkpoint_every == 0 or step == num_steps or preempted:
           last_metrics, pending = record(bar, *pending), None
-          checkpointer.save(step, state=state, data_iterator=data_iterator, config=config)
+          checkpointer.save(step, state=state, data_iterator=data_iterator, config=config,
+                            force=preempted)
+        if preempted:
+          checkpointer.wait()
+          logging.warning('SIGTERM: saved checkpoint %s/%d; exiting. Run the same command to '
+                          'resume.', checkpointer.directory, step)
+          break
         if config.train.sample_every and step % config.train.sample_every == 0 and step < num_steps:
           write_samples(step)
         if config.train.eval_every and step % config.train.eval_every == 0 and step < num_steps:
@@ -448,12 +536,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if pending is not None:
         last_metrics = record(bar, *pending)
   finally:
-    checkpointer.close()  # Waits for in-flight saves: they hold checked, finite states.
+    checkpointer.close()  # Waits for in-flight saves: they hold checked states.
 
-  if config.train.sample_at_end:
-    write_samples(int(state.step))
   results: dict[str, Any] = {'step': int(state.step), **last_metrics}
-  if config.train.eval_at_end:
+  if preempted:
+    writer.close()
+    return {**results, 'preempted': True}
+  # Training is over and checkpointed: a SIGTERM from here on skips what is left.
+  if config.train.sample_at_end and not preemption.requested:
+    write_samples(int(state.step))
+  if config.train.eval_at_end and not preemption.requested:
     results['eval'] = evaluate_now(int(state.step))
   writer.close()
   return results

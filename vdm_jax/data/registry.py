@@ -17,6 +17,7 @@ A mapped builder also carries `train_preprocessor`; `pipeline.make_train_dataset
 view (random clip start, flip) per example, per epoch.
 """
 
+import contextlib
 import dataclasses
 import os
 from typing import Any, Mapping
@@ -125,15 +126,14 @@ def _tfds_commands(name: str, data: ml_collections.ConfigDict) -> str:
           f'read their files from the manual_dir, set here by --config.data.manual_dir)')
 
 
-def open_tfds_builder(name: str, data: ml_collections.ConfigDict):
-  """The TFDS builder of `name` (not prepared), or a one-line `UserError`."""
+@contextlib.contextmanager
+def _tfds_name_errors(name: str):
+  """TFDS's errors for an unknown dataset, or one that needs a missing module, as `UserError`s."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets.video  # pylint: disable=g-import-not-at-top,unused-import  # Registers them.
 
-  config_name = None if data.builder_config in ('', 'default') else data.builder_config
   try:
-    return tfds.builder(name, config=config_name, data_dir=os.path.expanduser(data.data_dir),
-                        file_format='array_record')
+    yield
   except tfds.core.registered.DatasetNotFoundError:
     raise UserError(f'config.data.name={name!r} is neither a built-in dataset '
                     f'{BUILT_IN + ("video_folder",)} nor a TFDS dataset: check the name (see '
@@ -143,6 +143,30 @@ def open_tfds_builder(name: str, data: ml_collections.ConfigDict):
     raise UserError(f'TFDS dataset {name!r} needs {module} even to describe its features '
                     f'(e.g. tfds.features.Video), here and when reading: pip install {module}.'
                     ) from None
+
+
+def check_dataset(data: ml_collections.ConfigDict) -> None:
+  """A one-line `UserError` unless `data.name` (and for TFDS, `data.builder_config`) is a dataset
+  we can open; builds nothing, so config validation refuses a misspelling before any work."""
+  name = data.name
+  if name in BUILT_IN or name == 'video_folder':
+    return  # Built-in builder configs are checked by `video_shape`.
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  with _tfds_name_errors(name):
+    builder_configs = tfds.builder_cls(name).builder_configs
+  if data.builder_config not in ('', 'default', *builder_configs):
+    raise UserError(f'config.data.builder_config={data.builder_config!r} is not a {name} config: '
+                    f'use one of {sorted(builder_configs) or ["default"]}.')
+
+
+def open_tfds_builder(name: str, data: ml_collections.ConfigDict):
+  """The TFDS builder of `name` (not prepared), or a one-line `UserError`."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  config_name = None if data.builder_config in ('', 'default') else data.builder_config
+  with _tfds_name_errors(name):
+    return tfds.builder(name, config=config_name, data_dir=os.path.expanduser(data.data_dir),
+                        file_format='array_record')
 
 
 def load_tfds_video_builder(data: ml_collections.ConfigDict) -> PreprocessedBuilder:
