@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -43,6 +44,7 @@ class Interruption:
   checkpoint_after: int | None  # Latest checkpoint after the process ended.
   exit_code: int
   seconds_to_exit: float  # From the signal to the end of the process.
+  saved_on_signal: int | None  # The step the run says it saved on SIGTERM (None: it did not).
 
 
 def launch_command(config: str, workdir: str, overrides: list[str]) -> list[str]:
@@ -59,10 +61,12 @@ def latest_checkpoint(workdir: str) -> int | None:
 
 def run_interrupted(command: list[str], workdir: str, kills: list[str], *, seed: int,
                     max_delay: float, final_step: int, env: dict[str, str] | None = None,
-                    timeout: float = 600) -> tuple[list[Interruption], subprocess.CompletedProcess]:
+                    timeout: float = 600, report=lambda interruption: None,
+                    ) -> tuple[list[Interruption], subprocess.CompletedProcess]:
   """Starts `command` once per entry of `kills`, interrupting it as described in the module
   docstring, then once more to finish. Returns the interruptions and the finishing run.
-  Interruptions stop early once the checkpoint of `final_step` exists (the run is over)."""
+  Interruptions stop early once the checkpoint of `final_step` exists (the run is over).
+  `report` is called with each interruption as it ends."""
   rng = random.Random(seed)
   interruptions = []
   for kind in kills:
@@ -85,8 +89,11 @@ def run_interrupted(command: list[str], workdir: str, kills: list[str], *, seed:
     sent = time.monotonic()
     process.send_signal(SIGNALS[kind])
     _, stderr = process.communicate(timeout=timeout)
+    seconds = time.monotonic() - sent
+    saved = re.search(r'SIGTERM: saved checkpoint \S+/(\d+)', stderr)
     interruptions.append(Interruption(kind, resumed_from, at_signal, latest_checkpoint(workdir),
-                                      process.returncode, time.monotonic() - sent))
+                                      process.returncode, seconds, saved and int(saved.group(1))))
+    report(interruptions[-1])
     if kind == 'term' and process.returncode != 0:
       raise RuntimeError(f'SIGTERM gave exit code {process.returncode}:\n{stderr[-3000:]}')
   finished = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
@@ -149,7 +156,8 @@ def main():
   start = time.monotonic()
   interruptions, finished = run_interrupted(
       launch_command(args.config, interrupted, overrides), interrupted, args.kills,
-      seed=args.seed, max_delay=args.max_delay, final_step=args.num_steps)
+      seed=args.seed, max_delay=args.max_delay, final_step=args.num_steps,
+      report=lambda k: print(f'  {k}', flush=True))
   assert finished.returncode == 0, finished.stderr[-3000:]
   interrupted_seconds = time.monotonic() - start
 
@@ -164,10 +172,11 @@ def main():
 
   print(f'\n{args.config}, {args.num_steps} steps, checkpoint every {args.checkpoint_every}')
   print(f'{"#":>2} | {"signal":6} | {"resumed from":>12} | {"ckpt at signal":>14} | '
-        f'{"ckpt after":>10} | {"exit":>4} | {"s to exit":>9}')
+        f'{"saved on signal":>15} | {"ckpt after":>10} | {"exit":>4} | {"s to exit":>9}')
   for i, k in enumerate(interruptions):
     print(f'{i + 1:>2} | {k.signal:6} | {str(k.resumed_from):>12} | {k.checkpoint_at_signal:>14} | '
-          f'{str(k.checkpoint_after):>10} | {k.exit_code:>4} | {k.seconds_to_exit:>9.2f}')
+          f'{str(k.saved_on_signal or "-"):>15} | {str(k.checkpoint_after):>10} | '
+          f'{k.exit_code:>4} | {k.seconds_to_exit:>9.2f}')
   print(f'final state identical to the uninterrupted run: {"yes" if comparison["identical"] else "NO"} '
         f'({comparison["num_leaves"]} arrays, step {comparison["step_b"]}; '
         f'different: {comparison["different_leaves"][:5]})')

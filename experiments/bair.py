@@ -21,7 +21,8 @@ def get_config(variant: str = ''):
   config = paper.get_paper_config(
       channels=128, channel_mult=(1, 2, 3, 4), num_res_blocks=3, learning_rate=2e-4, b2=0.999,
       batch_size=128, ema_decay=0.999, dropout=0.1, weight_decay=0.01, num_steps=660_000,
-      sampler='pc', sample_steps=256, gamma=0.0, parameterization='v')
+      sampler='pc', sample_steps=256, gamma=0.0, parameterization='v',
+      images_per_video=8)
   config.data.name = 'bair_robot_pushing_small'
   config.data.random_flip = True  # "Data augmentation: left-right flips"
   config.model.cond_drop_prob = 0.0  # Unconditional data: the text is always empty anyway.

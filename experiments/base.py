@@ -35,6 +35,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.data.random_flip = False  # TFDS: flip training clips left-right with probability 1/2 (used for BAIR).
   config.data.caption_template = 'a video of {label}'  # TFDS: caption of a labelled video ({label}: its class name).
   config.data.max_text_length = 64  # Caption length in byte tokens (longer captions are truncated).
+  # Joint image-video training (Ho et al. 2022, sec. 4.3.1): K >= 0 independent images appended to
+  # every training video, each a random frame of another video of the split, under the video's
+  # caption; temporal layers keep each image to itself. 0: videos only. Sampling is always T frames.
+  config.data.num_images_per_video = 0
 
   # ---------------------------------------------------------------- model
   # The factorized space-time U-Net of Ho et al. 2022 (vdm_jax/models/unet.py).

@@ -20,7 +20,8 @@ def get_config(variant: str = ''):
   config = paper.get_paper_config(
       channels=256, channel_mult=(1, 2, 4, 8), num_res_blocks=2, learning_rate=2e-4, b2=0.99,
       batch_size=256, ema_decay=0.9999, dropout=0.1, weight_decay=0.0, num_steps=220_000,
-      sampler='pc', sample_steps=128, gamma=0.0, parameterization='v')
+      sampler='pc', sample_steps=128, gamma=0.0, parameterization='v',
+      images_per_video=8)
   config.data.name = 'video_folder'
   config.data.video_dir = ''  # Set on the command line: --config.data.video_dir=...
   config.data.test_fraction = 0.05  # Not from the paper (it uses the official splits).

@@ -21,7 +21,8 @@ def get_config(variant: str = ''):
   config = paper.get_paper_config(
       channels=256, channel_mult=(1, 2, 4, 8), num_res_blocks=2, learning_rate=3e-4, b2=0.99,
       batch_size=128, ema_decay=0.9999, dropout=0.1, weight_decay=0.0, num_steps=60_000,
-      sampler='ancestral', sample_steps=256, gamma=0.1, parameterization='eps')
+      sampler='ancestral', sample_steps=256, gamma=0.1, parameterization='eps',
+      images_per_video=8)
   config.data.name = 'ucf101'
   config.data.caption_template = 'a video of {label}'
   config.sample.prompts = ('a video of apply eye makeup', 'a video of playing guitar',

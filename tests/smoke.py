@@ -1,5 +1,8 @@
 """Helpers for tests that run the smoke experiment end to end."""
 
+import hashlib
+import os
+
 import flax.linen
 
 from experiments import moving_shapes as moving_shapes_experiment
@@ -31,6 +34,19 @@ class LinearDenoiser(flax.linen.Module):
   that compile in a moment."""
 
   @flax.linen.compact
-  def __call__(self, z, *, logsnr, text_tokens, drop_text=None, train=False):
-    del logsnr, text_tokens, drop_text, train
+  def __call__(self, z, *, logsnr, text_tokens, drop_text=None, train=False, num_images=0):
+    del logsnr, text_tokens, drop_text, train, num_images
     return self.param('w', flax.linen.initializers.constant(0.5), ()) * z
+
+
+def tree_digest(path) -> dict[str, str]:
+  """{relative path: sha256 of the file, or 'dir'} of everything under `path` ({} if absent):
+  equal digests mean nothing was written, renamed or deleted there."""
+  digest = {}
+  for root, dirs, files in os.walk(path):
+    for name in dirs:
+      digest[os.path.relpath(os.path.join(root, name), path)] = 'dir'
+    for name in files:
+      with open(os.path.join(root, name), 'rb') as f:
+        digest[os.path.relpath(os.path.join(root, name), path)] = hashlib.sha256(f.read()).hexdigest()
+  return digest

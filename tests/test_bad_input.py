@@ -5,7 +5,6 @@ The cases run `launch.cli` in this process (importing JAX per case would cost se
 processes check the exit code and stderr end to end.
 """
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 import launch
+from tests.smoke import tree_digest
 from vdm_jax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,18 +42,6 @@ class UnpreparedManualVideos(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, files):
     del files  # Never reached: there is no manual_dir.
     yield from ()
-
-
-def tree_digest(path) -> dict[str, str]:
-  """{relative path: sha256 of the file, or 'dir'} of everything under `path` ({} if absent)."""
-  digest = {}
-  for root, dirs, files in os.walk(path):
-    for name in dirs:
-      digest[os.path.relpath(os.path.join(root, name), path)] = 'dir'
-    for name in files:
-      with open(os.path.join(root, name), 'rb') as f:
-        digest[os.path.relpath(os.path.join(root, name), path)] = hashlib.sha256(f.read()).hexdigest()
-  return digest
 
 
 def refuse(capsys, workdir, *args) -> str:

@@ -1,7 +1,6 @@
 """Reliability: runs survive kill -9 and SIGTERM bit for bit, unreadable checkpoints fall back to
 the previous one, non-finite updates are skipped, and a failing save never costs a checkpoint."""
 
-import hashlib
 import os
 import resource
 import shutil
@@ -13,7 +12,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from benchmarks import preemption
-from tests.smoke import LinearDenoiser, smoke_config
+from tests.smoke import LinearDenoiser, smoke_config, tree_digest
 from vdm_jax import checkpoints
 from vdm_jax import mesh as mesh_lib
 from vdm_jax import train
@@ -27,17 +26,6 @@ def continued_config(data_dir):
   config.train.checkpoint_every = 2
   config.train.sample_at_end = False
   return config
-
-
-def tree_digest(directory) -> dict[str, str]:
-  """sha256 of every file under `directory`, by relative path."""
-  digest = {}
-  for root, _, files in os.walk(directory):
-    for name in files:
-      path = os.path.join(root, name)
-      with open(path, 'rb') as f:
-        digest[os.path.relpath(path, directory)] = hashlib.sha256(f.read()).hexdigest()
-  return digest
 
 
 def copy_of(resumed_workdir, tmp_path):
@@ -63,8 +51,8 @@ def restore_latest(config, workdir, read_only=True):
 
 def test_killed_and_preempted_run_ends_bit_for_bit_as_an_uninterrupted_one(
     tmp_path, smoke_data_dir, uninterrupted_workdir, compilation_cache_dir):
-  """kill -9, SIGTERM, kill -9, each at a random moment after a new checkpoint, the run restarted
-  with the same command each time. SIGTERM saves the current step and exits 0."""
+  """SIGTERM, then kill -9 twice, each at a random moment after the run's next checkpoint, the
+  run restarted with the same command each time. SIGTERM saves the current step and exits 0."""
   config = smoke_config(smoke_data_dir, 4)  # uninterrupted_workdir's.
   interrupted = tmp_path / 'interrupted'
   # Checkpoints at every step, so that each start has one to write before its interruption.
@@ -75,15 +63,17 @@ def test_killed_and_preempted_run_ends_bit_for_bit_as_an_uninterrupted_one(
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
   kills, finished = preemption.run_interrupted(
       preemption.launch_command('experiments/moving_shapes.py:smoke', str(interrupted), overrides),
-      str(interrupted), ['kill', 'term', 'kill'], seed=0, max_delay=0.5, env=env, final_step=4)
+      str(interrupted), ['term', 'kill', 'kill'], seed=0, max_delay=0.3, env=env, final_step=4)
   assert finished.returncode == 0, finished.stderr[-3000:]
-  # The last kill may find the run already finished (it then has nothing to do).
-  assert [k.signal for k in kills][:2] == ['kill', 'term'], kills
-  term = kills[1]
-  # SIGTERM: exit 0 within seconds, having saved the step it was at (after the one it saw).
-  assert term.exit_code == 0 and term.seconds_to_exit < 30, term
-  assert term.checkpoint_after > term.checkpoint_at_signal, term
-  assert all(k.exit_code == -signal.SIGKILL for k in kills if k.signal == 'kill')
+  # SIGTERM first: a save makes the step loop wait for the previous one, so when checkpoint 1
+  # appears the run is at step 2 of 4, with steps to go. It exits 0 within seconds, having
+  # saved the step it was at.
+  term = kills[0]
+  assert term.signal == 'term' and term.exit_code == 0 and term.seconds_to_exit < 30, term
+  assert term.saved_on_signal == term.checkpoint_after > term.checkpoint_at_signal, term
+  # A later kill may find the run finishing (then it exits 0 with the last checkpoint written).
+  for kill in kills[1:]:
+    assert kill.exit_code == -signal.SIGKILL or kill.checkpoint_after == 4, kill
 
   comparison = preemption.compare_states(config, str(uninterrupted_workdir), str(interrupted))
   assert comparison['step_a'] == comparison['step_b'] == 4
@@ -101,13 +91,27 @@ def _truncate_state_files(step_dir):
         f.truncate(os.path.getsize(path) // 2)
 
 
+def _flip_bytes(step_dir):
+  """Flips 20 bytes of the state's largest file, keeping its size: bit rot, a bad disk block."""
+  files = [os.path.join(root, name) for root, _, names in os.walk(os.path.join(step_dir, 'state'))
+           for name in names]
+  path = max(files, key=os.path.getsize)
+  with open(path, 'rb') as f:
+    data = bytearray(f.read())
+  for i in np.random.default_rng(0).integers(len(data) // 4, len(data), 20):
+    data[i] ^= 0xFF
+  with open(path, 'wb') as f:
+    f.write(bytes(data))
+
+
+@pytest.mark.parametrize('damage', [_truncate_state_files, _flip_bytes])
 def test_unreadable_latest_checkpoint_falls_back_to_the_previous_one(
-    tmp_path, smoke_data_dir, resumed_workdir):
+    tmp_path, smoke_data_dir, resumed_workdir, damage):
   config = smoke_config(smoke_data_dir, 4)
   workdir, ckpt = copy_of(resumed_workdir, tmp_path)
   assert sorted(int(n) for n in os.listdir(ckpt)) == [2, 4]
   expected_step, _ = restore_latest(config, resumed_workdir)
-  _truncate_state_files(os.path.join(ckpt, '4'))
+  damage(os.path.join(ckpt, '4'))
   damaged = tree_digest(os.path.join(ckpt, '4'))
 
   # Read-only (--mode sample / eval): step 2 is used, nothing moves.
@@ -162,8 +166,10 @@ def test_old_checkpoint_without_skip_counters_restores_them_as_zero(
   state = jax.device_get(state)
   old = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)
          if f.name not in checkpoints.ADDED_STATE_FIELDS}
-  state_dir = os.path.join(checkpoints.checkpoint_dir(str(workdir)), '4', 'state')
+  step_dir = os.path.join(checkpoints.checkpoint_dir(str(workdir)), '4')
+  state_dir = os.path.join(step_dir, 'state')
   shutil.rmtree(state_dir)
+  shutil.rmtree(os.path.join(step_dir, 'fingerprint'))  # Written since the counters, too.
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(state_dir, old)
   step, restored = restore_latest(config, workdir)

@@ -6,6 +6,10 @@ so an interrupted save (a kill, a full disk) never replaces the last complete ch
 leftover temporary directory is removed when the workdir is next opened for training. The last
 `keep` are kept.
 
+Every checkpoint carries a fingerprint of its train state (a position-weighted sum of each
+array's bits, computed on device), checked after restoring: orbax reads corrupted bytes back
+without complaint when the file keeps its size.
+
 Faults: a checkpoint that cannot be read (truncated or corrupted files) is reported in one line
 and the previous one is used (`restore_latest`); it is moved, never deleted, to
 `WORKDIR/checkpoints_unreadable/`. A save that fails (disk full, unwritable workdir) stops the run
@@ -22,6 +26,7 @@ from typing import Any
 
 import grain
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
@@ -52,6 +57,10 @@ ADDED_FIELDS = {
 ADDED_STATE_FIELDS = ('consecutive_skips', 'total_skips')
 
 
+class CorruptCheckpointError(ValueError):
+  """A checkpoint's files read back, but not as the state that was saved."""
+
+
 class CheckpointWriteError(UserError):
   """A checkpoint could not be written (disk full, unwritable workdir); earlier ones are intact."""
 
@@ -75,6 +84,26 @@ def _os_reason(error: BaseException) -> str:
   if code:
     return os.strerror(int(code.group(1)))
   return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
+@jax.jit
+def _leaf_fingerprints(tree: Any) -> Any:
+  """uint32 per array: sum_i bits_i * (2654435761 i + 1) mod 2^32 over its elements' bit
+  patterns (Knuth's multiplicative hash as position weights, so a changed or moved value shows)."""
+  def one(x):
+    x = x.astype(jnp.uint8) if x.dtype == jnp.bool_ else x
+    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[x.dtype.itemsize]
+    bits = jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32).ravel()
+    weights = jnp.arange(bits.size, dtype=jnp.uint32) * jnp.uint32(2654435761) + jnp.uint32(1)
+    return jnp.sum(bits * weights, dtype=jnp.uint32)
+  return jax.tree.map(one, tree)
+
+
+def fingerprint(tree: Any) -> dict[str, int]:
+  """{array path: uint32 fingerprint} of a pytree of arrays (replicated or host)."""
+  values = jax.tree_util.tree_flatten_with_path(_leaf_fingerprints(tree))[0]
+  return {jax.tree_util.keystr(path): int(np.asarray(value.addressable_data(0)))
+          for path, value in values}
 
 
 def _normalise(value: Any) -> Any:
@@ -137,7 +166,8 @@ class Checkpointer:
           args=ocp.args.Composite(
               state=ocp.args.StandardSave(state),
               data=grain.checkpoint.CheckpointSave(data_iterator),
-              config=ocp.args.JsonSave(_normalise(config.to_dict()))),
+              config=ocp.args.JsonSave(_normalise(config.to_dict())),
+              fingerprint=ocp.args.JsonSave(fingerprint(state))),
           force=force)
 
   def saved_config(self, step: int) -> dict:
@@ -170,7 +200,9 @@ class Checkpointer:
   def restore(self, step: int, *, abstract_state: Any, data_iterator: Any | None = None) -> Any:
     """Restores the train state (onto `abstract_state`'s shardings) and, if given, the iterator in place.
 
-    State fields of ADDED_STATE_FIELDS that the checkpoint predates are restored as zeros.
+    State fields of ADDED_STATE_FIELDS that the checkpoint predates are restored as zeros. A
+    state that does not match the checkpoint's fingerprint raises CorruptCheckpointError
+    (checkpoints written before fingerprints are not checked).
     """
     target, missing = abstract_state, {}
     if dataclasses.is_dataclass(abstract_state):
@@ -182,7 +214,15 @@ class Checkpointer:
     items = {'state': ocp.args.StandardRestore(target)}
     if data_iterator is not None:
       items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
+    if os.path.isdir(os.path.join(self.directory, str(step), 'fingerprint')):
+      items['fingerprint'] = ocp.args.JsonRestore()
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    if 'fingerprint' in items:
+      actual = fingerprint(restored['state'])
+      changed = [path for path, value in restored['fingerprint'].items() if actual.get(path) != value]
+      if changed or set(actual) != set(restored['fingerprint']):
+        raise CorruptCheckpointError(f'its state differs from the one saved (fingerprint of '
+                                     f'{len(changed)} arrays, e.g. {changed[:1]})')
     if not missing:
       return restored['state']
     zeros = {k: jax.device_put(np.zeros(a.shape, a.dtype), a.sharding) for k, a in missing.items()}

@@ -85,6 +85,10 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   _positive(config, ['data.num_frames', 'data.resolution', 'data.frame_skip'])
   _require(0 <= config.data.test_fraction < 1,
            f'config.data.test_fraction={config.data.test_fraction!r} must lie in [0, 1).')
+  images = config.data.num_images_per_video
+  _require(isinstance(images, int) and not isinstance(images, bool) and images >= 0,
+           f'config.data.num_images_per_video={images!r} must be an integer >= 0: set '
+           '--config.data.num_images_per_video to a value >= 0 (0: videos only).')
   # The tracker behind caption adherence reads moving_shapes captions only (data/tracker.py).
   _require(config.data.name == 'moving_shapes' or not (config.train.eval_at_end
                                                        or config.train.eval_every),

@@ -6,7 +6,8 @@ XLA's analyses of the compiled gradient give
 
   parameters            the U-Net's (and its text encoder's) parameter count;
   FLOPs / example       `cost_analysis()['flops']` of the loss gradient through the network (the
-                        forward and backward passes of a training step) at batch 1;
+                        forward and backward passes of a training step) at batch 1: a video and
+                        its `data.num_images_per_video` appended images, as training runs it;
   activation memory     `memory_analysis().temp_size_in_bytes` of that gradient at batch 1: the
                         buffers XLA allocates besides its inputs and outputs (activations kept
                         for the backward pass, workspace);
@@ -65,9 +66,10 @@ def compile_network_gradient(config: ml_collections.ConfigDict, *, batch_size: i
   Returns (compiled, abstract params). `model` overrides the config's (benchmarks compare
   variants of one config).
   """
-  video_shape = config_validation.video_shape(config)
+  frames, *frame_shape = config_validation.video_shape(config)
+  num_images = config.data.num_images_per_video  # Joint image-video training: T + K frames.
   model = train.create_model(config) if model is None else model
-  z = jax.ShapeDtypeStruct((batch_size, *video_shape), jnp.float32)
+  z = jax.ShapeDtypeStruct((batch_size, frames + num_images, *frame_shape), jnp.float32)
   inputs = dict(logsnr=jax.ShapeDtypeStruct((batch_size,), jnp.float32),
                 text_tokens=jax.ShapeDtypeStruct((batch_size, config.data.max_text_length),
                                                  jnp.int32),
@@ -75,7 +77,7 @@ def compile_network_gradient(config: ml_collections.ConfigDict, *, batch_size: i
   params = jax.eval_shape(model.init, jax.random.PRNGKey(0), z, **inputs)['params']
 
   def loss(params, z, target, inputs):
-    out = model.apply({'params': params}, z, **inputs, train=True,
+    out = model.apply({'params': params}, z, **inputs, train=True, num_images=num_images,
                       rngs={'dropout': jax.random.PRNGKey(0)})
     return jnp.mean(jnp.square(out - target))  # float32, as diffusion.py's losses.
 
@@ -111,7 +113,9 @@ def format_report(config: ml_collections.ConfigDict, report: Report) -> str:
   return '\n'.join([
       f'model: {m.channels} channels x {tuple(m.channel_mult)}, {m.num_res_blocks} res blocks per '
       f'level, attention at {tuple(m.attention_resolutions)}, head dim {m.head_dim}, '
-      f'dtype {m.dtype}, remat {m.remat}; video {"x".join(map(str, report.video_shape))}',
+      f'dtype {m.dtype}, remat {m.remat}; video {"x".join(map(str, report.video_shape))}'
+      + (f' + {config.data.num_images_per_video} images (joint training)'
+         if config.data.num_images_per_video else ''),
       f'parameters:                       {report.parameters:,} ({_human(report.parameters)})',
       f'train FLOPs per example:          {_human(report.flops_per_example, "FLOP")}'
       f'  (x batch {batch}: {_human(report.flops_per_example * batch, "FLOP")} per step)',

@@ -194,6 +194,9 @@ def make_train_step(model, *, logsnr_fn, tx, config, mesh) -> Callable:
       config.diffusion.loss_weighting, parameterization=parameterization,
       min_snr_gamma=config.diffusion.min_snr_gamma)
   antithetic_time = config.diffusion.antithetic_time_sampling
+  # Joint image-video training: the last K frames of each batch video are independent images
+  # (pipeline.WithAppendedImages); the loss averages over all T + K frames, images included.
+  num_images = config.data.num_images_per_video
   learned_schedule = config.diffusion.schedule == 'learned'
   schedule = create_schedule(config)
 
@@ -207,7 +210,8 @@ def make_train_step(model, *, logsnr_fn, tx, config, mesh) -> Callable:
     def network_of(params):
       def network(z, logsnr):
         return model.apply({'params': params}, z, logsnr=logsnr, text_tokens=batch['tokens'],
-                           drop_text=drop_text, train=True, rngs={'dropout': dropout_rng})
+                           drop_text=drop_text, train=True, num_images=num_images,
+                           rngs={'dropout': dropout_rng})
       return network
 
     def loss_fn(params):
@@ -439,7 +443,7 @@ def _train_and_evaluate(config, workdir, preemption: PreemptionWatcher) -> dict[
   data_iterator = pipeline.make_train_iterator(
       builder=builder, split='train', global_batch_size=config.batch_size, seed=config.seed,
       max_text_length=config.data.max_text_length, process_index=jax.process_index(),
-      process_count=jax.process_count())
+      process_count=jax.process_count(), num_images_per_video=config.data.num_images_per_video)
 
   # ---------------------------------------------------------------- state, maybe restored
   tx, learning_rate = create_optimizer(config)

@@ -5,6 +5,9 @@
       .repeat(num_epochs)                  # None = forever
       .random_map(preprocessor)            # only for builders that carry one (registry.py):
                                            # random clip start, flip, resize, caption
+      (or, with num_images_per_video = K > 0: elements are source indices, in the same shuffled
+       order, and .random_map(WithAppendedImages) reads each example, applies the preprocessor
+       and appends K frames of other videos: joint image-video training)
       .batch(per_process_batch, drop_remainder=True)
       .map(to_model_inputs)                # uint8 -> float32 in [-1, 1], tokens
       .to_iter_dataset(ReadOptions(...))   # threads + prefetch
@@ -15,13 +18,16 @@ iterator's state is just the next batch index ({'next_index': int}, JSON friendl
 (`grain.checkpoint.CheckpointSave` / `CheckpointRestore`).
 """
 
+import dataclasses
 import functools
 from typing import Any, Sequence
 
 import grain
 import numpy as np
 
+from vdm_jax.data import preprocess
 from vdm_jax.data import tokenizer
+from vdm_jax.errors import UserError
 
 
 def to_model_inputs(batch: dict[str, Any], *, max_text_length: int) -> dict[str, np.ndarray]:
@@ -60,6 +66,59 @@ def _stack_batch(examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
           'caption': [e['caption'] for e in examples]}
 
 
+@dataclasses.dataclass(frozen=True)
+class WithAppendedImages(grain.transforms.RandomMap):
+  """Source index -> its training example with K independent images appended along time.
+
+  Joint image-video training (Ho et al. 2022, sec. 4.3.1: random independent image frames
+  concatenated to the end of each video, chosen from random videos of the same dataset). Each
+  image is one random frame of another example of the split: K distinct examples, never the
+  video's own (for video_folder an example is a clip, so another clip of the same file may be
+  drawn). The train step tells the model (`num_images=K`), whose temporal layers then keep every
+  image to itself.
+
+  Captions: the whole clip is trained under the video's caption. The U-Net's text conditioning
+  (cross-attention and the pooled embedding) is per example, shared by all T + K frames, so the
+  null text for the images alone would need per-frame conditioning in the U-Net; the paper does
+  not say how it conditioned its images. On captioned data the caption then rarely describes the
+  images, which teach the one-frame output frames of any caption; unconditional data (BAIR's
+  empty captions) lose nothing.
+
+  Attributes:
+    source: the split's random-access examples: raw ones when `preprocessor` is set, else
+      {'video': uint8 [T, H, W, 3], 'caption': bytes or str} at the model's shape.
+    num_images: K >= 1, below the number of examples.
+    preprocessor: the builder's `train_preprocessor` (TFDS datasets), or None.
+  """
+  source: Any
+  num_images: int
+  preprocessor: preprocess.VideoPreprocessor | None = None
+
+  def random_map(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
+    """{'video': uint8 [T + K, H, W, 3], 'caption': the video's}; `rng` is grain's, seeded by
+    (seed, position), so the example is a function of its position and resumes exactly."""
+    index = int(index)
+    example = self.source[index]
+    # The preprocessor draws first from the same generator as without images, so the video
+    # part is exactly the clip that a run with K = 0 trains on.
+    if self.preprocessor is not None:
+      example = self.preprocessor.random_map(example, rng)
+    # K distinct examples among the other N - 1: draw from 0..N-2 and skip over `index`.
+    others = rng.choice(len(self.source) - 1, size=self.num_images, replace=False)
+    others = [int(i) + (i >= index) for i in others]
+    images = np.stack([self._random_frame(self.source[i], rng) for i in others])
+    video = example['video']
+    assert images.shape == (self.num_images, *video.shape[1:]), (images.shape, video.shape)
+    return {'video': np.concatenate([video, images]), 'caption': example['caption']}
+
+  def _random_frame(self, example: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
+    """uint8 [H, W, 3]: one frame of `example` as training sees its frames."""
+    if self.preprocessor is not None:
+      return self.preprocessor.random_frame(example, rng)
+    video = example['video']
+    return video[rng.integers(len(video))]
+
+
 def _process_info(process_index: int | None, process_count: int | None) -> tuple[int, int]:
   if process_index is None or process_count is None:
     import jax  # pylint: disable=g-import-not-at-top  # Only for the defaults.
@@ -81,6 +140,7 @@ def make_train_dataset(
     process_index: int | None = None,
     process_count: int | None = None,
     num_epochs: int | None = None,
+    num_images_per_video: int = 0,
 ) -> grain.MapDataset:
   """The random-access dataset of this process's batches (see module docstring).
 
@@ -93,6 +153,8 @@ def make_train_dataset(
     max_text_length: L, token length.
     process_index, process_count: this process's shard; default jax's.
     num_epochs: None repeats forever.
+    num_images_per_video: K, independent images appended to every video (`WithAppendedImages`):
+      batches of [b, T + K, H, W, 3]. 0: videos only.
   """
   process_index, process_count = _process_info(process_index, process_count)
   if global_batch_size % process_count:
@@ -101,14 +163,22 @@ def make_train_dataset(
   preprocessor = getattr(builder, 'train_preprocessor', None)
   source = (builder.raw_data_source(split) if preprocessor is not None
             else builder.as_data_source(split=split))
-  ds = grain.MapDataset.source(source)
+  if num_images_per_video and len(source) <= num_images_per_video:
+    raise UserError(f'config.data.num_images_per_video={num_images_per_video} needs more other '
+                    f'videos than the {len(source)} of the {split!r} split: lower it.')
+  # With appended images the elements are source indices (shuffled exactly as the examples
+  # would be), so that each example knows which video is its own.
+  ds = (grain.MapDataset.range(len(source)) if num_images_per_video
+        else grain.MapDataset.source(source))
   # Shard before shuffling: shards are fixed, disjoint and cover the split, and each
   # process still sees a fresh order of its shard every epoch.
   ds = ds[process_index::process_count]
   ds = ds.shuffle(seed=seed).repeat(num_epochs)
-  if preprocessor is not None:
-    # After repeat: each epoch draws new clip starts and flips; the generator is seeded by
-    # (seed, index), so a restored iterator continues exactly.
+  # After repeat: each epoch draws new clip starts, flips (and images); the generator is seeded
+  # by (seed, index), so a restored iterator continues exactly.
+  if num_images_per_video:
+    ds = ds.random_map(WithAppendedImages(source, num_images_per_video, preprocessor), seed=seed)
+  elif preprocessor is not None:
     ds = ds.random_map(preprocessor, seed=seed)
   ds = ds.batch(global_batch_size // process_count, drop_remainder=True,
                 batch_fn=_stack_batch)
@@ -129,17 +199,20 @@ def make_train_iterator(
     num_epochs: int | None = None,
     num_threads: int = 1,
     prefetch_buffer_size: int = 4,
+    num_images_per_video: int = 0,
 ) -> grain.DatasetIterator:
-  """Iterator of {'video': float32 [b, T, H, W, 3], 'tokens': int32 [b, L]} batches.
+  """Iterator of {'video': float32 [b, T + K, H, W, 3], 'tokens': int32 [b, L]} batches.
 
-  b = global_batch_size // process_count. Arguments as in `make_train_dataset`;
+  b = global_batch_size // process_count, K = num_images_per_video (0: [b, T, H, W, 3]).
+  Arguments as in `make_train_dataset`;
   num_threads / prefetch_buffer_size go to `grain.ReadOptions`. Resume with
   `it.set_state(state)` where `state = it.get_state()` (a JSON-serialisable dict).
   """
   ds = make_train_dataset(
       builder=builder, split=split, global_batch_size=global_batch_size, seed=seed,
       max_text_length=max_text_length, process_index=process_index,
-      process_count=process_count, num_epochs=num_epochs)
+      process_count=process_count, num_epochs=num_epochs,
+      num_images_per_video=num_images_per_video)
   read_options = grain.ReadOptions(num_threads=num_threads,
                                    prefetch_buffer_size=prefetch_buffer_size)
   return iter(ds.to_iter_dataset(read_options))

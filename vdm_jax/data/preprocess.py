@@ -123,8 +123,22 @@ class VideoPreprocessor(grain.transforms.RandomMap):
 
   def random_map(self, example: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     """Random clip start and flip (training); `rng` is grain's per-element generator."""
-    num_stored = len(example[self.video_key])
-    last_start = num_stored - clip_span(num_frames=self.num_frames, frame_skip=self.frame_skip)
-    start = int(rng.integers(0, last_start + 1)) if self.random_clip_start and last_start > 0 else 0
+    start = self._random_start(len(example[self.video_key]), rng)
     flip = bool(self.random_flip and rng.random() < 0.5)
     return self.convert(example, start=start, flip=flip)
+
+  def _random_start(self, num_stored: int, rng: np.random.Generator) -> int:
+    last_start = num_stored - clip_span(num_frames=self.num_frames, frame_skip=self.frame_skip)
+    return int(rng.integers(0, last_start + 1)) if self.random_clip_start and last_start > 0 else 0
+
+  def random_frame(self, example: Mapping[str, Any], rng: np.random.Generator) -> np.ndarray:
+    """uint8 [r, r, 3]: one random frame that a training clip of `example` could hold, resized,
+    cropped and flipped as its clips are (an appended image of joint image-video training)."""
+    video = np.asarray(example[self.video_key])
+    clip = take_clip(video, num_frames=self.num_frames, frame_skip=self.frame_skip,
+                     start=self._random_start(len(video), rng))  # A view: one frame is resized.
+    i = int(rng.integers(self.num_frames))
+    frame = resize_and_center_crop(to_rgb(clip[i:i + 1]), resolution=self.resolution)[0]
+    if self.random_flip and rng.random() < 0.5:
+      frame = frame[:, ::-1]
+    return np.ascontiguousarray(frame, dtype=np.uint8)
