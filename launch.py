@@ -143,7 +143,6 @@ def run(flag_values: flags.FlagValues = FLAGS) -> int:
   config, workdir = flag_values.config, flag_values.workdir
   if not flag_values.verbose:
     progress.quiet_library_logs()
-  created = _missing_dirs(workdir)
   try:
     if flag_values.mode == 'train':
       train.train_and_evaluate(config, workdir)
@@ -157,33 +156,10 @@ def run(flag_values: flags.FlagValues = FLAGS) -> int:
   except (UserError, FloatingPointError) as error:
     if flag_values.verbose:
       raise
-    if isinstance(error, UserError):
-      _remove_if_empty(created)
     logging.flush()
     print(f'error: {error}', file=sys.stderr)
     return 2 if isinstance(error, UserError) else 1
   return 0
-
-
-def _missing_dirs(path: str) -> list[str]:
-  """`path` and those of its parents that do not exist yet, deepest first."""
-  missing = []
-  path = os.path.abspath(os.path.expanduser(path))
-  while not os.path.exists(path) and path != os.path.dirname(path):
-    missing.append(path)
-    path = os.path.dirname(path)
-  return missing
-
-
-def _remove_if_empty(created: list[str]) -> None:
-  """Removes the directories a refused run created, deepest first, while they hold no file:
-  bad input leaves no trace. os.rmdir removes only empty directories: no file is ever deleted."""
-  inside = [root for root, _, _ in os.walk(created[0], topdown=False)] if created else []
-  for directory in inside + created[1:]:
-    try:
-      os.rmdir(directory)
-    except OSError:
-      return  # Something was written there, and is kept.
 
 
 def main(argv):

@@ -400,7 +400,7 @@ class PreemptionWatcher:
 
 
 def _check_skips(metrics: dict[str, float], step: int, max_consecutive_skips: int,
-                 last_checkpoint: int | None) -> None:
+                 last_checkpoint: Callable[[], int | None]) -> None:
   """Warns about a skipped update; stops the run after too many in a row."""
   skips = int(metrics['train/consecutive_skips'])
   if not skips:
@@ -409,7 +409,8 @@ def _check_skips(metrics: dict[str, float], step: int, max_consecutive_skips: in
                   'row, %d in all)', step, metrics['train/loss'], metrics['train/grad_norm'], skips,
                   int(metrics['train/total_skips']))
   if skips >= max_consecutive_skips:
-    kept = (f'the last checkpoint, step {last_checkpoint}, is intact' if last_checkpoint is not None
+    last = last_checkpoint()
+    kept = (f'the last checkpoint, step {last}, is intact' if last is not None
             else 'no checkpoint was written')
     raise FloatingPointError(
         f'non-finite loss or gradients in {skips} consecutive steps up to step {step}: training '
@@ -493,7 +494,7 @@ def _train_and_evaluate(config, workdir, preemption: PreemptionWatcher) -> dict[
   def record(bar, step, metrics) -> dict[str, float]:
     """Fetches one step's metrics, counts skipped updates, shows and logs the metrics."""
     fetched = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    _check_skips(fetched, step, config.train.max_consecutive_skips, checkpointer.latest_step())
+    _check_skips(fetched, step, config.train.max_consecutive_skips, checkpointer.latest_step)
     bar.update(step, fetched['train/loss'])
     if step % config.train.log_every == 0 or step == num_steps:
       fetched['train/learning_rate'] = float(learning_rate(step - 1))
