@@ -41,6 +41,17 @@ def define_flags(flag_values: flags.FlagValues, sys_argv: list[str] | None = Non
                             'config.sample.prompts.', flag_values=flag_values)
   flags.DEFINE_bool('verbose', False, 'Show tracebacks for bad input and libraries\' INFO logs.',
                     flag_values=flag_values)
+  # Multi-host runs (vdm_jax/distributed.py): every process runs the same command.
+  flags.DEFINE_string('coordinator_address', None, 'Multi-host: host:port of process 0, where '
+                      'the processes meet (default: $JAX_COORDINATOR_ADDRESS).',
+                      flag_values=flag_values)
+  flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes of the job '
+                       '(default: $JAX_NUM_PROCESSES).', flag_values=flag_values)
+  flags.DEFINE_integer('process_id', None, 'Multi-host: this process\'s index, 0 .. '
+                       'num_processes - 1 (default: $JAX_PROCESS_ID).', flag_values=flag_values)
+  flags.DEFINE_bool('multihost', False, 'Multi-host: let JAX detect the processes of the job '
+                    '(Cloud TPU pods, SLURM, Open MPI) for what the flags above leave out.',
+                    flag_values=flag_values)
   flags.mark_flags_as_required(['config', 'workdir'], flag_values=flag_values)
 
 
@@ -134,7 +145,8 @@ def parse_flags(argv: list[str], flag_values: flags.FlagValues = FLAGS) -> list[
 def run(flag_values: flags.FlagValues = FLAGS) -> int:
   """Runs the parsed flags' mode; returns the exit code (bad input: one `error:` line, 2)."""
   # Imported here so that `--help` and flag errors do not pay for importing JAX.
-  from vdm_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from vdm_jax import distributed  # pylint: disable=g-import-not-at-top
+  from vdm_jax import evaluate
   from vdm_jax import progress
   from vdm_jax import sample
   from vdm_jax import train
@@ -144,6 +156,10 @@ def run(flag_values: flags.FlagValues = FLAGS) -> int:
   if not flag_values.verbose:
     progress.quiet_library_logs()
   try:
+    # Before anything touches devices.
+    distributed.initialize(coordinator_address=flag_values.coordinator_address,
+                           num_processes=flag_values.num_processes,
+                           process_id=flag_values.process_id, auto=flag_values.multihost)
     if flag_values.mode == 'train':
       train.train_and_evaluate(config, workdir)
     elif flag_values.mode == 'sample':

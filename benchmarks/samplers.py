@@ -35,13 +35,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 import jax
 import numpy as np
-from scipy import linalg
 
 from benchmarks.caption_probe import load_config
 from vdm_jax import sample as sample_lib
 from vdm_jax import samplers
 from vdm_jax.data import pipeline
 from vdm_jax.data import tracker
+from vdm_jax.metrics import frechet
 
 ADHERENCE = ('color', 'shape', 'direction', 'all', 'count', 'consistency')
 
@@ -58,12 +58,8 @@ def video_features(videos: np.ndarray) -> np.ndarray:
   return np.concatenate([histogram, pooled, motion], axis=1)
 
 
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-  """FD between Gaussian fits of feature rows a [N, D] and b [M, D] (formula in the docstring)."""
-  mean_a, mean_b = a.mean(axis=0), b.mean(axis=0)
-  cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-  root = linalg.sqrtm(cov_a @ cov_b)
-  return float(np.sum((mean_a - mean_b) ** 2) + np.trace(cov_a + cov_b - 2.0 * np.real(root)))
+# FD between Gaussian fits of feature rows a [N, D] and b [M, D] (formula in the docstring).
+frechet_distance = frechet.frechet_distance_of_features
 
 
 def benchmark(run, captions, reference_features, *, sampler_names, nfe_budgets, seed):

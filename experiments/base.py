@@ -66,7 +66,24 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.model.remat = 'none'
   config.model.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16' (norms, softmax, loss stay float32).
   config.model.param_dtype = 'float32'  # Parameter dtype: 'float32' or 'bfloat16'.
-  config.model.cond_drop_prob = 0.1  # Probability of replacing the text by the null embedding (classifier-free guidance).
+  config.model.cond_drop_prob = 0.1  # Probability of replacing the text (class) by the null embedding (classifier-free guidance).
+  # What the model is conditioned on (vdm_jax/conditioning.py): 'text' (captions), 'class' (the dataset's class
+  # label: TFDS datasets with a class-label feature, or single-object moving_shapes, whose 168 classes are its
+  # captions) or 'none' (unconditional: no guidance). Sampling prompts of 'class' are class indices ('3') or
+  # names ('a red circle moving left'; TFDS: 'ApplyEyeMakeup', 'apply eye makeup' or its caption); of 'none', any.
+  config.model.conditioning = 'text'
+  config.model.num_classes = 0  # 'class': number of classes of the dataset (> 0); labels in [0, num_classes).
+  # 'text': 'builtin' (the small byte-token Transformer, trained with the model) or 'precomputed' (frozen
+  # embeddings of any encoder, e.g. T5, read from the dataset: a float32 TFDS feature 'text_embedding' [L, D],
+  # or text_embeddings.npz in data.video_dir; sampling prompts from sample.prompt_embeddings).
+  config.model.text_encoder = 'builtin'
+  config.model.text_embedding_dim = 0  # 'precomputed': D of the dataset's text embeddings (> 0).
+  # Width of the conditioning embedding (noise level + text/class, FiLM in every residual block); 0: 4 * channels.
+  config.model.cond_embedding_dim = 0
+  config.model.cond_mlp_layers = 2  # Dense layers of the noise-level embedding MLP (>= 1; Ho et al. 2022: 2 or 4).
+  # Frame conditioning (Ho et al. 2022; Imagen Video): given frames, noise-augmented, and a 0/1 mask channel
+  # concatenated to the input; train.cond_frames says which frames are given, the loss covers the others.
+  config.model.frame_conditioning = False
 
   # ---------------------------------------------------------------- diffusion
   config.diffusion = ml_collections.ConfigDict()
@@ -118,6 +135,13 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.train.sample_at_end = True  # Write sample videos of `sample.prompts` after the last step.
   config.train.eval_every = 0  # Steps between evaluations during training (0: none before the end).
   config.train.eval_at_end = True  # Run the evaluation (`eval.*`) after the last step and print its table.
+  # Frame conditioning (model.frame_conditioning): which frames are given in training: 'first' (frames
+  # 0..k-1: video prediction) or 'random' (k random frames per video); sampling always gives the first k.
+  config.train.cond_frames = 'first'
+  config.train.num_cond_frames = 1  # k, frames given, in [1, frames).
+  # Noise conditioning augmentation: given frames noised to a log-SNR drawn uniformly from [min, max] per video.
+  config.train.cond_aug_logsnr_min = 3.0
+  config.train.cond_aug_logsnr_max = 20.0  # >= cond_aug_logsnr_min (both equal: a fixed level).
 
   # ---------------------------------------------------------------- sampling
   config.sample = ml_collections.ConfigDict()
@@ -134,8 +158,26 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.sample.gamma = 0.3  # Ancestral (and pc) variance interpolation (Ho et al. 2022): 0 = posterior variance.
   config.sample.seed = 0  # Seed of the sampling noise.
   config.sample.batch_size = 16  # Videos per compiled sampling call (padded; one compilation serves all uses).
-  config.sample.num_videos = 2  # Videos per prompt in --mode sample.
+  config.sample.num_videos = 2  # Videos per prompt in --mode sample (task 'extend': videos of the story).
   config.sample.fps = 8  # Frames per second of the written GIF/MP4.
+  # --mode sample task (vdm_jax/tasks.py): 'generate' (text-to-video from noise), 'predict' (test clips from
+  # their first num_known_frames), 'extend' (one long video per story of prompts, block by block),
+  # 'interpolate' (double the frame rate of test clips), 'super_resolve' (test clips from their downsampled
+  # version), 'inpaint' (test clips with a centre square hidden).
+  config.sample.task = 'generate'
+  # Conditional tasks: 'reconstruction' (reconstruction guidance, Ho et al. 2022 eq. 7) or 'replacement'
+  # (Song et al. 2021, the paper's baseline); see vdm_jax/guidance.py.
+  config.sample.conditioning_method = 'reconstruction'
+  config.sample.reconstruction_weight = 5.0  # w_r of reconstruction guidance (>= 0; 0: the observation imposed only).
+  config.sample.num_known_frames = 4  # predict: frames given; extend: frames each block carries over; in [1, frames).
+  config.sample.extend_frames = 64  # extend: frames of each long video (>= the model's frames).
+  config.sample.super_resolution_factor = 2  # super_resolve: average-pooling factor of the given video (> 1, divides the resolution).
+  config.sample.inpaint_fraction = 0.5  # inpaint: side of the hidden centre square, as a fraction of the frame's, in (0, 1).
+  config.sample.num_clips = 4  # predict / interpolate / super_resolve / inpaint: clips of eval.split conditioned on (> 0).
+  config.sample.cond_aug_logsnr = 10.0  # Frame conditioning: log-SNR the given frames are noised to at sampling.
+  # model.text_encoder 'precomputed': .npz of the prompts' embeddings: prompts [N] (str), text_embedding [N, L, D]
+  # and optionally text_embedding_mask [N, L], from the encoder of the training data.
+  config.sample.prompt_embeddings = ''
   config.sample.prompts = (  # Default prompts; `launch.py --prompt` replaces them.
       'a red circle moving left',
       'a green square moving up',
@@ -149,9 +191,35 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.eval.split = 'test'  # Dataset split whose captions are used.
   config.eval.bpd_num_videos = 64  # Videos of eval.split whose VLB (bits/dim, given the caption) is estimated (0: none).
   config.eval.bpd_num_t = 4  # Antithetic t samples per video of the VLB's diffusion term (> 0).
+  # What --mode eval (and evaluation during training) computes, any of: 'adherence' (caption adherence
+  # of eval.num_captions generated videos, the tracker), 'bpd' (bits/dim), 'fvd_learned' (Frechet
+  # distance on the features of the classifier in eval.classifier_workdir), 'fvd_i3d' (FVD with the
+  # I3D weights in eval.i3d_weights). FVDs use the same generated videos, against the test split.
+  config.eval.metrics = ('adherence', 'bpd')
+  config.eval.fvd_num_reference = 1000  # FVDs: videos of eval.split the generated ones are compared with (>= 2).
+  # fvd_learned: workdir of a trained feature classifier (python -m vdm_jax.metrics.train_classifier).
+  config.eval.classifier_workdir = ''
+  config.eval.i3d_weights = ''  # fvd_i3d: .npz written by python -m vdm_jax.metrics.convert_i3d.
+
+  # ---------------------------------------------------------------- feature classifier
+  # The small video classifier behind 'fvd_learned' (vdm_jax/metrics/video_classifier.py), trained on
+  # config.data (single-object moving_shapes) by python -m vdm_jax.metrics.train_classifier.
+  config.classifier = ml_collections.ConfigDict()
+  config.classifier.widths = (16, 32, 64)  # Channels of its (2+1)D conv levels (each halves H, W; all but the first T).
+  config.classifier.feature_dim = 64  # Width of the penultimate layer: the features of fvd_learned (> 0).
+  config.classifier.batch_size = 32  # Training videos per step (> 0).
+  config.classifier.num_steps = 1000  # Adam steps (> 0).
+  config.classifier.learning_rate = 2e-3  # Adam learning rate, cosine-decayed to 0 (> 0).
+  config.classifier.log_every = 100  # Steps between logged training losses (> 0).
+  config.classifier.eval_videos = 1000  # Test-split videos its accuracy is measured on (> 0).
 
   # ---------------------------------------------------------------- devices
   config.mesh = ml_collections.ConfigDict()
-  config.mesh.data = -1  # Size of the data-parallel mesh axis; -1 = every device of every host.
+  # Mesh ('data', 'fsdp') over every device of every host (vdm_jax/mesh.py); batches split over both.
+  config.mesh.data = -1  # Size of the 'data' axis; -1 = the rest: device count / mesh.fsdp.
+  # Size of the 'fsdp' axis: params, EMA and optimizer state split over it (fully sharded data
+  # parallelism, for models that do not fit one device); 1 = replicated; must divide the device count.
+  config.mesh.fsdp = 1
+  config.mesh.fsdp_min_mib = 1.0  # FSDP: arrays smaller than this (MiB) stay replicated (biases, norms); >= 0.
 
   return config

@@ -7,8 +7,8 @@
 TFDS has no Kinetics builder, so the videos come through `video_folder` (config.data.video_dir:
 downloaded Kinetics-600 clips, each with its class name as caption in <stem>.txt or
 captions.jsonl; see README, Data). The paper evaluates video prediction (FVD 16.2 with
-reconstruction guidance from 5 conditioning frames); reconstruction guidance is not implemented
-here. Rows not expressible here are listed in experiments/_video_diffusion_paper.py.
+reconstruction guidance from 5 conditioning frames), sampled from an unconditional model as here
+(model.conditioning 'none'); reconstruction guidance is config.sample.task / vdm_jax/tasks.py. Rows not expressible here are listed in experiments/_video_diffusion_paper.py.
 `:laptop`: a small model on 8x32x32 clips of the same folder; nothing measured with it yet.
 """
 
@@ -25,7 +25,10 @@ def get_config(variant: str = ''):
   config.data.name = 'video_folder'
   config.data.video_dir = ''  # Set on the command line: --config.data.video_dir=...
   config.data.test_fraction = 0.05  # Not from the paper (it uses the official splits).
-  config.sample.prompts = ('a video of playing guitar', 'a video of surfing water')
+  config.model.conditioning = 'none'
+  config.model.cond_drop_prob = 0.0  # No conditioning to drop.
+  config.sample.prompts = ('unconditional',)  # 'none': a prompt only counts videos.
+  config.sample.num_videos = 4
   if variant == 'laptop':
     paper.shrink_for_laptop(config)
   return config

@@ -16,6 +16,7 @@ from tests.smoke import LinearDenoiser, smoke_config, tree_digest
 from vdm_jax import checkpoints
 from vdm_jax import mesh as mesh_lib
 from vdm_jax import train
+from vdm_jax.data import pipeline
 from vdm_jax.errors import UserError
 
 
@@ -141,17 +142,29 @@ def test_no_readable_checkpoint_is_an_error_and_moves_nothing(
 
 def test_half_written_save_is_never_a_checkpoint_and_is_cleaned_up(
     tmp_path, smoke_data_dir, resumed_workdir):
-  """What a kill -9 in the middle of a save leaves: orbax's temporary directory."""
+  """What a kill -9 in the middle of a save leaves: orbax's temporary directory. Saved through
+  the Checkpointer directly (what the train loop calls), without training, to keep the test fast."""
   config = continued_config(smoke_data_dir)
   workdir, ckpt = copy_of(resumed_workdir, tmp_path)
   partial = os.path.join(ckpt, '6' + ocp.path.atomicity_types.TMP_DIR_SUFFIX)  # orbax's name
   shutil.copytree(os.path.join(ckpt, '4'), partial)
   _truncate_state_files(partial)
   kept = tree_digest(os.path.join(ckpt, '4'))
-  step, _ = restore_latest(config, workdir, read_only=True)
-  assert step == 4
-  # Training resumes from 4 and writes step 6 where the half-written one was.
-  assert train.train_and_evaluate(config, str(workdir))['step'] == 6
+  # Read-only (--mode sample / eval): the half-written save is ignored and left alone.
+  step, state = restore_latest(config, workdir, read_only=True)
+  assert step == 4 and os.path.isdir(partial)
+  # A training run's checkpointer removes it and writes step 6 where it was.
+  checkpointer = checkpoints.Checkpointer(str(workdir))
+  try:
+    assert checkpointer.all_steps() == [2, 4]
+    data_iterator = pipeline.make_train_iterator(
+        builder=train.load_dataset_builder(config), split='train',
+        global_batch_size=config.batch_size, seed=config.seed,
+        max_text_length=config.data.max_text_length)
+    checkpointer.save(6, state=state, data_iterator=data_iterator, config=config)
+    checkpointer.wait()
+  finally:
+    checkpointer.close()
   assert sorted(os.listdir(ckpt), key=int) == ['2', '4', '6']
   assert tree_digest(os.path.join(ckpt, '4')) == kept
   assert restore_latest(config, workdir)[0] == 6

@@ -49,6 +49,9 @@ EXECUTION_ONLY_FIELDS = {
 # Fields added to those sections after checkpoints were first written, with the value that every
 # checkpoint written before them was made with: a saved config without the field means this value.
 ADDED_FIELDS = {
+    'model': {'conditioning': 'text', 'num_classes': 0, 'text_encoder': 'builtin',
+              'text_embedding_dim': 0, 'cond_embedding_dim': 0, 'cond_mlp_layers': 2,
+              'frame_conditioning': False},
     'diffusion': {'betas': [], 'zero_terminal_snr': False, 'learned_num_features': 1024,
                   'antithetic_time_sampling': False},
 }

@@ -8,11 +8,18 @@ from typing import Any, Iterable
 import ml_collections
 
 from vdm_jax import diffusion
+from vdm_jax import frame_conditioning
+from vdm_jax import guidance
+from vdm_jax import tasks
 from vdm_jax import schedules
 from vdm_jax import samplers
 from vdm_jax.errors import UserError
+from vdm_jax.models import unet
 
 ALLOWED = {
+    'model.conditioning': unet.CONDITIONINGS,
+    'model.text_encoder': unet.TEXT_ENCODERS,
+    'train.cond_frames': frame_conditioning.COND_FRAMES,
     'model.conv_impl': ('xla', 'im2col'),
     'model.attention_impl': ('dot_product_attention', 'einsum'),  # models.attention.ATTENTION_IMPLS
     'model.remat': ('none', 'block', 'full'),  # models.unet.REMAT_MODES
@@ -24,6 +31,8 @@ ALLOWED = {
     'diffusion.loss_weighting': diffusion.LOSS_WEIGHTINGS,
     'sample.sampler': samplers.SAMPLERS,
     'sample.time_spacing': samplers.TIME_SPACINGS,
+    'sample.task': tasks.TASKS,
+    'sample.conditioning_method': guidance.CONDITIONING_METHODS,
     'eval.split': ('train', 'test'),
 }
 
@@ -34,6 +43,8 @@ TUPLE_FIELDS = {
     'model.attention_resolutions': (int, '(8,)'),
     'diffusion.betas': ((int, float), '(0.0001, 0.02)'),
     'sample.prompts': (str, "('a red circle moving left',)"),
+    'eval.metrics': (str, "('adherence', 'bpd')"),
+    'classifier.widths': (int, '(16, 32, 64)'),
 }
 
 
@@ -90,11 +101,11 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
            f'config.data.num_images_per_video={images!r} must be an integer >= 0: set '
            '--config.data.num_images_per_video to a value >= 0 (0: videos only).')
   # The tracker behind caption adherence reads moving_shapes captions only (data/tracker.py).
-  _require(config.data.name == 'moving_shapes' or not (config.train.eval_at_end
-                                                       or config.train.eval_every),
+  _require(config.data.name == 'moving_shapes' or 'adherence' not in config.eval.metrics
+           or not (config.train.eval_at_end or config.train.eval_every),
            f'caption-adherence evaluation reads moving_shapes captions only, not '
            f'config.data.name={config.data.name!r}: set --config.train.eval_at_end=False and '
-           '--config.train.eval_every=0.')
+           "--config.train.eval_every=0, or leave 'adherence' out of --config.eval.metrics.")
   _positive(config, ['batch_size', 'data.max_text_length', 'model.channels', 'model.num_res_blocks',
                      'model.head_dim', 'model.text_width', 'model.text_layers', 'model.text_heads',
                      'optim.learning_rate', 'train.num_steps', 'train.log_every',
@@ -149,6 +160,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
            f'config.model.text_heads={model.text_heads}.')
 
   frames, height, _, _ = video_shape(config)
+  _validate_conditioning(config, frames)
   levels = len(model.channel_mult) - 1
   patch = model.patch_size
   _require(patch >= 1, f'config.model.patch_size={patch} must be >= 1.')
@@ -162,6 +174,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
              f'config.model.attention_resolutions contains {res}, which is not a level of the U-Net '
              f'(levels are {level_sizes} for {height}x{height} videos): use sizes from that list.')
   _require(frames >= 1, f'the dataset has {frames} frames; need at least 1.')
+  validate_task(config.sample, frames=frames, height=height)
   split_size = registry.split_size(config, config.eval.split)  # None: known once prepared.
   _require(split_size is None or config.eval.num_captions <= split_size,
            f'config.eval.num_captions={config.eval.num_captions} exceeds the {split_size} videos of '
@@ -169,14 +182,98 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   _require(split_size is None or config.eval.bpd_num_videos <= split_size,
            f'config.eval.bpd_num_videos={config.eval.bpd_num_videos} exceeds the {split_size} videos '
            f'of the {config.eval.split!r} split: lower --config.eval.bpd_num_videos.')
+  validate_eval_metrics(config.eval, split_size=split_size)
 
   if num_devices is not None:
     _require(config.batch_size % num_devices == 0,
              f'config.batch_size={config.batch_size} is not divisible by the {num_devices} devices: '
              f'set --config.batch_size to a multiple of {num_devices}.')
-    _require(config.mesh.data in (-1, num_devices),
-             f'config.mesh.data={config.mesh.data} does not match the {num_devices} devices: '
-             'use -1 (all devices).')
+  validate_mesh(config.mesh, num_devices=num_devices)
+
+
+def validate_mesh(mesh: ml_collections.ConfigDict, *, num_devices: int | None = None) -> None:
+  """`config.mesh`: ('data', 'fsdp') sizes that fit `num_devices` (when given)."""
+  fsdp = mesh.fsdp
+  _require(isinstance(fsdp, int) and fsdp >= 1,
+           f'config.mesh.fsdp={fsdp!r} must be an integer >= 1: set --config.mesh.fsdp=1 '
+           '(replicated parameters) or the number of devices to split them over.')
+  _require(mesh.fsdp_min_mib >= 0, f'config.mesh.fsdp_min_mib={mesh.fsdp_min_mib!r} must be '
+           '>= 0: set --config.mesh.fsdp_min_mib to a size in MiB (0: shard every array).')
+  if num_devices is None:
+    return
+  _require(num_devices % fsdp == 0,
+           f'config.mesh.fsdp={fsdp} does not divide the {num_devices} devices: set '
+           f'--config.mesh.fsdp to a divisor of {num_devices}.')
+  _require(mesh.data in (-1, num_devices // fsdp),
+           f'config.mesh.data={mesh.data} times config.mesh.fsdp={fsdp} is not the {num_devices} '
+           'devices: use --config.mesh.data=-1 (the rest).')
+
+
+def validate_task(sample: ml_collections.ConfigDict, *, frames: int, height: int) -> None:
+  """The fields of `config.sample.task` (vdm_jax/tasks.py) for videos of `frames` x `height`^2."""
+  task = sample.task
+  _require(sample.reconstruction_weight >= 0,
+           f'config.sample.reconstruction_weight={sample.reconstruction_weight!r} must be >= 0: set '
+           '--config.sample.reconstruction_weight (e.g. 5; 0: the observation imposed only).')
+  _require(sample.num_clips > 0, f'config.sample.num_clips={sample.num_clips!r} must be > 0: set '
+           '--config.sample.num_clips to the number of test clips to condition on.')
+  if task in ('predict', 'extend'):
+    _require(1 <= sample.num_known_frames < frames,
+             f'config.sample.num_known_frames={sample.num_known_frames!r} must lie in [1, {frames}) '
+             f'for task {task!r} on {frames}-frame clips: set --config.sample.num_known_frames.')
+  if task == 'extend':
+    _require(sample.extend_frames >= frames,
+             f'config.sample.extend_frames={sample.extend_frames!r} is shorter than the model\'s '
+             f'{frames} frames: set --config.sample.extend_frames >= {frames}.')
+  if task == 'interpolate':
+    _require(frames >= 2, f'task \'interpolate\' needs clips of at least 2 frames, not {frames}.')
+  if task == 'super_resolve':
+    f = sample.super_resolution_factor
+    _require(isinstance(f, int) and f > 1 and height % f == 0,
+             f'config.sample.super_resolution_factor={f!r} must be an integer > 1 dividing the '
+             f'resolution {height}: set --config.sample.super_resolution_factor (e.g. 2).')
+  if task == 'inpaint':
+    _require(0 < sample.inpaint_fraction < 1,
+             f'config.sample.inpaint_fraction={sample.inpaint_fraction!r} must lie in (0, 1): set '
+             '--config.sample.inpaint_fraction (e.g. 0.5).')
+
+
+def _validate_conditioning(config: ml_collections.ConfigDict, frames: int) -> None:
+  """config.model.conditioning, text_encoder, the conditioning embedding and frame conditioning."""
+  model = config.model
+  _positive(config, ['model.cond_mlp_layers'])
+  _positive(config, ['model.cond_embedding_dim'], allow_zero=True)
+  if model.conditioning == 'class':
+    _require(model.num_classes > 0, f'config.model.num_classes={model.num_classes} must be > 0 for '
+             "config.model.conditioning='class': set it to the dataset's number of classes.")
+    if config.data.name == 'moving_shapes':
+      from vdm_jax.data import registry  # pylint: disable=g-import-not-at-top
+      _require(registry._built_in_config(config.data).num_objects == 1,  # pylint: disable=protected-access
+               f'config.data.builder_config={config.data.builder_config!r} has two objects per '
+               "video, which have no single class: use conditioning 'text', or a one-object config.")
+    from vdm_jax import conditioning  # pylint: disable=g-import-not-at-top
+    names = conditioning.class_names(config)
+    _require(names is None or model.num_classes == len(names),
+             f'config.model.num_classes={model.num_classes} but {config.data.name} has '
+             f'{len(names or ())} classes: set --config.model.num_classes={len(names or ())}.')
+  if model.conditioning == 'text' and model.text_encoder == 'precomputed':
+    _require(model.text_embedding_dim > 0,
+             f'config.model.text_embedding_dim={model.text_embedding_dim} must be > 0 for '
+             "config.model.text_encoder='precomputed': set it to the width D of the dataset's "
+             'text embeddings.')
+  if not model.frame_conditioning:
+    return
+  t = config.train
+  _require(1 <= t.num_cond_frames < frames,
+           f'config.train.num_cond_frames={t.num_cond_frames} must lie in [1, {frames}) (the clip '
+           f'has {frames} frames): set --config.train.num_cond_frames accordingly.')
+  _require(t.cond_aug_logsnr_min <= t.cond_aug_logsnr_max,
+           f'config.train.cond_aug_logsnr_min={t.cond_aug_logsnr_min} exceeds '
+           f'config.train.cond_aug_logsnr_max={t.cond_aug_logsnr_max}: swap them.')
+  evaluates = config.train.eval_at_end or config.train.eval_every
+  _require(not (evaluates and config.eval.bpd_num_videos),
+           'bits/dim of frame-conditioned models (config.model.frame_conditioning=True) is not '
+           'implemented: set --config.eval.bpd_num_videos=0.')
 
 
 def check_prompts(prompts: Iterable[str], *, max_text_length: int) -> None:
@@ -198,3 +295,47 @@ def check_prompts(prompts: Iterable[str], *, max_text_length: int) -> None:
              f'--prompt {shown!r} (prompt {number}) is {size} bytes long, over the model\'s '
              f'config.data.max_text_length={max_text_length} (it would be cut): shorten it (the '
              'limit is fixed by the checkpoint\'s model).')
+
+
+def validate_eval_metrics(eval_config: ml_collections.ConfigDict, *, split_size: int | None) -> None:
+  """`config.eval.metrics` and the fields its FVDs need (`split_size`: videos of eval.split, None
+  when not yet known)."""
+  from vdm_jax import metrics  # pylint: disable=g-import-not-at-top
+  for name in eval_config.metrics:
+    _require(name in metrics.METRICS,
+             f'config.eval.metrics contains {name!r}, which is not a metric: use any of '
+             f'{", ".join(map(repr, metrics.METRICS))}.')
+  if not {'fvd_learned', 'fvd_i3d'} & set(eval_config.metrics):
+    return
+  n = eval_config.fvd_num_reference
+  _require(n >= 2 and (split_size is None or n <= split_size),
+           f'config.eval.fvd_num_reference={n} must lie in [2, {split_size or "split size"}] (videos '
+           f'of the {eval_config.split!r} split): set --config.eval.fvd_num_reference accordingly.')
+  _require(eval_config.num_captions >= 2,
+           f'config.eval.num_captions={eval_config.num_captions} generated videos are too few for an '
+           'FVD (a covariance needs 2): raise --config.eval.num_captions.')
+  _require('fvd_learned' not in eval_config.metrics or eval_config.classifier_workdir,
+           "config.eval.metrics has 'fvd_learned' but config.eval.classifier_workdir is empty: set it "
+           'to the workdir of python -m vdm_jax.metrics.train_classifier.')
+  _require('fvd_i3d' not in eval_config.metrics or eval_config.i3d_weights,
+           "config.eval.metrics has 'fvd_i3d' but config.eval.i3d_weights is empty: set it to the "
+           '.npz of python -m vdm_jax.metrics.convert_i3d.')
+
+
+def validate_classifier(config: ml_collections.ConfigDict) -> None:
+  """`config.classifier` and the data it trains on (single-object moving_shapes)."""
+  _positive(config, ['classifier.feature_dim', 'classifier.batch_size', 'classifier.num_steps',
+                     'classifier.learning_rate', 'classifier.log_every', 'classifier.eval_videos'])
+  _require(len(config.classifier.widths) >= 1 and all(w > 0 for w in config.classifier.widths),
+           f'config.classifier.widths={tuple(config.classifier.widths)} must be a non-empty tuple of '
+           'positive ints.')
+  _require(config.data.name == 'moving_shapes' and config.data.builder_config != 'two_objects',
+           f'the feature classifier learns single-object moving_shapes captions, not '
+           f'config.data.name={config.data.name!r} with builder_config '
+           f"{config.data.builder_config!r}: use --config.data.name=moving_shapes and "
+           "--config.data.builder_config 'default', 'res64' or 'smoke'.")
+  from vdm_jax.data import registry  # pylint: disable=g-import-not-at-top
+  test_size = registry.split_size(config, 'test')
+  _require(test_size is None or config.classifier.eval_videos <= test_size,
+           f'config.classifier.eval_videos={config.classifier.eval_videos} exceeds the {test_size} '
+           'test videos: lower --config.classifier.eval_videos.')

@@ -181,6 +181,7 @@ def denoising_terms(
     noise: jax.Array,
     logsnr_fn: Callable[[jax.Array], jax.Array],
     parameterization: str,
+    frame_weights: Optional[jax.Array] = None,
 ) -> dict[str, jax.Array]:
   """Per-example terms of the denoising loss at given times t [B] and noise [B, ...]:
 
@@ -191,6 +192,10 @@ def denoising_terms(
   'mse_target' (mean over elements of (out - target)^2), 'mse_x' (of (x - x_hat)^2, x_hat
   unclipped) and 'mse_eps' (of (noise - eps_hat)^2), and 'mse_x_clipped' (x_hat clipped to
   [-1, 1], as the sampler does).
+
+  frame_weights: None, or [B, T] for videos x [B, T, ...]: each mean becomes the weighted mean
+  over frames, sum_t w_t sum_i a_ti^2 / (sum_t w_t * elements per frame) (frame conditioning
+  leaves the given frames out with w = 0, see frame_conditioning.loss_frame_weights).
   """
   check_parameterization(parameterization)
   x = jnp.asarray(x)
@@ -206,6 +211,11 @@ def denoising_terms(
   target = {'eps': lambda: noise, 'x': lambda: x,
             'v': lambda: v_from_x_eps(x=x, eps=noise, logsnr=logsnr)}[parameterization]()
   mean = lambda a: jnp.mean(jnp.square(a), axis=tuple(range(1, x.ndim)))
+  if frame_weights is not None:
+    w = jnp.asarray(frame_weights, dtype)
+    assert w.shape == x.shape[:2], (w.shape, x.shape)
+    per_frame = lambda a: jnp.mean(jnp.square(a), axis=tuple(range(2, x.ndim)))  # [B, T]
+    mean = lambda a: jnp.sum(w * per_frame(a), 1) / jnp.maximum(jnp.sum(w, 1), 1e-12)
   return {'logsnr': logsnr, 'dlogsnr_dt': dlogsnr_dt, 'mse_target': mean(out - target),
           'mse_x': mean(x - x_hat), 'mse_eps': mean(noise - eps_hat),
           'mse_x_clipped': mean(x - jnp.clip(x_hat, -1.0, 1.0))}
@@ -256,6 +266,7 @@ def diffusion_loss(
     parameterization: str,
     loss_weighting: Optional[Callable[[jax.Array, jax.Array], jax.Array]] = None,
     antithetic_time: bool = False,
+    frame_weights: Optional[jax.Array] = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Denoising loss with t ~ U[0, 1] per example.
 
@@ -280,6 +291,7 @@ def diffusion_loss(
     parameterization: one of PARAMETERIZATIONS.
     loss_weighting: optional per-example weight as a function of (logsnr, dlogsnr_dt).
     antithetic_time: draw t antithetically (sample_time).
+    frame_weights: optional [B, T] weights of the frames in each mean (denoising_terms).
 
   Returns:
     (loss, metrics): float32 scalar loss (float64 for float64 x) and a flat dict with 'loss',
@@ -288,7 +300,7 @@ def diffusion_loss(
   """
   per_example, terms = per_example_loss(
       model_fn, x, rng=rng, logsnr_fn=logsnr_fn, parameterization=parameterization,
-      loss_weighting=loss_weighting, antithetic_time=antithetic_time)
+      loss_weighting=loss_weighting, antithetic_time=antithetic_time, frame_weights=frame_weights)
   loss = jnp.mean(per_example)
   metrics = {
       'loss': loss,
@@ -307,6 +319,7 @@ def per_example_loss(
     parameterization: str,
     loss_weighting: Optional[Callable[[jax.Array, jax.Array], jax.Array]] = None,
     antithetic_time: bool = False,
+    frame_weights: Optional[jax.Array] = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The loss of each example before diffusion_loss's batch mean (same arguments, same draws of t
   and noise from rng): (loss [B], denoising_terms(...))."""
@@ -316,7 +329,7 @@ def per_example_loss(
   t = sample_time(rng_t, x.shape[0], antithetic=antithetic_time, dtype=dtype)
   noise = jax.random.normal(rng_noise, x.shape, dtype=dtype)
   terms = denoising_terms(model_fn, x, t=t, noise=noise, logsnr_fn=logsnr_fn,
-                          parameterization=parameterization)
+                          parameterization=parameterization, frame_weights=frame_weights)
   per_example = terms['mse_target']  # [B]
   if loss_weighting is not None:
     weight = loss_weighting(terms['logsnr'], terms['dlogsnr_dt'])

@@ -10,6 +10,13 @@ Likelihood: the VDM variational bound (vdm_jax/likelihood.py: prior KL + diffusi
 8-bit reconstruction) of the first `config.eval.bpd_num_videos` videos of the split given their
 captions, in bits per dimension (an upper bound on -log2 p(video | caption) / dims), with
 `config.eval.bpd_num_t` antithetic t samples per video for the diffusion term.
+
+Frechet video distances (vdm_jax/metrics/fvd.py) of the same generated videos against the first
+`config.eval.fvd_num_reference` videos of the split, with the floor of as many videos of the other
+split: 'fvd_learned' on the features of a small classifier trained on moving_shapes, 'fvd_i3d' on
+I3D's (FVD proper; user-supplied weights). `config.eval.metrics` picks which of adherence, bpd and
+the FVDs are computed. A report PNG (vdm_jax/eval_report.py) shows the metric table, the metric
+curves over training steps from the run's TensorBoard logs, and generated next to true videos.
 """
 
 import json
@@ -25,12 +32,18 @@ from absl import logging
 from rich import console as rich_console
 from rich import table as rich_table
 
+from vdm_jax import conditioning
+from vdm_jax import eval_report
 from vdm_jax import likelihood
 from vdm_jax import mesh as mesh_lib
 from vdm_jax import video_io
 from vdm_jax.data import pipeline
 from vdm_jax.data import tracker
 from vdm_jax.errors import UserError
+from vdm_jax.metrics import convert_i3d
+from vdm_jax.metrics import fvd
+from vdm_jax.metrics import i3d
+from vdm_jax.metrics import video_classifier
 
 
 def print_table(title: str, rows: dict[str, dict[str, float]]) -> None:
@@ -46,13 +59,14 @@ def print_table(title: str, rows: dict[str, dict[str, float]]) -> None:
 
 
 def make_bpd_fn(run):
-  """Returns bpd(params, video [B, ...] float in [-1, 1], tokens [B, L], rng) -> {term: bits/dim [B]},
-  jitted and sharded like sampling (B = config.sample.batch_size), conditioned on the captions."""
+  """Returns bpd(params, video [B, ...] float in [-1, 1], cond, rng) -> {term: bits/dim [B]},
+  jitted and sharded like sampling (B = config.sample.batch_size), conditioned on the captions
+  (cond: conditioning.prompt_inputs of them, arrays [B, ...])."""
   config = run.config
 
-  def bpd(params, video, tokens, rng):
+  def bpd(params, video, cond, rng):
     def network(z, logsnr):
-      return run.model.apply({'params': params}, z, logsnr=logsnr, text_tokens=tokens,
+      return run.model.apply({'params': params}, z, logsnr=logsnr, **cond,
                              drop_text=jnp.zeros((video.shape[0],), bool))
     terms = likelihood.vlb(network, video, rng=rng, logsnr_fn=run.logsnr_fn,
                            parameterization=config.diffusion.parameterization,
@@ -61,7 +75,8 @@ def make_bpd_fn(run):
     return {k: v / (dims * math.log(2.0)) for k, v in terms.items() if k != 'bpd'}
 
   sharded, replicated = mesh_lib.batch_sharded(run.mesh), mesh_lib.replicated(run.mesh)
-  return jax.jit(bpd, in_shardings=(replicated, sharded, sharded, replicated),
+  # Parameters keep the layout they come in (replicated, or split by FSDP: XLA gathers them).
+  return jax.jit(bpd, in_shardings=(None, sharded, sharded, replicated),
                  out_shardings=sharded)
 
 
@@ -90,8 +105,10 @@ def evaluate_bpd(run, builder) -> dict[str, float]:
     inputs = pipeline.to_model_inputs(
         {'video': videos[start:start + batch], 'caption': captions[start:start + batch]},
         max_text_length=config.data.max_text_length)
-    global_inputs = [jax.make_array_from_callback(a.shape, sharded, lambda index, a=a: a[index])
-                     for a in (inputs['video'], inputs['tokens'])]
+    cond = conditioning.prompt_inputs(config, captions[start:start + batch])
+    global_inputs = jax.tree.map(
+        lambda a: jax.make_array_from_callback(a.shape, sharded, lambda index, a=a: a[index]),
+        [inputs['video'], cond])
     out = run.bpd_fn(run.ema_params, *global_inputs, jax.random.fold_in(rng, start))
     chunks.append({k: mesh_lib.to_host(v) for k, v in out.items()})
   per_video = {k: np.concatenate([c[k] for c in chunks])[:n] for k in chunks[0]}
@@ -99,6 +116,52 @@ def evaluate_bpd(run, builder) -> dict[str, float]:
   results['bpd/total_stderr'] = float(np.std(per_video['total']) / math.sqrt(n))
   results['bpd/num_videos'] = n
   results['bpd/num_t'] = config.eval.bpd_num_t
+  return results
+
+
+FVD_METRICS = ('fvd_learned', 'fvd_i3d')
+
+
+def fvd_feature_fn(config: ml_collections.ConfigDict, metric: str,
+                   video_shape: tuple[int, ...]) -> fvd.FeatureFn:
+  """The features of an FVD of `config.eval.metrics`: 'fvd_learned' (the classifier in
+  eval.classifier_workdir) or 'fvd_i3d' (I3D with the weights in eval.i3d_weights)."""
+  if metric == 'fvd_learned':
+    model, variables, info = video_classifier.load(config.eval.classifier_workdir)
+    if tuple(info['video_shape']) != tuple(video_shape):
+      raise UserError(f'the feature classifier in {config.eval.classifier_workdir!r} was trained on '
+                      f'videos of shape {tuple(info["video_shape"])}, not {tuple(video_shape)}: train '
+                      'one on this config.data and set --config.eval.classifier_workdir to it.')
+    return video_classifier.make_feature_fn(model, variables)
+  if metric == 'fvd_i3d':
+    if not os.path.isfile(config.eval.i3d_weights):
+      raise UserError(f'config.eval.i3d_weights={config.eval.i3d_weights!r} is not a file: convert '
+                      'rgb_imagenet.pt with python -m vdm_jax.metrics.convert_i3d and point it at '
+                      'the .npz.')
+    return i3d.make_feature_fn(convert_i3d.load_variables(config.eval.i3d_weights))
+  raise ValueError(f'metric={metric!r}; allowed values: {FVD_METRICS}.')
+
+
+def evaluate_fvd(run, builder, generated: np.ndarray) -> dict[str, float]:
+  """The FVDs of `config.eval.metrics` of `generated` (uint8 [N, T, H, W, 3]) against the first
+  `eval.fvd_num_reference` videos of eval.split, and their floor: the first N videos of the other
+  split against the same reference (vdm_jax/metrics/fvd.py); {} when no FVD is asked for."""
+  config = run.config
+  wanted = [m for m in FVD_METRICS if m in config.eval.get('metrics', ())]
+  if not wanted:
+    return {}
+  reference, _ = pipeline.make_eval_source(builder=builder, split=config.eval.split,
+                                           num_examples=config.eval.fvd_num_reference)
+  other_split = 'train' if config.eval.split == 'test' else 'test'
+  floor, _ = pipeline.make_eval_source(builder=builder, split=other_split,
+                                       num_examples=len(generated))
+  results = {}
+  for metric in wanted:
+    logging.info('Computing %s of %d generated videos against %d %s videos', metric,
+                 len(generated), len(reference), config.eval.split)
+    results.update(fvd.fvd_with_floor(
+        fvd_feature_fn(config, metric, run.video_shape), generated=generated, reference=reference,
+        floor=floor, batch_size=config.sample.batch_size, name=metric))
   return results
 
 
@@ -118,20 +181,27 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
   logging.info('Evaluating caption adherence on %d %s captions (%s, %d steps, guidance %.2f)',
                len(captions), config.eval.split, config.sample.sampler, config.sample.num_steps,
                config.sample.guidance_weight)
-  generated = run.generate(run.ema_params, captions, rng)
+  # A frame-conditioned model is given the first frames of the true videos (video prediction).
+  frames = {'frames': true_videos} if config.model.frame_conditioning else {}
+  generated = run.generate(run.ema_params, captions, rng, **frames)
 
-  generated_scores = tracker.score_caption_adherence(generated, captions)
-  true_scores = tracker.score_caption_adherence(true_videos, captions)
+  # A config made before eval.metrics existed evaluates what evaluation did then.
+  metrics = tuple(config.eval.get('metrics', ('adherence', 'bpd')))
   results = {
       'step': run.step,
       'num_captions': len(captions),
       'sampler': config.sample.sampler,
       'sample_steps': config.sample.num_steps,
       'guidance_weight': config.sample.guidance_weight,
-      **{f'caption_adherence/{k}': float(v) for k, v in generated_scores.items()},
-      **{f'ground_truth/{k}': float(v) for k, v in true_scores.items()},
-      **evaluate_bpd(run, builder),
   }
+  if 'adherence' in metrics:
+    generated_scores = tracker.score_caption_adherence(generated, captions)
+    true_scores = tracker.score_caption_adherence(true_videos, captions)
+    results.update({f'caption_adherence/{k}': float(v) for k, v in generated_scores.items()})
+    results.update({f'ground_truth/{k}': float(v) for k, v in true_scores.items()})
+  if 'bpd' in metrics:
+    results.update(evaluate_bpd(run, builder))
+  results.update(evaluate_fvd(run, builder, generated))
   if jax.process_index() == 0:
     directory = os.path.join(workdir, 'eval')
     os.makedirs(directory, exist_ok=True)
@@ -140,10 +210,30 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
     shown = min(8, len(captions))
     # Rows alternate generated / true for the same caption.
     pairs = np.stack([generated[:shown], true_videos[:shown]], axis=1).reshape(-1, *generated.shape[1:])
-    video_io.write_grid_png(os.path.join(directory, f'step_{run.step}_generated_vs_true.png'), pairs)
-    print_table(f'Caption adherence at step {run.step} ({len(captions)} {config.eval.split} captions)',
-                {'generated': {k: float(v) for k, v in generated_scores.items()},
-                 'ground truth': {k: float(v) for k, v in true_scores.items()}})
+    grid_png = os.path.join(directory, f'step_{run.step}_generated_vs_true.png')
+    video_io.write_grid_png(grid_png, pairs)
+    numbers = {k: v for k, v in results.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    curves = eval_report.read_scalars(os.path.join(workdir, 'tensorboard'))
+    for name, value in numbers.items():  # this evaluation's point (train.py logs it afterwards)
+      steps, values = curves.get(f'eval/{name}', (np.zeros(0, int), np.zeros(0)))
+      keep = steps != run.step
+      curves[f'eval/{name}'] = (np.append(steps[keep], run.step), np.append(values[keep], value))
+    eval_report.write_report_png(
+        os.path.join(directory, f'step_{run.step}_report.png'), curves=curves, videos_png=grid_png,
+        title=f'Evaluation at step {run.step} ({len(captions)} {config.eval.split} captions)',
+        table=numbers)
+    if 'adherence' in metrics:
+      print_table(f'Caption adherence at step {run.step} ({len(captions)} {config.eval.split} '
+                  'captions)', {'generated': {k: float(v) for k, v in generated_scores.items()},
+                                'ground truth': {k: float(v) for k, v in true_scores.items()}})
+    fvds = [m for m in FVD_METRICS if f'{m}/generated' in results]
+    if fvds:
+      reference = results[f'{fvds[0]}/num_reference']
+      print_table(f'Frechet video distances at step {run.step} ({len(captions)} videos vs '
+                  f'{reference} {config.eval.split} videos; floor: {len(captions)} videos of the '
+                  'other split)', {m: {k: results[f'{m}/{k}'] for k in ('generated', 'floor')}
+                                   for m in fvds})
     if 'bpd/total' in results:
       print_table(f'Bits per dimension at step {run.step} ({results["bpd/num_videos"]} '
                   f'{config.eval.split} videos, {results["bpd/num_t"]} t samples each)',

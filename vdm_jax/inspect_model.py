@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from vdm_jax import conditioning
 from vdm_jax import config_validation
 from vdm_jax import train
 from vdm_jax.models import unet
@@ -71,8 +72,8 @@ def compile_network_gradient(config: ml_collections.ConfigDict, *, batch_size: i
   model = train.create_model(config) if model is None else model
   z = jax.ShapeDtypeStruct((batch_size, frames + num_images, *frame_shape), jnp.float32)
   inputs = dict(logsnr=jax.ShapeDtypeStruct((batch_size,), jnp.float32),
-                text_tokens=jax.ShapeDtypeStruct((batch_size, config.data.max_text_length),
-                                                 jnp.int32),
+                **conditioning.abstract_inputs(config, model, batch_size=batch_size,
+                                               video_shape=z.shape[1:]),
                 drop_text=jax.ShapeDtypeStruct((batch_size,), jnp.bool_))
   params = jax.eval_shape(model.init, jax.random.PRNGKey(0), z, **inputs)['params']
 

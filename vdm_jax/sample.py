@@ -14,72 +14,116 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from vdm_jax import conditioning
 from vdm_jax import config_validation
+from vdm_jax import frame_conditioning
 from vdm_jax import mesh as mesh_lib
 from vdm_jax import samplers
 from vdm_jax import video_io
-from vdm_jax.data import tokenizer
 
 GenerateFn = Callable[[object, Sequence[str], jax.Array], np.ndarray]
 
 
 def make_generate_fn(model, *, logsnr_fn: Callable, config: ml_collections.ConfigDict,
                      video_shape: tuple[int, int, int, int], mesh: jax.sharding.Mesh) -> GenerateFn:
-  """Returns generate(params, prompts, rng) -> uint8 videos [len(prompts), frames, height, width, 3].
+  """Returns generate(params, prompts, rng, *, frames=None) -> uint8 videos [len(prompts), frames,
+  height, width, 3].
 
+  Prompts are what config.model.conditioning reads (conditioning.prompt_inputs): captions
+  ('text'), class indices or names ('class'), anything ('none': only their number counts).
   Sampling uses classifier-free guidance (Ho & Salimans 2022) with the conditional and
-  unconditional passes batched into one network call: eps = (1 + w) eps_cond - w eps_uncond.
+  unconditional passes batched into one network call: eps = (1 + w) eps_cond - w eps_uncond;
+  unconditional models ('none') sample without it.
+
+  Frame-conditioned models (config.model.frame_conditioning) need `frames`: uint8 (or float in
+  [-1, 1]) videos [len(prompts), frames, height, width, 3] whose first
+  config.train.num_cond_frames frames are given (noise-augmented at
+  config.sample.cond_aug_logsnr); the returned videos hold those frames as given.
   """
   sample_config = config.sample
   batch = sample_config.batch_size
-  weight = sample_config.guidance_weight
+  weight = sample_config.guidance_weight if config.model.conditioning != 'none' else 0.0
+  frame_conditioned = config.model.frame_conditioning
 
-  def generate_batch(params, tokens, rng):
-    """tokens: int32 [batch, text_length] -> float videos [batch, frames, height, width, 3] in [-1, 1]."""
+  def generate_batch(params, cond, rng):
+    """cond: conditioning inputs [batch, ...] (and with frame conditioning 'frames' [batch,
+    frames, height, width, 3] in [-1, 1], 'cond_mask' bool [batch, frames]) -> float videos
+    [batch, frames, height, width, 3] in [-1, 1]."""
+    cond = dict(cond)
+    if frame_conditioned:
+      frames = cond.pop('frames')
+      cond_logsnr = jnp.full((batch,), sample_config.cond_aug_logsnr, jnp.float32)
+      noise = jax.random.normal(jax.random.fold_in(rng, 1), frames.shape, frames.dtype)
+      cond.update(cond_frames=frame_conditioning.augment(frames, mask=cond['cond_mask'],
+                                                         logsnr=cond_logsnr, noise=noise),
+                  cond_logsnr=cond_logsnr)
     if weight == 0.0:
       def network(z, logsnr):
-        return model.apply({'params': params}, z, logsnr=logsnr, text_tokens=tokens,
+        return model.apply({'params': params}, z, logsnr=logsnr, **cond,
                            drop_text=jnp.zeros((batch,), bool))
       denoise_fn = samplers.model_denoiser(
           network, parameterization=config.diffusion.parameterization,
           dynamic_threshold_percentile=sample_config.dynamic_threshold)
     else:
-      both_tokens = jnp.concatenate([tokens, tokens])
+      both = jax.tree.map(lambda a: jnp.concatenate([a, a]), cond)
       drop_text = jnp.concatenate([jnp.zeros((batch,), bool), jnp.ones((batch,), bool)])
 
       def network_cond_uncond(z2, logsnr2):
-        return model.apply({'params': params}, z2, logsnr=logsnr2, text_tokens=both_tokens,
+        return model.apply({'params': params}, z2, logsnr=logsnr2, **both,
                            drop_text=drop_text)
       # Clip x only after guidance: the two unclipped predictions are combined first.
       denoise_fn = samplers.classifier_free_guidance(
           samplers.model_denoiser(network_cond_uncond, clip_x=False,
                                   parameterization=config.diffusion.parameterization),
           guidance_weight=weight, dynamic_threshold_percentile=sample_config.dynamic_threshold)
-    return samplers.sample(
+    videos = samplers.sample(
         denoise_fn, rng=rng, shape=(batch, *video_shape), logsnr_fn=logsnr_fn,
         num_steps=sample_config.num_steps, sampler=sample_config.sampler,
         time_spacing=sample_config.time_spacing, eta=sample_config.eta, gamma=sample_config.gamma)
+    if frame_conditioned:  # The given frames are inputs: returned as given, not as sampled.
+      videos = jnp.where(cond['cond_mask'][:, :, None, None, None], frames, videos)
+    return videos
 
   sharded = mesh_lib.batch_sharded(mesh)
   replicated = mesh_lib.replicated(mesh)
-  generate_jit = jax.jit(generate_batch, in_shardings=(replicated, sharded, replicated),
+  # Parameters keep the layout they come in (replicated, or split by FSDP: XLA gathers them).
+  generate_jit = jax.jit(generate_batch, in_shardings=(None, sharded, replicated),
                          out_shardings=sharded)
   compiled = []  # generate_jit compiled ahead of time by `warm_up`, when it has run
 
   def global_tokens_of(chunk_tokens):
     # Every process holds all prompts; each device takes its slice of the batch.
-    return jax.make_array_from_callback(chunk_tokens.shape, sharded,
-                                        lambda index, t=chunk_tokens: t[index])
+    return jax.tree.map(lambda a: jax.make_array_from_callback(
+        a.shape, sharded, lambda index, t=a: t[index]), chunk_tokens)
 
-  def generate(params, prompts: Sequence[str], rng: jax.Array) -> np.ndarray:
+  def inputs_of(prompts: Sequence[str], frames: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Host conditioning inputs [len(prompts), ...] (see generate_batch)."""
+    inputs = conditioning.prompt_inputs(config, prompts)
+    if frame_conditioned:
+      if frames is None:
+        raise ValueError('config.model.frame_conditioning=True: generate needs `frames`, the '
+                         'videos whose first config.train.num_cond_frames frames are given.')
+      frames = np.asarray(frames)
+      if frames.dtype == np.uint8:  # As pipeline.to_model_inputs: (2k - 255) / 255.
+        frames = (frames.astype(np.float32) * 2 - 255) / 255
+      frames = np.concatenate([frames.astype(np.float32), np.zeros(
+          (len(prompts) - len(frames), *frames.shape[1:]), np.float32)])
+      assert frames.shape == (len(prompts), *video_shape), (frames.shape, video_shape)
+      mask = np.arange(video_shape[0]) < config.train.num_cond_frames
+      inputs.update(frames=frames, cond_mask=np.broadcast_to(mask, (len(prompts), len(mask))))
+    return inputs
+
+  def generate(params, prompts: Sequence[str], rng: jax.Array, *,
+               frames: np.ndarray | None = None) -> np.ndarray:
     prompts = list(prompts)
     num_chunks = -(-len(prompts) // batch)
     padded = prompts + [''] * (num_chunks * batch - len(prompts))
-    tokens = tokenizer.tokenize(padded, config.data.max_text_length)
+    inputs = inputs_of(padded, frames)
     call = compiled[0] if compiled else generate_jit
     videos = []
     for chunk in range(num_chunks):
-      out = call(params, global_tokens_of(tokens[chunk * batch:(chunk + 1) * batch]),
+      out = call(params, global_tokens_of({k: v[chunk * batch:(chunk + 1) * batch]
+                                           for k, v in inputs.items()}),
                  jax.random.fold_in(rng, chunk))
       videos.append(video_io.to_uint8(mesh_lib.to_host(out)))
     return np.concatenate(videos)[:len(prompts)]
@@ -87,19 +131,40 @@ def make_generate_fn(model, *, logsnr_fn: Callable, config: ml_collections.Confi
   def warm_up(params) -> None:
     """Compiles the sampling call for `params` ahead of time; later `generate` calls use it, so
     their wall time is sampling alone (benchmarks/samplers.py times it so)."""
-    tokens = global_tokens_of(tokenizer.tokenize([''] * batch, config.data.max_text_length))
+    frames = np.zeros((batch, *video_shape), np.float32) if frame_conditioned else None
+    inputs = global_tokens_of(inputs_of([''] * batch, frames))
     rng = jax.device_put(jax.random.PRNGKey(0), replicated)
-    compiled[:] = [generate_jit.lower(params, tokens, rng).compile()]
+    compiled[:] = [generate_jit.lower(params, inputs, rng).compile()]
 
   generate.warm_up = warm_up
   return generate
 
 
+def conditioning_videos(config: ml_collections.ConfigDict, num: int, builder=None) -> np.ndarray | None:
+  """uint8 [num, frames, height, width, 3]: the first `num` videos of config.eval.split (cycled
+  when it has fewer), whose first frames a frame-conditioned model is given; None for other
+  models."""
+  if not config.model.frame_conditioning:
+    return None
+  from vdm_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  if builder is None:
+    from vdm_jax import train  # pylint: disable=g-import-not-at-top
+    builder = train.load_dataset_builder(config)
+  available = len(builder.as_data_source(split=config.eval.split))
+  videos, _ = pipeline.make_eval_source(builder=builder, split=config.eval.split,
+                                        num_examples=min(num, available))
+  return videos[np.arange(num) % len(videos)]
+
+
 def write_samples(generate: GenerateFn, params, *, prompts: Sequence[str], num_videos: int,
-                  rng: jax.Array, directory: str, fps: int) -> list[str]:
-  """Generates `num_videos` per prompt and writes GIF, MP4 and PNG grid per prompt into `directory`."""
+                  rng: jax.Array, directory: str, fps: int,
+                  frames: np.ndarray | None = None) -> list[str]:
+  """Generates `num_videos` per prompt and writes GIF, MP4 and PNG grid per prompt into `directory`.
+
+  frames: [len(prompts), ...] conditioning videos of a frame-conditioned model (one per prompt)."""
   repeated = [p for p in prompts for _ in range(num_videos)]
-  videos = generate(params, repeated, rng)
+  kwargs = {} if frames is None else {'frames': np.repeat(frames, num_videos, axis=0)}
+  videos = generate(params, repeated, rng, **kwargs)
   videos = videos.reshape(len(prompts), num_videos, *videos.shape[1:])
   if jax.process_index() != 0:
     return []
@@ -112,6 +177,9 @@ def sample(config: ml_collections.ConfigDict, workdir: str, prompts: Sequence[st
 
   # Before any model is built or file written: a bad prompt costs nothing.
   config_validation.check_prompts(prompts or [], max_text_length=config.data.max_text_length)
+  if config.sample.task != 'generate':  # Conditional generation: prediction, extension, ...
+    from vdm_jax import tasks  # pylint: disable=g-import-not-at-top
+    return tasks.run_task(config, workdir, prompts)['written']
   run = train.restore_for_inference(config, workdir)
   prompts = list(prompts or config.sample.prompts)
   c = config.sample
@@ -126,6 +194,7 @@ def sample(config: ml_collections.ConfigDict, workdir: str, prompts: Sequence[st
                config.sample.num_steps, config.sample.guidance_weight)
   written = write_samples(run.generate, run.ema_params, prompts=prompts,
                           num_videos=config.sample.num_videos, rng=rng, directory=directory,
-                          fps=config.sample.fps)
+                          fps=config.sample.fps,
+                          frames=conditioning_videos(config, len(prompts)))
   logging.info('Wrote %d files to %s', len(written), directory)
   return written

@@ -368,6 +368,7 @@ def sample(
     pc_delta: float | jax.Array = PC_DELTA,
     z_init: jax.Array | None = None,
     dtype=jnp.float32,
+    denoiser_takes_rng: bool = False,
 ) -> jax.Array:
   """Generate x [shape] from z ~ N(0, I) by num_steps = N steps over `logsnr_grid`.
 
@@ -398,6 +399,9 @@ def sample(
     z_init: the starting z [shape] at lambda_1 (default: drawn from N(0, I) with rng), e.g. to
       follow one deterministic trajectory with several samplers.
     dtype: dtype of z and of the result (float32; float64 for closed-form tests).
+    denoiser_takes_rng: call denoise_fn(z, logsnr, rng) with a fresh key per evaluation k,
+      fold_in(rng_denoise, k), rng_denoise split off rng first (e.g. guidance.replacement, which
+      draws noise at every network call). False: denoise_fn(z, logsnr), and rng is used as before.
 
   Returns:
     x [shape] in dtype: in [-1, 1] when denoise_fn clips x_hat.
@@ -407,6 +411,8 @@ def sample(
     raise ValueError(f'num_steps must be >= 1, got {num_steps}.')
   shape = tuple(shape)
   B = shape[0]
+  if denoiser_takes_rng:
+    rng, rng_denoise = jax.random.split(rng)
   rng_init, rng_steps = jax.random.split(rng)
   grid = logsnr_grid(logsnr_fn, num_steps=num_steps, time_spacing=time_spacing, dtype=dtype)
   at, frm, to, corrector = _evaluation_plan(sampler, num_steps)
@@ -417,7 +423,10 @@ def sample(
     z, x_base, eps_base, _ = carry  # z: where to evaluate; *_base: a previous evaluation
     full = lambda l: jnp.full((B,), l, dtype)
     logsnr = full(xs['at'])
-    x_hat, eps_hat = denoise_fn(z, logsnr)
+    if denoiser_takes_rng:
+      x_hat, eps_hat = denoise_fn(z, logsnr, jax.random.fold_in(rng_denoise, xs['k']))
+    else:
+      x_hat, eps_hat = denoise_fn(z, logsnr)
     x_hat, eps_hat = x_hat.astype(dtype), eps_hat.astype(dtype)
     noise = (jax.random.normal(jax.random.fold_in(rng_steps, xs['k']), shape, dtype)
              if sampler in ('ancestral', 'ddim', 'pc') else None)

@@ -21,8 +21,10 @@ import optax
 from absl import logging
 
 from vdm_jax import checkpoints
+from vdm_jax import conditioning
 from vdm_jax import config_validation
 from vdm_jax import diffusion
+from vdm_jax import frame_conditioning
 from vdm_jax import mesh as mesh_lib
 from vdm_jax import progress
 from vdm_jax import sample as sample_lib
@@ -84,6 +86,12 @@ def create_model(config: ml_collections.ConfigDict) -> unet.VideoUNet:
       conv_impl=model_config.conv_impl,
       attention_impl=model_config.attention_impl,
       remat=model_config.remat,
+      conditioning=model_config.conditioning,
+      num_classes=model_config.num_classes,
+      text_encoder=model_config.text_encoder,
+      cond_embedding_dim=model_config.cond_embedding_dim,
+      cond_mlp_layers=model_config.cond_mlp_layers,
+      frame_conditioning=model_config.frame_conditioning,
       dtype=jnp.dtype(model_config.dtype),
       param_dtype=jnp.dtype(model_config.param_dtype))
 
@@ -135,15 +143,38 @@ def create_optimizer(config: ml_collections.ConfigDict) -> tuple[optax.GradientT
   return optax.chain(*chain), learning_rate
 
 
-def _dummy_inputs(config, video_shape, batch: int = 1):
+def _dummy_inputs(model, config, video_shape, batch: int = 1):
   return (jnp.zeros((batch, *video_shape), jnp.float32),
           dict(logsnr=jnp.zeros((batch,), jnp.float32),
-               text_tokens=jnp.zeros((batch, config.data.max_text_length), jnp.int32)))
+               **conditioning.dummy_inputs(config, model, batch_size=batch,
+                                           video_shape=video_shape)))
 
 
 def init_params(model, config, video_shape, rng):
-  z, kwargs = _dummy_inputs(config, video_shape)
+  z, kwargs = _dummy_inputs(model, config, video_shape)
   return model.init(rng, z, **kwargs)['params']
+
+
+def frame_conditioning_inputs(config: ml_collections.ConfigDict, video: jax.Array,
+                              rng: jax.Array) -> tuple[dict[str, jax.Array], jax.Array]:
+  """The training-time frame conditioning of a batch: ({'cond_frames', 'cond_mask',
+  'cond_logsnr'}, loss frame weights [B, T]).
+
+  Given frames: config.train.cond_frames of the video's frames (appended images never);
+  noise conditioning augmentation at lambda' ~ U[config.train.cond_aug_logsnr_min, _max]
+  (frame_conditioning.augment); the loss covers the frames not given."""
+  B, T = video.shape[:2]
+  mask_rng, logsnr_rng, noise_rng = jax.random.split(rng, 3)
+  t = config.train
+  mask = frame_conditioning.given_frames_mask(
+      mask_rng, batch_size=B, num_frames=T, num_given=t.num_cond_frames, mode=t.cond_frames,
+      num_images=config.data.num_images_per_video)
+  cond_logsnr = frame_conditioning.sample_aug_logsnr(
+      logsnr_rng, B, logsnr_min=t.cond_aug_logsnr_min, logsnr_max=t.cond_aug_logsnr_max)
+  noise = jax.random.normal(noise_rng, video.shape, video.dtype)
+  cond_frames = frame_conditioning.augment(video, mask=mask, logsnr=cond_logsnr, noise=noise)
+  return (dict(cond_frames=cond_frames, cond_mask=mask, cond_logsnr=cond_logsnr),
+          frame_conditioning.loss_frame_weights(mask))
 
 
 def create_train_state(model, tx, config, video_shape, rng) -> TrainState:
@@ -176,11 +207,12 @@ def load_dataset_builder(config: ml_collections.ConfigDict):
 # ============================================================================ train step
 
 
-def make_train_step(model, *, logsnr_fn, tx, config, mesh) -> Callable:
+def make_train_step(model, *, logsnr_fn, tx, config, mesh, state_sharding=None) -> Callable:
   """Returns the jitted `train_step(state, batch) -> (state, metrics)`.
 
   batch: {'video': float32 [batch, frames, height, width, 3] in [-1, 1], 'tokens': int32 [batch, L]},
-  global arrays sharded along the batch axis. The state is replicated and donated.
+  global arrays sharded along the batch axis. The state is donated, and laid out by
+  `state_sharding` (train_state_sharding's; default: replicated) in and out.
 
   With the learned schedule, `logsnr_fn` is unused: the schedule is the state's, and its
   parameters get the gradient of the VLB estimate's second moment
@@ -199,17 +231,25 @@ def make_train_step(model, *, logsnr_fn, tx, config, mesh) -> Callable:
   num_images = config.data.num_images_per_video
   learned_schedule = config.diffusion.schedule == 'learned'
   schedule = create_schedule(config)
+  frame_conditioned = config.model.frame_conditioning
 
   def train_step(state: TrainState, batch):
     rng = jax.random.fold_in(base_key, state.step)
     drop_rng, diffusion_rng, dropout_rng = jax.random.split(rng, 3)
     batch_size = batch['video'].shape[0]
-    # Classifier-free guidance training: replace the text by the null embedding at random.
+    # Classifier-free guidance training: replace the text (the class) by the null embedding
+    # at random ('none': nothing to drop; the model ignores drop_text).
     drop_text = jax.random.bernoulli(drop_rng, cond_drop_prob, (batch_size,))
+    cond = conditioning.batch_inputs(model, batch)
+    frame_weights = None
+    if frame_conditioned:  # fold_in: the other keys stay those of runs without it.
+      frame_cond, frame_weights = frame_conditioning_inputs(config, batch['video'],
+                                                            jax.random.fold_in(rng, 3))
+      cond.update(frame_cond)
 
     def network_of(params):
       def network(z, logsnr):
-        return model.apply({'params': params}, z, logsnr=logsnr, text_tokens=batch['tokens'],
+        return model.apply({'params': params}, z, logsnr=logsnr, **cond,
                            drop_text=drop_text, train=True, num_images=num_images,
                            rngs={'dropout': dropout_rng})
       return network
@@ -217,7 +257,8 @@ def make_train_step(model, *, logsnr_fn, tx, config, mesh) -> Callable:
     def loss_fn(params):
       return diffusion.diffusion_loss(network_of(params), batch['video'], rng=diffusion_rng,
                                       logsnr_fn=logsnr_fn, parameterization=parameterization,
-                                      loss_weighting=loss_weighting, antithetic_time=antithetic_time)
+                                      loss_weighting=loss_weighting, antithetic_time=antithetic_time,
+                                      frame_weights=frame_weights)
 
     def per_example_fn(params, schedule_params):
       """((loss [B], VLB diffusion term [B]), metrics) under the learned schedule."""
@@ -225,7 +266,7 @@ def make_train_step(model, *, logsnr_fn, tx, config, mesh) -> Callable:
           network_of(params), batch['video'], rng=diffusion_rng,
           logsnr_fn=lambda t: schedule.apply({'params': schedule_params}, t),
           parameterization=parameterization, loss_weighting=loss_weighting,
-          antithetic_time=antithetic_time)
+          antithetic_time=antithetic_time, frame_weights=frame_weights)
       vlb = diffusion.vlb_diffusion_term(mse_x=terms['mse_x'], logsnr=terms['logsnr'],
                                          dlogsnr_dt=terms['dlogsnr_dt'])
       return (loss, vlb), {'mse_eps': jnp.mean(terms['mse_eps']),
@@ -267,8 +308,9 @@ def make_train_step(model, *, logsnr_fn, tx, config, mesh) -> Callable:
     return new_state, metrics
 
   replicated = mesh_lib.replicated(mesh)
-  return jax.jit(train_step, in_shardings=(replicated, mesh_lib.batch_sharded(mesh)),
-                 out_shardings=(replicated, replicated), donate_argnums=(0,))
+  state_sharding = replicated if state_sharding is None else state_sharding
+  return jax.jit(train_step, in_shardings=(state_sharding, mesh_lib.batch_sharded(mesh)),
+                 out_shardings=(state_sharding, replicated), donate_argnums=(0,))
 
 
 # ============================================================================ setup shared by modes
@@ -328,12 +370,25 @@ def make_mesh_checked(config):
   return mesh_lib.make_mesh(config)
 
 
+def train_state_sharding(abstract_state: TrainState, mesh: jax.sharding.Mesh,
+                         config: ml_collections.ConfigDict) -> TrainState:
+  """The NamedSharding of every state array: params, EMA and optimizer state split over the
+  mesh's 'fsdp' axis (mesh_lib.fsdp_sharding; replicated when config.mesh.fsdp is 1); the step,
+  counters and learned schedule replicated."""
+  sharding = jax.tree.map(lambda _: mesh_lib.replicated(mesh), abstract_state)
+  fsdp = lambda tree: mesh_lib.fsdp_sharding(tree, mesh, min_mib=config.mesh.fsdp_min_mib)
+  return sharding.replace(params=fsdp(abstract_state.params),
+                          ema_params=fsdp(abstract_state.ema_params),
+                          opt_state=fsdp(abstract_state.opt_state))
+
+
 def abstract_train_state(run: Run, tx) -> TrainState:
   rng = jax.random.PRNGKey(0)
   abstract = jax.eval_shape(
       lambda: create_train_state(run.model, tx, run.config, run.video_shape, rng))
-  replicated = mesh_lib.replicated(run.mesh)
-  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), abstract)
+  sharding = train_state_sharding(abstract, run.mesh, run.config)
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
+                      sharding)
 
 
 def restore_for_inference(config: ml_collections.ConfigDict, workdir: str) -> Run:
@@ -444,19 +499,24 @@ def _train_and_evaluate(config, workdir, preemption: PreemptionWatcher) -> dict[
   data_iterator = pipeline.make_train_iterator(
       builder=builder, split='train', global_batch_size=config.batch_size, seed=config.seed,
       max_text_length=config.data.max_text_length, process_index=jax.process_index(),
-      process_count=jax.process_count(), num_images_per_video=config.data.num_images_per_video)
+      process_count=jax.process_count(), num_images_per_video=config.data.num_images_per_video,
+      labels=config.model.conditioning == 'class',
+      text_embeddings=(config.model.conditioning == 'text'
+                       and config.model.text_encoder == 'precomputed'))
 
   # ---------------------------------------------------------------- state, maybe restored
   tx, learning_rate = create_optimizer(config)
   checkpointer = checkpoints.Checkpointer(workdir, keep=config.train.keep_checkpoints)
-  latest, state = checkpointer.restore_latest(config, abstract_state=abstract_train_state(run, tx),
+  abstract_state = abstract_train_state(run, tx)
+  state_sharding = jax.tree.map(lambda a: a.sharding, abstract_state)
+  latest, state = checkpointer.restore_latest(config, abstract_state=abstract_state,
                                               data_iterator=data_iterator)
   if latest is not None:
     logging.info('Resumed from %s/%d', checkpointer.directory, latest)
   else:
     init_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
     state = jax.jit(lambda: create_train_state(run.model, tx, config, run.video_shape, init_rng),
-                    out_shardings=mesh_lib.replicated(run.mesh))()
+                    out_shardings=state_sharding)()
   start_step = int(state.step)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info('Model: %.2fM parameters; devices: %d (%d process(es)); global batch %d',
@@ -466,7 +526,7 @@ def _train_and_evaluate(config, workdir, preemption: PreemptionWatcher) -> dict[
       json.dump(config.to_dict(), f, indent=2, default=list)
 
   train_step = make_train_step(run.model, logsnr_fn=run.logsnr_fn, tx=tx, config=config,
-                               mesh=run.mesh)
+                               mesh=run.mesh, state_sharding=state_sharding)
   writer = progress.MetricWriter(os.path.join(workdir, 'tensorboard'), enabled=is_main)
   sample_rng = jax.random.PRNGKey(config.sample.seed)
   num_steps = config.train.num_steps
@@ -479,7 +539,9 @@ def _train_and_evaluate(config, workdir, preemption: PreemptionWatcher) -> dict[
     sync_schedule()
     directory = os.path.join(workdir, 'samples', f'step_{step}')
     sample_lib.write_samples(run.generate, state.ema_params, prompts=list(config.sample.prompts),
-                             num_videos=1, rng=sample_rng, directory=directory, fps=config.sample.fps)
+                             num_videos=1, rng=sample_rng, directory=directory, fps=config.sample.fps,
+                             frames=sample_lib.conditioning_videos(
+                                 config, len(config.sample.prompts), builder))
     logging.info('Wrote samples of step %d to %s', step, directory)
 
   def evaluate_now(step):

@@ -179,6 +179,29 @@ def format_caption(objects) -> str:
                       for color, shape, direction in objects)
 
 
+def class_names() -> tuple[str, ...]:
+  """The single-object captions in label order: label = (color * 3 + shape) * 8 + direction over
+  COLORS, SHAPES, DIRECTIONS (7 * 3 * 8 = 168 classes), for config.model.conditioning='class'."""
+  return tuple(format_caption([(c, s, d)]) for c in _COLOR_NAMES for s in SHAPES
+               for d in _DIRECTION_NAMES)
+
+
+def label_of_caption(caption: str | bytes) -> int:
+  """The class label (index in `class_names()`) of a single-object caption; ValueError for any
+  other caption (two-object videos have no single class). Computed from the caption, so the
+  stored data need no label feature."""
+  if isinstance(caption, bytes):
+    caption = caption.decode('utf-8')
+  phrases = caption.strip().split(' and ')
+  if len(phrases) == 1:
+    words = phrases[0].split()
+    if (len(words) == 5 and words[0] == 'a' and words[3] == 'moving' and words[1] in COLORS
+        and words[2] in SHAPES and words[4] in DIRECTIONS):
+      return ((_COLOR_NAMES.index(words[1]) * len(SHAPES) + SHAPES.index(words[2]))
+              * len(_DIRECTION_NAMES) + _DIRECTION_NAMES.index(words[4]))
+  raise ValueError(f'{caption!r} is not a single-object Moving Shapes caption: no class label.')
+
+
 def example_rng(seed: int, split: str, index: int) -> np.random.Generator:
   """The generator for one example: seeded by (seed, split, index).
 
@@ -215,6 +238,8 @@ class MovingShapes(prepared.ProceduralBuilder):
   # nothing). Setting it plainly avoids that import.
   code_path = epath.Path(__file__)
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  # Class labels of the examples, from their captions (pipeline.make_train_dataset(labels=True)).
+  label_of_caption = staticmethod(label_of_caption)
   BUILDER_CONFIGS = [
       MovingShapesConfig(name='default', description='16 x 32x32, 1 object.'),
       MovingShapesConfig(name='two_objects', num_objects=2,

@@ -20,6 +20,7 @@ iterator's state is just the next batch index ({'next_index': int}, JSON friendl
 
 import dataclasses
 import functools
+import os
 from typing import Any, Sequence
 
 import grain
@@ -39,7 +40,10 @@ def to_model_inputs(batch: dict[str, Any], *, max_text_length: int) -> dict[str,
 
   Returns:
     {'video': float32 [B, T, H, W, 3] in [-1, 1] (x / 127.5 - 1: 0 -> -1 and
-    255 -> 1 exactly), 'tokens': int32 [B, L] (byte tokens, 0-padded)}.
+    255 -> 1 exactly), 'tokens': int32 [B, L] (byte tokens, 0-padded)}, and where the batch
+    has them (make_train_dataset(labels=True, text_embeddings=True)): 'label' int32 [B],
+    'text_embedding' float32 [B, L, D] and 'text_embedding_mask' bool [B, L] (cut or
+    zero-padded to L; without a stored mask, rows that are all zero are padding).
   """
   video = np.asarray(batch['video'])
   if video.dtype != np.uint8:
@@ -50,8 +54,18 @@ def to_model_inputs(batch: dict[str, Any], *, max_text_length: int) -> dict[str,
   video = np.multiply(video, np.float32(2), dtype=np.float32)
   video -= np.float32(255)
   video /= np.float32(255)
-  return {'video': video,
-          'tokens': tokenizer.tokenize(_as_str(batch['caption']), max_length=max_text_length)}
+  inputs = {'video': video,
+            'tokens': tokenizer.tokenize(_as_str(batch['caption']), max_length=max_text_length)}
+  if 'label' in batch:
+    inputs['label'] = np.asarray(batch['label'], np.int32)
+  if 'text_embedding' in batch:
+    embedding = np.asarray(batch['text_embedding'], np.float32)[:, :max_text_length]
+    mask = (np.asarray(batch['text_embedding_mask'], bool)[:, :max_text_length]
+            if 'text_embedding_mask' in batch else np.any(embedding != 0, axis=-1))
+    pad = max_text_length - embedding.shape[1]
+    inputs['text_embedding'] = np.pad(embedding, ((0, 0), (0, pad), (0, 0)))
+    inputs['text_embedding_mask'] = np.pad(mask, ((0, 0), (0, pad)))
+  return inputs
 
 
 def _as_str(captions) -> list[str]:
@@ -60,10 +74,59 @@ def _as_str(captions) -> list[str]:
           for c in np.asarray(captions, dtype=object).reshape(-1)]
 
 
-def _stack_batch(examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-  """Stacks videos; keeps captions as a list (np.stack of bytes is not wanted)."""
-  return {'video': np.stack([e['video'] for e in examples]),
-          'caption': [e['caption'] for e in examples]}
+def _stack_batch(examples: Sequence[dict[str, Any]],
+                 extra_keys: Sequence[str] = ()) -> dict[str, Any]:
+  """Stacks videos (and `extra_keys`); keeps captions as a list (np.stack of bytes is not wanted)."""
+  batch = {'video': np.stack([e['video'] for e in examples]),
+           'caption': [e['caption'] for e in examples]}
+  for key in extra_keys:
+    if key in examples[0]:
+      batch[key] = np.stack([np.asarray(e[key]) for e in examples])
+  return batch
+
+
+# The .npz of precomputed text embeddings beside a video_folder's videos: 'files' [N] (paths
+# relative to the folder, as video_folder stores them), 'text_embedding' [N, L, D] (float32, any
+# frozen encoder, e.g. T5) and optionally 'text_embedding_mask' [N, L] (default: non-zero rows).
+TEXT_EMBEDDINGS_FILE = 'text_embeddings.npz'
+
+
+@functools.lru_cache(maxsize=4)
+def _embedding_table(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      embedding = np.asarray(f['text_embedding'], np.float32)
+      mask = (np.asarray(f['text_embedding_mask'], bool) if 'text_embedding_mask' in f
+              else np.any(embedding != 0, axis=-1))
+      return {str(name): (embedding[i], mask[i]) for i, name in enumerate(f['files'])}
+  except (OSError, KeyError, ValueError) as error:
+    raise UserError(f'cannot read precomputed text embeddings from {path} ({error}): write a .npz '
+                    'with files [N], text_embedding [N, L, D] and optionally '
+                    'text_embedding_mask [N, L].') from None
+
+
+@dataclasses.dataclass(frozen=True)
+class ConditioningInputs(grain.transforms.Map):
+  """Adds what a non-text model is conditioned on to an example: 'label' (from its caption, for
+  datasets whose labels are computed, e.g. moving_shapes.label_of_caption) and/or
+  'text_embedding' and 'text_embedding_mask' (looked up by the example's 'file' in a
+  TEXT_EMBEDDINGS_FILE, for video_folder)."""
+  label_of_caption: Any = None
+  embeddings_file: str | None = None
+
+  def map(self, example: dict[str, Any]) -> dict[str, Any]:
+    example = dict(example)
+    if self.label_of_caption is not None:
+      example['label'] = self.label_of_caption(example['caption'])
+    if self.embeddings_file is not None:
+      name = example['file']
+      name = name.decode('utf-8') if isinstance(name, bytes) else str(name)
+      table = _embedding_table(self.embeddings_file)
+      if name not in table:
+        raise UserError(f'{self.embeddings_file} has no text embedding of {name!r}: add it '
+                        '(config.model.text_encoder=\'precomputed\').')
+      example['text_embedding'], example['text_embedding_mask'] = table[name]
+    return example
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +172,8 @@ class WithAppendedImages(grain.transforms.RandomMap):
     images = np.stack([self._random_frame(self.source[i], rng) for i in others])
     video = example['video']
     assert images.shape == (self.num_images, *video.shape[1:]), (images.shape, video.shape)
-    return {'video': np.concatenate([video, images]), 'caption': example['caption']}
+    # Everything else of the example (its label, text embedding, ...) stays the video's.
+    return {**example, 'video': np.concatenate([video, images])}
 
   def _random_frame(self, example: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
     """uint8 [H, W, 3]: one frame of `example` as training sees its frames."""
@@ -141,6 +205,8 @@ def make_train_dataset(
     process_count: int | None = None,
     num_epochs: int | None = None,
     num_images_per_video: int = 0,
+    labels: bool = False,
+    text_embeddings: bool = False,
 ) -> grain.MapDataset:
   """The random-access dataset of this process's batches (see module docstring).
 
@@ -155,6 +221,12 @@ def make_train_dataset(
     num_epochs: None repeats forever.
     num_images_per_video: K, independent images appended to every video (`WithAppendedImages`):
       batches of [b, T + K, H, W, 3]. 0: videos only.
+    labels: batches also carry 'label' (class-conditional models): the examples' own (TFDS
+      class labels), or computed from the caption by the builder's `label_of_caption`.
+    text_embeddings: batches also carry 'text_embedding' and 'text_embedding_mask' (precomputed
+      text embeddings): the examples' own (a TFDS float32 feature 'text_embedding' [L, D], and
+      optionally 'text_embedding_mask'), or for video_folder those of TEXT_EMBEDDINGS_FILE in
+      the folder.
   """
   process_index, process_count = _process_info(process_index, process_count)
   if global_batch_size % process_count:
@@ -180,11 +252,44 @@ def make_train_dataset(
     ds = ds.random_map(WithAppendedImages(source, num_images_per_video, preprocessor), seed=seed)
   elif preprocessor is not None:
     ds = ds.random_map(preprocessor, seed=seed)
+  extra_keys = []
+  if labels or text_embeddings:
+    add = _conditioning_inputs(builder, source, labels=labels, text_embeddings=text_embeddings)
+    if add is not None:
+      ds = ds.map(add)
+    extra_keys = (['label'] if labels else []) + (
+        ['text_embedding', 'text_embedding_mask'] if text_embeddings else [])
   ds = ds.batch(global_batch_size // process_count, drop_remainder=True,
-                batch_fn=_stack_batch)
+                batch_fn=functools.partial(_stack_batch, extra_keys=tuple(extra_keys)))
   # Converting whole batches is ~2x faster than per example (one vectorised pass).
   # (A partial, not a lambda, so the pipeline stays picklable for grain workers.)
   return ds.map(functools.partial(to_model_inputs, max_text_length=max_text_length))
+
+
+def _conditioning_inputs(builder, source, *, labels: bool,
+                         text_embeddings: bool) -> ConditioningInputs | None:
+  """The transform that adds labels / text embeddings the stored examples lack (None: they have
+  them), or a UserError naming what the dataset cannot provide."""
+  preprocessor = getattr(builder, 'train_preprocessor', None)
+  example = (preprocessor.map(source[0]) if preprocessor is not None else source[0])
+  label_of_caption = None
+  if labels and 'label' not in example:
+    label_of_caption = getattr(builder, 'label_of_caption', None)
+    if label_of_caption is None:
+      raise UserError('config.model.conditioning=\'class\' needs class labels, which this '
+                      'dataset has not (no TFDS class-label feature): use conditioning \'text\' '
+                      'or \'none\', or a labelled dataset.')
+  embeddings_file = None
+  if text_embeddings and 'text_embedding' not in example:
+    folder = getattr(getattr(builder, 'builder_config', None), 'video_dir', None)
+    if folder is None or 'file' not in example:
+      raise UserError('config.model.text_encoder=\'precomputed\' needs precomputed text '
+                      'embeddings: a float32 TFDS feature \'text_embedding\' [L, D], or for '
+                      f'video_folder a {TEXT_EMBEDDINGS_FILE} in config.data.video_dir.')
+    embeddings_file = os.path.join(os.path.expanduser(folder), TEXT_EMBEDDINGS_FILE)
+  if label_of_caption is None and embeddings_file is None:
+    return None
+  return ConditioningInputs(label_of_caption, embeddings_file)
 
 
 def make_train_iterator(
@@ -200,6 +305,8 @@ def make_train_iterator(
     num_threads: int = 1,
     prefetch_buffer_size: int = 4,
     num_images_per_video: int = 0,
+    labels: bool = False,
+    text_embeddings: bool = False,
 ) -> grain.DatasetIterator:
   """Iterator of {'video': float32 [b, T + K, H, W, 3], 'tokens': int32 [b, L]} batches.
 
@@ -212,7 +319,7 @@ def make_train_iterator(
       builder=builder, split=split, global_batch_size=global_batch_size, seed=seed,
       max_text_length=max_text_length, process_index=process_index,
       process_count=process_count, num_epochs=num_epochs,
-      num_images_per_video=num_images_per_video)
+      num_images_per_video=num_images_per_video, labels=labels, text_embeddings=text_embeddings)
   read_options = grain.ReadOptions(num_threads=num_threads,
                                    prefetch_buffer_size=prefetch_buffer_size)
   return iter(ds.to_iter_dataset(read_options))

@@ -84,6 +84,10 @@ class VideoPreprocessor(grain.transforms.RandomMap):
     label_names: the label names, indexed by label.
     caption_key: a text feature used as the caption (takes precedence over the label), or None.
     caption_template: the caption of a labelled video, `{label}` replaced by its name.
+    pass_keys: features copied unchanged into the output (e.g. 'text_embedding' [L, D] and
+      'text_embedding_mask' [L] of precomputed text embeddings).
+
+  The output also has 'label' (int) when `label_key` is set.
   """
   video_key: str
   num_frames: int
@@ -95,6 +99,7 @@ class VideoPreprocessor(grain.transforms.RandomMap):
   label_names: tuple[str, ...] = ()
   caption_key: str | None = None
   caption_template: str = 'a video of {label}'
+  pass_keys: tuple[str, ...] = ()
 
   def caption(self, example: Mapping[str, Any]) -> str:
     if self.caption_key is not None:
@@ -112,7 +117,11 @@ class VideoPreprocessor(grain.transforms.RandomMap):
     video = resize_and_center_crop(to_rgb(video), resolution=self.resolution)
     if flip:
       video = video[:, :, ::-1]
-    return {'video': np.ascontiguousarray(video, dtype=np.uint8), 'caption': self.caption(example)}
+    out = {'video': np.ascontiguousarray(video, dtype=np.uint8), 'caption': self.caption(example)}
+    if self.label_key is not None:
+      out['label'] = int(example[self.label_key])
+    out.update({key: example[key] for key in self.pass_keys})
+    return out
 
   def map(self, example: Mapping[str, Any]) -> dict[str, Any]:
     """Deterministic: the clip from frame 0, not flipped (evaluation)."""

@@ -58,6 +58,9 @@ TFDS_VIDEO_SPECS = {
     'bair_robot_pushing_small': TfdsVideoSpec('image_main'),
 }
 _CAPTION_KEYS = ('caption', 'text', 'description', 'title')
+# Features of precomputed text embeddings (config.model.text_encoder='precomputed'), passed
+# through to the batches: float32 [L, D] and optionally its mask [L].
+TEXT_EMBEDDING_KEYS = ('text_embedding', 'text_embedding_mask')
 
 
 def tfds_video_spec(name: str, features) -> TfdsVideoSpec:
@@ -92,7 +95,8 @@ def _preprocessor(data: ml_collections.ConfigDict, spec: TfdsVideoSpec,
       video_key=spec.video_key, num_frames=data.num_frames, frame_skip=data.frame_skip,
       resolution=data.resolution, random_clip_start=data.random_clip_start,
       random_flip=data.random_flip, label_key=spec.label_key, label_names=label_names,
-      caption_key=spec.caption_key, caption_template=data.caption_template)
+      caption_key=spec.caption_key, caption_template=data.caption_template,
+      pass_keys=tuple(k for k in TEXT_EMBEDDING_KEYS if k in features.shape))
 
 
 class PreprocessedBuilder:
@@ -157,6 +161,16 @@ def check_dataset(data: ml_collections.ConfigDict) -> None:
   if data.builder_config not in ('', 'default', *builder_configs):
     raise UserError(f'config.data.builder_config={data.builder_config!r} is not a {name} config: '
                     f'use one of {sorted(builder_configs) or ["default"]}.')
+
+
+def tfds_class_names(data: ml_collections.ConfigDict) -> tuple[str, ...] | None:
+  """The names of TFDS dataset `data.name`'s class labels (its ClassLabel feature), from the
+  builder's code (nothing is prepared); None when it has no label."""
+  builder = open_tfds_builder(data.name, data)
+  spec = tfds_video_spec(data.name, builder.info.features)
+  if spec.label_key is None:
+    return None
+  return tuple(builder.info.features[spec.label_key].names)
 
 
 def open_tfds_builder(name: str, data: ml_collections.ConfigDict):

@@ -4,8 +4,12 @@ A 2D DDPM U-Net (Ho et al. 2020) whose convolutions act on each frame (1x3x3), w
 height and width but never time, and which at the resolutions in `attention_resolutions` (and
 in the middle) follows each residual block with spatial self-attention, temporal self-attention
 with relative positions, and cross-attention to the text. Conditioning: sinusoidal noise-level
-embedding -> MLP, plus the pooled text embedding; classifier-free guidance replaces the text by
-learned null embeddings where `drop_text` is True (Ho & Salimans 2022).
+embedding -> MLP, plus the pooled text embedding ('text', from the built-in TextEncoder or from
+precomputed embeddings of an external encoder), or a class embedding ('class'), or nothing
+('none'); classifier-free guidance replaces the text (the class) by learned null embeddings (a
+learned null class) where `drop_text` is True (Ho & Salimans 2022). With `frame_conditioning`,
+given frames enter by channel concatenation with a 0/1 mask channel, and their noise-augmentation
+log-SNR is embedded and added to the conditioning embedding (Ho et al. 2022b, Imagen Video).
 """
 
 from typing import Any
@@ -20,6 +24,27 @@ from vdm_jax.models.attention import check_attention_impl
 from vdm_jax.models.text_encoder import TextEncoder
 
 Dtype = Any
+
+# What the network is conditioned on besides the noise level: 'text' (captions, cross-attention
+# and a pooled embedding), 'class' (an integer label through an embedding) or 'none'.
+CONDITIONINGS = ('text', 'class', 'none')
+# Where the text embeddings come from: 'builtin' (TextEncoder over byte tokens, trained with the
+# model) or 'precomputed' (the dataset's [L, D] embeddings of any frozen encoder, e.g. T5).
+TEXT_ENCODERS = ('builtin', 'precomputed')
+
+
+def check_conditioning(conditioning: str) -> str:
+  """The one place that validates `conditioning`."""
+  if conditioning not in CONDITIONINGS:
+    raise ValueError(f'conditioning={conditioning!r}; allowed values: {CONDITIONINGS}.')
+  return conditioning
+
+
+def check_text_encoder(text_encoder: str) -> str:
+  """The one place that validates `text_encoder`."""
+  if text_encoder not in TEXT_ENCODERS:
+    raise ValueError(f'text_encoder={text_encoder!r}; allowed values: {TEXT_ENCODERS}.')
+  return text_encoder
 
 REMAT_MODES = ('none', 'block', 'full')
 
@@ -66,32 +91,72 @@ class VideoUNet(nn.Module):
   # parameters; more compute (+21% / +33% FLOPs). Meant to lower activation memory, but XLA:CPU
   # showed no saving (benchmarks/remat_memory.py); GPU/TPU not measured yet.
   remat: str = 'none'
+  conditioning: str = 'text'  # See CONDITIONINGS.
+  num_classes: int = 0  # 'class': number of labels (the embedding has one more row: the null class).
+  text_encoder: str = 'builtin'  # 'text': see TEXT_ENCODERS.
+  # Width of the conditioning embedding (noise level + text/class, added in every residual block
+  # by FiLM); 0: 4 * channels (the DDPM default). Ho et al. 2022 Appendix A: 1024.
+  cond_embedding_dim: int = 0
+  cond_mlp_layers: int = 2  # Dense layers of the noise-level MLP (Ho et al. 2022: 2 or 4).
+  # Given frames (cond_frames, cond_mask, cond_logsnr) concatenated to z as C + 1 more input
+  # channels: the frames (zero where not given) and a 0/1 mask channel.
+  frame_conditioning: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
-  def __call__(self, z: jax.Array, *, logsnr: jax.Array, text_tokens: jax.Array,
+  def __call__(self, z: jax.Array, *, logsnr: jax.Array, text_tokens: jax.Array | None = None,
+               labels: jax.Array | None = None, text_embedding: jax.Array | None = None,
+               text_embedding_mask: jax.Array | None = None,
+               cond_frames: jax.Array | None = None, cond_mask: jax.Array | None = None,
+               cond_logsnr: jax.Array | None = None,
                drop_text: jax.Array | None = None, train: bool = False,
                num_images: int = 0) -> jax.Array:
-    """z: [B, T, H, W, C]; logsnr: float32 [B]; text_tokens: int32 [B, L] (0 = padding);
-    drop_text: bool [B] or None (True: use the null text); train: enables dropout (rng
-    'dropout'); num_images: the last `num_images` of the T frames are independent images
-    appended to a video of T - num_images frames (joint image-video training, Ho et al. 2022
-    sec. 3): every temporal layer is masked so that each image sees only itself, and its
-    output equals that of the image run alone as a one-frame video. Returns float32
-    [B, T, H, W, out_channels]."""
+    """z: [B, T, H, W, C]; logsnr: float32 [B]; drop_text: bool [B] or None (True: use the null
+    text, or the null class, for classifier-free guidance; ignored by conditioning 'none');
+    train: enables dropout (rng 'dropout'); num_images: the last `num_images` of the T frames
+    are independent images appended to a video of T - num_images frames (joint image-video
+    training, Ho et al. 2022 sec. 3): every temporal layer is masked so that each image sees
+    only itself, and its output equals that of the image run alone as a one-frame video.
+
+    Conditioning, by `conditioning` / `text_encoder`:
+      'text', 'builtin':     text_tokens int32 [B, L] (0 = padding);
+      'text', 'precomputed': text_embedding [B, L, D] and text_embedding_mask bool [B, L];
+      'class':               labels int32 [B] in [0, num_classes);
+      'none':                nothing.
+    With frame_conditioning: cond_frames [B, T, H, W, C] (the given frames, noise-augmented;
+    ignored where not given), cond_mask bool [B, T] (True: frame given) and cond_logsnr float32
+    [B] (the log-SNR of their noise augmentation). Inputs the configuration does not use are
+    ignored. Returns float32 [B, T, H, W, out_channels]."""
     if not 0 <= num_images < z.shape[1]:
       raise ValueError(f'num_images={num_images} must lie in [0, {z.shape[1]}) for {z.shape[1]} frames.')
+    cond = dict(text_tokens=text_tokens, labels=labels, text_embedding=text_embedding,
+                text_embedding_mask=text_embedding_mask, cond_frames=cond_frames,
+                cond_mask=cond_mask, cond_logsnr=cond_logsnr)
+    needed = self.conditioning_inputs()
+    missing = [k for k in needed if cond[k] is None]
+    if missing:
+      raise ValueError(f'conditioning={self.conditioning!r}, text_encoder={self.text_encoder!r}, '
+                       f'frame_conditioning={self.frame_conditioning} needs {missing}.')
+    cond = {k: cond[k] for k in needed}
     if check_remat(self.remat) == 'full':
-      # static_argnums counts the module: (self, z, logsnr, text_tokens, drop_text, train, num_images).
+      # static_argnums counts the module: (self, z, logsnr, cond, drop_text, train, num_images).
       forward = nn.remat(VideoUNet._forward, static_argnums=(5, 6))
-      return forward(self, z, logsnr, text_tokens, drop_text, train, num_images)
-    return self._forward(z, logsnr, text_tokens, drop_text, train, num_images)
+      return forward(self, z, logsnr, cond, drop_text, train, num_images)
+    return self._forward(z, logsnr, cond, drop_text, train, num_images)
+
+  def conditioning_inputs(self) -> tuple[str, ...]:
+    """Names of the keyword inputs (besides z, logsnr) this configuration reads."""
+    names = {'text': ('text_tokens',) if check_text_encoder(self.text_encoder) == 'builtin'
+                     else ('text_embedding', 'text_embedding_mask'),
+             'class': ('labels',), 'none': ()}[check_conditioning(self.conditioning)]
+    if self.frame_conditioning:
+      names += ('cond_frames', 'cond_mask', 'cond_logsnr')
+    return names
 
   @nn.compact
-  def _forward(self, z, logsnr, text_tokens, drop_text, train, num_images):
+  def _forward(self, z, logsnr, cond, drop_text, train, num_images):
     B, T, H, W, C = z.shape
-    L = text_tokens.shape[1]
-    assert logsnr.shape == (B,) and text_tokens.shape == (B, L), (logsnr.shape, text_tokens.shape)
+    assert logsnr.shape == (B,), logsnr.shape
     num_levels = len(self.channel_mult)
     p = self.patch_size
     if H % (p * 2 ** (num_levels - 1)) or W % (p * 2 ** (num_levels - 1)):
@@ -101,30 +166,60 @@ class VideoUNet(nn.Module):
     check_attention_impl(self.attention_impl)
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     conv_kw = dict(conv_impl=self.conv_impl, **kw)
-
-    # ---------------------------------------------------------------- conditioning
-    text, text_mask = TextEncoder(self.text_width, self.text_layers, self.text_heads,
-                                  self.max_text_length, attention_impl=self.attention_impl,
-                                  name='text_encoder', **kw)(text_tokens)
-    maskf = text_mask[..., None].astype(jnp.float32)
-    pooled = jnp.sum(text.astype(jnp.float32) * maskf, 1) / jnp.maximum(jnp.sum(maskf, 1), 1.)
-    # Null text for classifier-free guidance: a learned sequence (all positions attended) and
-    # a learned pooled vector. Created unconditionally so params do not depend on drop_text.
-    null_text = self.param('null_text', nn.initializers.normal(0.02),
-                           (self.max_text_length, self.text_width), self.param_dtype)
-    null_pooled = self.param('null_pooled', nn.initializers.normal(0.02), (self.text_width,),
-                             self.param_dtype)
     if drop_text is not None:
       assert drop_text.shape == (B,), drop_text.shape
-      text = jnp.where(drop_text[:, None, None], null_text[None, :L].astype(text.dtype), text)
-      text_mask = jnp.where(drop_text[:, None], True, text_mask)
-      pooled = jnp.where(drop_text[:, None], null_pooled[None].astype(jnp.float32), pooled)
 
-    emb_dim = 4 * self.channels
+    # ---------------------------------------------------------------- conditioning
+    emb_dim = self.cond_embedding_dim or 4 * self.channels
+    text = text_mask = None
+    if self.conditioning == 'text':
+      if self.text_encoder == 'builtin':
+        text, text_mask = TextEncoder(self.text_width, self.text_layers, self.text_heads,
+                                      self.max_text_length, attention_impl=self.attention_impl,
+                                      name='text_encoder', **kw)(cond['text_tokens'])
+      else:  # Precomputed by a frozen external encoder: a linear map D -> text_width (as Imagen).
+        embedding, text_mask = cond['text_embedding'], cond['text_embedding_mask']
+        if embedding.shape[1] > self.max_text_length:
+          raise ValueError(f'{embedding.shape[1]} text embedding positions > max_text_length='
+                           f'{self.max_text_length}.')
+        text = nn.Dense(self.text_width, name='text_embedding_proj', **kw)(embedding)
+        text_mask = text_mask.astype(bool)
+      assert text.shape[0] == B and text_mask.shape == text.shape[:2], (text.shape, text_mask.shape)
+      L = text.shape[1]
+      maskf = text_mask[..., None].astype(jnp.float32)
+      pooled = jnp.sum(text.astype(jnp.float32) * maskf, 1) / jnp.maximum(jnp.sum(maskf, 1), 1.)
+      # Null text for classifier-free guidance: a learned sequence (all positions attended) and
+      # a learned pooled vector. Created unconditionally so params do not depend on drop_text.
+      null_text = self.param('null_text', nn.initializers.normal(0.02),
+                             (self.max_text_length, self.text_width), self.param_dtype)
+      null_pooled = self.param('null_pooled', nn.initializers.normal(0.02), (self.text_width,),
+                               self.param_dtype)
+      if drop_text is not None:
+        text = jnp.where(drop_text[:, None, None], null_text[None, :L].astype(text.dtype), text)
+        text_mask = jnp.where(drop_text[:, None], True, text_mask)
+        pooled = jnp.where(drop_text[:, None], null_pooled[None].astype(jnp.float32), pooled)
+
     emb = layers.logsnr_embedding(logsnr, self.channels)
-    emb = nn.Dense(emb_dim, name='logsnr_mlp_0', **kw)(emb)
-    emb = nn.Dense(emb_dim, name='logsnr_mlp_1', **kw)(nn.silu(emb))
-    emb = emb + nn.Dense(emb_dim, name='text_pooled_proj', **kw)(pooled)
+    for i in range(self.cond_mlp_layers):  # Dense, then (SiLU, Dense) per further layer.
+      emb = nn.Dense(emb_dim, name=f'logsnr_mlp_{i}', **kw)(nn.silu(emb) if i else emb)
+    if self.conditioning == 'text':
+      emb = emb + nn.Dense(emb_dim, name='text_pooled_proj', **kw)(pooled)
+    elif self.conditioning == 'class':
+      labels = cond['labels']
+      assert labels.shape == (B,), labels.shape
+      if drop_text is not None:  # Row num_classes is the learned null class.
+        labels = jnp.where(drop_text, self.num_classes, labels)
+      emb = emb + nn.Embed(self.num_classes + 1, emb_dim, embedding_init=nn.initializers.normal(0.02),
+                           name='class_embedding', **kw)(labels)
+    if self.frame_conditioning:
+      # Noise conditioning augmentation (Ho et al. 2022b, Imagen Video sec. 2.5): the network is
+      # told how noisy the given frames are, through its own embedding MLP.
+      cond_logsnr = cond['cond_logsnr']
+      assert cond_logsnr.shape == (B,), cond_logsnr.shape
+      aug = nn.Dense(emb_dim, name='cond_logsnr_mlp_0', **kw)(
+          layers.logsnr_embedding(cond_logsnr, self.channels))
+      emb = emb + nn.Dense(emb_dim, name='cond_logsnr_mlp_1', **kw)(nn.silu(aug))
+      z = concat_cond_frames(z, cond_frames=cond['cond_frames'], cond_mask=cond['cond_mask'])
 
     block_remat = self.remat == 'block'
     # static_argnums count self: ResBlock(x, emb, train, num_images), SpaceTimeAttention(x, num_images).
@@ -185,6 +280,17 @@ class VideoUNet(nn.Module):
     out = layers.FrameConv(self.out_channels * p * p, kernel_init=nn.initializers.zeros,
                            name='conv_out', **conv_kw)(h)
     return depth_to_space(out, p).astype(jnp.float32)
+
+
+def concat_cond_frames(z: jax.Array, *, cond_frames: jax.Array, cond_mask: jax.Array) -> jax.Array:
+  """[z, m * cond_frames, m] on channels: z, cond_frames [B, T, H, W, C], cond_mask bool [B, T]
+  -> [B, T, H, W, 2C + 1], m = 1 on given frames, 0 elsewhere (frames not given are zeros)."""
+  B, T, H, W, C = z.shape
+  assert cond_frames.shape == z.shape and cond_mask.shape == (B, T), (cond_frames.shape,
+                                                                      cond_mask.shape, z.shape)
+  m = cond_mask.astype(z.dtype)[:, :, None, None, None]
+  return jnp.concatenate([z, cond_frames.astype(z.dtype) * m, jnp.broadcast_to(m, (B, T, H, W, 1))],
+                         axis=-1)
 
 
 def space_to_depth(x: jax.Array, p: int) -> jax.Array:

@@ -1,0 +1,154 @@
+"""The learned-feature FVD: the moving_shapes video classifier (vdm_jax/metrics/video_classifier.py,
+train_classifier.py), its save/load, the FVD with its floor (fvd.py) and its place in evaluation
+(evaluate.evaluate_fvd) and config validation."""
+
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from experiments import feature_classifier
+from vdm_jax import config_validation
+from vdm_jax import evaluate
+from vdm_jax.errors import UserError
+from vdm_jax.metrics import fvd
+from vdm_jax.metrics import train_classifier
+from vdm_jax.metrics import video_classifier
+
+
+def _mean_color(videos):
+  """A stand-in feature network: the mean of each channel over the video [B, 3]."""
+  return videos.astype(np.float64).mean(axis=(1, 2, 3))
+
+
+def test_fvd_with_floor_and_batching():
+  rng = np.random.default_rng(0)
+  reference = rng.integers(0, 256, (40, 2, 4, 4, 3), dtype=np.uint8)
+  floor = rng.integers(0, 256, (12, 2, 4, 4, 3), dtype=np.uint8)
+  generated = (floor // 2).astype(np.uint8)  # darker: the mean and spread of the features move
+  # Batches of 7 (the last padded with repeats) give the same features as one batch.
+  np.testing.assert_allclose(fvd.features_in_batches(_mean_color, reference, batch_size=7),
+                             _mean_color(reference))
+  results = fvd.fvd_with_floor(_mean_color, generated=generated, reference=reference, floor=floor,
+                               batch_size=7, name='fvd_test')
+  assert results['fvd_test/num_generated'] == 12 and results['fvd_test/num_reference'] == 40
+  assert results['fvd_test/generated'] > 10 * results['fvd_test/floor']
+  same = fvd.fvd_with_floor(_mean_color, generated=reference, reference=reference,
+                            floor=reference, batch_size=40, name='x')
+  assert same['x/generated'] == same['x/floor'] < 1e-9
+
+
+def test_labels_of_captions():
+  labels = video_classifier.labels_of(['a red circle moving left', b'a white triangle moving up-right'])
+  np.testing.assert_array_equal(labels['color'], [0, 6])
+  np.testing.assert_array_equal(labels['shape'], [0, 2])
+  np.testing.assert_array_equal(labels['direction'], [0, 5])
+  with pytest.raises(ValueError, match='single-object'):
+    video_classifier.labels_of(['a red circle moving left and a blue square moving up'])
+
+
+def _smoke_batch(config, n):
+  from vdm_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from vdm_jax.data import registry  # pylint: disable=g-import-not-at-top
+  builder = registry.load_builder(config)
+  videos, captions = pipeline.make_eval_source(builder=builder, split='train', num_examples=n)
+  return builder, videos, captions
+
+
+@pytest.fixture(scope='module')
+def classifier_workdir(tmp_path_factory, smoke_data_dir):
+  """A tiny classifier, trained a few steps on 4 smoke videos by train_classifier's step, saved.
+  (train_classifier.train_and_evaluate, the CLI, runs the same step on random batches; three
+  compilations were too slow for this file.)"""
+  config = feature_classifier.get_config('smoke')
+  config.data.data_dir = str(smoke_data_dir)
+  config.classifier.widths = (4,)
+  builder, videos, captions = _smoke_batch(config, 4)
+  model = video_classifier.create_model(config.classifier)
+  rng = np.random.default_rng(0)
+  abstract = jax.eval_shape(model.init, jax.random.PRNGKey(0), videos[:1])['params']
+  # LeCun-normal kernels, zero biases, without compiling `init`.
+  params = jax.tree.map(lambda a: jnp.asarray(
+      rng.normal(0, 1 / np.sqrt(np.prod(a.shape[:-1])), a.shape) if a.ndim > 1 else np.zeros(a.shape),
+      jnp.float32), abstract)
+  tx = optax.adam(3e-2)
+  step = train_classifier.make_train_step(model, tx)
+  opt_state = tx.init(params)
+  labels = video_classifier.labels_of(captions)
+  losses = []
+  for _ in range(20):
+    params, opt_state, loss = step(params, opt_state, videos, labels)
+    losses.append(float(loss))
+  workdir = str(tmp_path_factory.mktemp('classifier'))
+  info = {'widths': [4], 'feature_dim': 8, 'video_shape': list(videos.shape[1:])}
+  video_classifier.save(workdir, params, info)
+  return workdir, config, builder, model, params, losses
+
+
+def test_classifier_learns_saves_and_loads(classifier_workdir, tmp_path):
+  workdir, _, builder, model, params, losses = classifier_workdir
+  assert losses[-1] < 0.5 * losses[0]  # fits its 4 videos
+  loaded_model, variables, info = video_classifier.load(workdir)
+  assert loaded_model == model and info['video_shape'] == [16, 32, 32, 3]
+  from vdm_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  videos, _ = pipeline.make_eval_source(builder=builder, split='test', num_examples=4)
+  np.testing.assert_array_equal(
+      video_classifier.make_feature_fn(loaded_model, variables)(videos),
+      video_classifier.make_feature_fn(model, {'params': params})(videos))
+  with pytest.raises(UserError, match='no trained feature classifier'):
+    video_classifier.load(str(tmp_path / 'nothing_here'))
+  other = str(tmp_path / 'other_classifier')  # parameters of another architecture
+  video_classifier.save(other, params, {**info, 'widths': [4, 8]})
+  with pytest.raises(UserError, match='does not load into this code'):
+    video_classifier.load(other)
+
+
+def test_evaluate_fvd_learned(classifier_workdir):
+  workdir, config, builder, *_ = classifier_workdir
+  config.eval.metrics = ('fvd_learned',)
+  config.eval.classifier_workdir = workdir
+  config.eval.fvd_num_reference = 32
+  run = types.SimpleNamespace(config=config, video_shape=(16, 32, 32, 3))
+  noise = np.random.default_rng(0).integers(0, 256, (8, 16, 32, 32, 3), dtype=np.uint8)
+  results = evaluate.evaluate_fvd(run, builder, noise)
+  assert results['fvd_learned/num_generated'] == 8
+  assert results['fvd_learned/num_reference'] == 32
+  # Noise is farther from the test videos than training videos are (the floor).
+  assert results['fvd_learned/generated'] > 2 * results['fvd_learned/floor'] > 0
+  run.video_shape = (8, 32, 32, 3)
+  with pytest.raises(UserError, match='trained on videos of shape'):
+    evaluate.evaluate_fvd(run, builder, noise[:, :8])
+  config.eval.metrics = ('fvd_i3d',)
+  config.eval.i3d_weights = workdir + '/missing.npz'
+  with pytest.raises(UserError, match='missing.npz.* is not a file: convert rgb_imagenet.pt'):
+    evaluate.evaluate_fvd(run, builder, noise[:, :8])
+
+
+def test_validation_of_eval_metrics_and_classifier():
+  for variant in ('', 'smoke'):  # the experiment file and its variant are valid
+    config = feature_classifier.get_config(variant)
+    config_validation.validate(config)
+    config_validation.validate_classifier(config)
+  config = feature_classifier.get_config('smoke')
+  config.eval.metrics = ('adherence', 'fvd')
+  with pytest.raises(UserError, match="'fvd', which is not a metric: use any of 'adherence'"):
+    config_validation.validate(config)
+  config.eval.metrics = ('fvd_learned',)
+  config.eval.fvd_num_reference = 32
+  with pytest.raises(UserError, match='config.eval.classifier_workdir is empty'):
+    config_validation.validate(config)
+  config.eval.metrics = ('fvd_i3d',)
+  with pytest.raises(UserError, match='config.eval.i3d_weights is empty'):
+    config_validation.validate(config)
+  config.eval.i3d_weights = '/x.npz'
+  config_validation.validate(config)
+  config.eval.fvd_num_reference = 1000
+  with pytest.raises(UserError, match='config.eval.fvd_num_reference=1000 must lie in'):
+    config_validation.validate(config)
+  config = feature_classifier.get_config('smoke')
+  config.data.builder_config = 'two_objects'
+  with pytest.raises(UserError, match='single-object moving_shapes'):
+    config_validation.validate_classifier(config)

@@ -1,0 +1,78 @@
+"""Frame conditioning: which frames of a clip are given, and their noise conditioning augmentation.
+
+A frame-conditioned denoiser (models/unet.py, `frame_conditioning`) sees the given frames
+concatenated to z on channels, with a 0/1 mask channel (Ho et al. 2022, "Video Diffusion
+Models", sec. 3.1 and 5: video prediction as conditional generation; Ho et al. 2022b, "Imagen
+Video", sec. 2.3: spatial and temporal super-resolution by channel concatenation). The given
+frames are noised first (noise conditioning augmentation, Imagen Video sec. 2.5; Ho et al. 2021,
+"Cascaded Diffusion Models", sec. 3.2): to a random log-SNR during training, to a fixed one at
+sampling, and that log-SNR is passed to the network.
+
+Pure functions of arrays and keys; this module knows nothing of networks. Shapes: videos
+[batch, frames, height, width, channels], masks bool [batch, frames].
+"""
+
+import jax
+import jax.numpy as jnp
+
+from vdm_jax import diffusion
+
+# Which frames are given during training:
+#   'first':  frames 0 .. k-1 of every video (video prediction from its first k frames);
+#   'random': k distinct frames of each video, drawn anew for every example (infilling,
+#             interpolation, prediction: any subset the sampler may be asked to complete).
+COND_FRAMES = ('first', 'random')
+
+
+def check_cond_frames(cond_frames: str) -> str:
+  """The one place that validates `cond_frames`."""
+  if cond_frames not in COND_FRAMES:
+    raise ValueError(f'cond_frames={cond_frames!r}; allowed values: {COND_FRAMES}.')
+  return cond_frames
+
+
+def given_frames_mask(rng: jax.Array, *, batch_size: int, num_frames: int, num_given: int,
+                      mode: str, num_images: int = 0) -> jax.Array:
+  """bool [batch_size, num_frames]: True where a frame is given (see COND_FRAMES).
+
+  The last `num_images` frames are appended independent images (joint image-video training):
+  never given; the k given frames are among the first num_frames - num_images (the video).
+  """
+  video = num_frames - num_images
+  if not 0 <= num_given <= video:
+    raise ValueError(f'num_given={num_given} must lie in [0, {video}] for {video} video frames.')
+  if check_cond_frames(mode) == 'first':
+    given = jnp.arange(num_frames) < num_given
+    return jnp.broadcast_to(given, (batch_size, num_frames))
+  # k distinct frames per example: the k smallest of i.i.d. uniform keys.
+  keys = jax.random.uniform(rng, (batch_size, video))
+  rank = jnp.argsort(jnp.argsort(keys, axis=1), axis=1)
+  given = rank < num_given
+  return jnp.concatenate([given, jnp.zeros((batch_size, num_images), bool)], axis=1)
+
+
+def sample_aug_logsnr(rng: jax.Array, batch_size: int, *, logsnr_min: float,
+                      logsnr_max: float) -> jax.Array:
+  """Training-time log-SNR of the augmentation: lambda' ~ U[logsnr_min, logsnr_max], [batch_size]."""
+  return jax.random.uniform(rng, (batch_size,), minval=logsnr_min, maxval=logsnr_max)
+
+
+def augment(x: jax.Array, *, mask: jax.Array, logsnr: jax.Array, noise: jax.Array) -> jax.Array:
+  """The conditioning frames the network sees:
+
+    c = m (alpha' x + sigma' eps'),  alpha'^2 = sigmoid(lambda'),  sigma'^2 = sigmoid(-lambda'),
+
+  m = mask [B, T] (1: given), lambda' = logsnr [B], eps' = noise [B, T, H, W, C]: the forward
+  process (diffusion.q_sample) at the augmentation level, zero on frames not given.
+  """
+  m = mask.astype(x.dtype)[:, :, None, None, None]
+  return m * diffusion.q_sample(x, logsnr=logsnr, noise=noise)
+
+
+def loss_frame_weights(mask: jax.Array) -> jax.Array:
+  """float32 [B, T]: 1 on the frames the loss covers (those not given), 0 on given frames.
+
+  The network also outputs a prediction for the given frames, but they are inputs, not
+  samples: the sampler returns the given frames themselves there, so they are left out of
+  the loss."""
+  return 1.0 - mask.astype(jnp.float32)
