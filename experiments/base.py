@@ -102,6 +102,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Cosine, linear, betas: rescale to SNR 0 at t = 1 (Lin et al. 2023; log-SNR clamped to -30).
   config.diffusion.zero_terminal_snr = False
   config.diffusion.learned_num_features = 1024  # Learned schedule: hidden units of its monotone MLP (> 0).
+  # Learned schedule: also learn its endpoints lambda(0), lambda(1) (from logsnr_max, logsnr_min) on the
+  # whole VLB (prior KL + diffusion + 8-bit reconstruction, as VDM); False: the configured ones.
+  config.diffusion.learn_endpoints = False
   config.diffusion.parameterization = 'eps'  # Network target: 'eps', 'x' or 'v' (Salimans & Ho 2022).
   # Weight w(lambda) of the x-space error w ||x - x_hat||^2: 'eps_mse' (SNR, the MSE on eps),
   # 'v_mse' (SNR + 1, the MSE on v), 'x_mse' (1), 'snr_trunc' (max(SNR, 1)), 'min_snr' (min(SNR, gamma)),

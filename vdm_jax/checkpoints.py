@@ -53,7 +53,7 @@ ADDED_FIELDS = {
               'text_embedding_dim': 0, 'cond_embedding_dim': 0, 'cond_mlp_layers': 2,
               'frame_conditioning': False},
     'diffusion': {'betas': [], 'zero_terminal_snr': False, 'learned_num_features': 1024,
-                  'antithetic_time_sampling': False},
+                  'antithetic_time_sampling': False, 'learn_endpoints': False},
 }
 # Fields added to the train state after checkpoints were first written: a checkpoint without one
 # restores it as zeros (every such field counts something that was zero in older runs).

@@ -143,6 +143,10 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   _require(d.schedule != 'learned' or d.loss_weighting == 'vlb',
            f"config.diffusion.schedule='learned' needs config.diffusion.loss_weighting='vlb' (got "
            f'{d.loss_weighting!r}): only the VLB is unchanged by the schedule it trains.')
+  _require(not d.learn_endpoints or d.schedule == 'learned',
+           f"config.diffusion.learn_endpoints=True needs config.diffusion.schedule='learned' (got "
+           f'{d.schedule!r}): set --config.diffusion.schedule=learned (with loss_weighting=vlb) '
+           'or --config.diffusion.learn_endpoints=False.')
 
   model = config.model
   _require(len(model.channel_mult) >= 1 and all(m > 0 for m in model.channel_mult),

@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 import jax
 import jax.numpy as jnp
 
+from vdm_jax.schedules import ENDPOINT_PARAMS
 from vdm_jax.schedules import alpha_sigma
 
 PARAMETERIZATIONS = ('eps', 'x', 'v')
@@ -235,6 +236,8 @@ def grads_with_learned_schedule(
     per_example_fn: Callable[[Any, Any], tuple[tuple[jax.Array, jax.Array], Any]],
     params: Any,
     schedule_params: Any,
+    *,
+    endpoint_terms_fn: Optional[Callable[[Any], jax.Array]] = None,
 ) -> tuple[jax.Array, Any, Any, Any]:
   """Gradients when the schedule is learned (Kingma et al. 2021, sec. 5: the continuous-time VLB
   depends on the schedule only through its endpoints, so the schedule's shape eta is trained to
@@ -247,13 +250,35 @@ def grads_with_learned_schedule(
   VLB diffusion term (vlb_diffusion_term) of each example from one forward pass. One forward pass
   (jax.vjp) and two backward passes, one per cotangent.
 
+  Learned endpoints (schedules.LearnedSchedule with learn_endpoints): endpoint_terms_fn(
+  schedule_params) -> scalar, the batch mean of the VLB's other terms per dimension (prior KL and
+  reconstruction, likelihood.endpoint_terms). The endpoint parameters (schedules.ENDPOINT_PARAMS)
+  then get the gradient of the whole VLB estimate instead (VDM: the endpoints trade the prior and
+  reconstruction terms against the diffusion term):
+
+    grad_endpoints = d/d endpoints (mean_b loss_b + endpoint_terms_fn),
+
+  read from the first backward pass: the loss must be the VLB diffusion term itself
+  (loss_weighting 'vlb', which the learned schedule requires), so no third pass is needed.
+
   Returns (mean loss, aux, grad_params, grad_eta).
   """
   (loss, vlb), vjp_fn, aux = jax.vjp(per_example_fn, params, schedule_params, has_aux=True)
   B = loss.shape[0]
   zeros = jnp.zeros_like(loss)
-  grad_params, _ = vjp_fn((jnp.full_like(loss, 1.0 / B), zeros))
+  grad_params, grad_loss_eta = vjp_fn((jnp.full_like(loss, 1.0 / B), zeros))
   _, grad_eta = vjp_fn((zeros, 2.0 * jax.lax.stop_gradient(vlb) / B))
+  if endpoint_terms_fn is None:
+    return jnp.mean(loss), aux, grad_params, grad_eta
+  names = [k for k in schedule_params if k in ENDPOINT_PARAMS]
+  if not names:
+    raise ValueError(f'endpoint_terms_fn given, but the schedule has none of the endpoint '
+                     f'parameters {ENDPOINT_PARAMS} (LearnedSchedule(learn_endpoints=True) has them).')
+  endpoints = {k: schedule_params[k] for k in names}
+  # Forward mode: two scalars in, and no residuals kept (the 256-way decoder of a whole batch).
+  grad_terms = jax.jacfwd(lambda e: endpoint_terms_fn({**schedule_params, **e}))(endpoints)
+  grad_eta = {k: grad_loss_eta[k] + grad_terms[k] if k in endpoints else g
+              for k, g in grad_eta.items()}
   return jnp.mean(loss), aux, grad_params, grad_eta
 
 

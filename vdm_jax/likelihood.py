@@ -126,6 +126,38 @@ def reconstruction_gaussian(x: jax.Array, *, logsnr_0: jax.Array, noise: jax.Arr
   return _sum_per_example(0.5 * (math.log(2.0 * math.pi) - logsnr_0 + jnp.square(noise)))
 
 
+def endpoint_terms(x: jax.Array, *, logsnr_0: jax.Array, logsnr_1: jax.Array, noise: jax.Array,
+                   decoder: str = 'discrete', frame_weights: jax.Array | None = None) -> jax.Array:
+  """(L_prior + L_reconstruction) / D of each example, nats per dimension [B]: the terms of the VLB
+  that depend on the schedule through lambda_0 = lambda(0) and lambda_1 = lambda(1) alone (prior_kl,
+  and the decoder's reconstruction term with z_0 = alpha_0 x + sigma_0 noise). Added to the
+  diffusion term (per dimension, as the 'vlb' training loss) they give the VLB whose gradient
+  trains learned endpoints (diffusion.grads_with_learned_schedule).
+
+  x, noise: [B, ...]; logsnr_0, logsnr_1: scalars. frame_weights: None, or [B, T] for videos
+  x [B, T, ...]: per example sum_t w_t (terms of frame t) / (sum_t w_t * elements per frame), the
+  weighting diffusion.denoising_terms gives the diffusion term.
+  """
+  if decoder not in DECODERS:
+    raise ValueError(f'Unknown decoder {decoder!r}; allowed values: {DECODERS}.')
+  x = jnp.asarray(x)
+  dtype = jnp.promote_types(x.dtype, jnp.float32)
+  x, noise = x.astype(dtype), jnp.asarray(noise, dtype)
+  reconstruction = {'discrete': reconstruction_discrete,
+                    'gaussian': reconstruction_gaussian}[decoder]
+  terms = lambda x, noise: (prior_kl(x, logsnr_1=logsnr_1)
+                            + reconstruction(x, logsnr_0=logsnr_0, noise=noise))
+  if frame_weights is None:
+    return terms(x, noise) / math.prod(x.shape[1:])
+  B, T = x.shape[:2]
+  w = jnp.asarray(frame_weights, dtype)
+  assert w.shape == (B, T), (w.shape, x.shape)
+  frames = lambda a: jnp.reshape(a, (B * T,) + a.shape[2:])
+  per_frame = jnp.reshape(terms(frames(x), frames(noise)), (B, T))
+  return (jnp.sum(w * per_frame, 1)
+          / (jnp.maximum(jnp.sum(w, 1), 1e-12) * math.prod(x.shape[2:])))
+
+
 def vlb(
     model_fn: Callable[[jax.Array, jax.Array], jax.Array],
     x: jax.Array,

@@ -30,6 +30,10 @@ import numpy as np
 
 SCHEDULES = ('cosine', 'linear', 'betas', 'learned')
 ZERO_SNR_LOGSNR = -30.0  # The clamped log-SNR of "SNR 0" (see above).
+# The learned schedule's endpoint parameters (LearnedSchedule with learn_endpoints), and the least
+# log-SNR range they can give: it keeps lambda(0) > lambda(1) distinct in float32 up to |lambda| ~ 1e4.
+ENDPOINT_PARAMS = ('gamma_0', 'gamma_1')
+MIN_LOGSNR_RANGE = 0.01
 
 
 def _float_dtype(x: jax.Array):
@@ -236,27 +240,37 @@ class BetaSchedule(_DiscreteSchedule):
 
 class LearnedSchedule(_Schedule):
   """The learned schedule of Kingma et al. 2021 (VDM, sec. 3.2 and appendix H): a monotone
-  network gamma(t) = -lambda(t), normalised so its endpoints are exactly the configured ones.
+  network gamma(t) = -lambda(t), normalised so its endpoints are exactly gamma_0 and gamma_1.
 
     g(t) = softplus(w1) t + mean_k softplus(w3_k) sigmoid(softplus(w2_k) (2t - 1) + b2_k),
     gamma(t) = gamma_0 + (gamma_1 - gamma_0) (g(t) - g(0)) / (g(1) - g(0)),
-    gamma_0 = -logsnr_max,  gamma_1 = -logsnr_min,
+    gamma_0 = -logsnr_max,  gamma_1 = -logsnr_min  (or learned: `learn_endpoints` below),
 
   g is a one-hidden-layer MLP with positive weights (softplus of the parameters) and a positive
   skip connection, so g, and hence gamma, strictly increase in t: lambda(t) strictly decreases from
-  logsnr_max at t = 0 to logsnr_min at t = 1 whatever the parameters. The nonlinear part starts
+  -gamma_0 at t = 0 to -gamma_1 at t = 1 whatever the parameters. The nonlinear part starts
   small (softplus(w3) ~ 0.02), so the initial schedule is close to linear in log-SNR.
 
   The continuous-time VLB depends on the schedule only through its endpoints (VDM, sec. 5), so the
   shape is trained to minimise the variance of the VLB estimate (diffusion.
-  grads_with_learned_schedule). VDM also learns the endpoints gamma_0, gamma_1 on the VLB itself
-  (prior KL against reconstruction); here they are fixed to the configured logsnr_max and
-  logsnr_min: the training loss holds no prior or reconstruction term to trade them against.
+  grads_with_learned_schedule).
+
+  `learn_endpoints`: the endpoints are parameters too (ENDPOINT_PARAMS), trained as VDM does on
+  the VLB itself (prior KL at t = 1 and reconstruction at t = 0 against the diffusion term):
+
+    gamma_0 = param 'gamma_0',
+    gamma_1 = f + softplus(param 'gamma_1' - f),   f = gamma_0 + MIN_LOGSNR_RANGE,
+
+  initialised at -logsnr_max and -logsnr_min. gamma_1 is its own parameter (to within exp(-40) at
+  the default range) while that lies well above the floor f, so each endpoint has its own Adam
+  step, and never falls below f: gamma_0 < gamma_1 (lambda(0) > lambda(1)) whatever the parameters.
+  Without `learn_endpoints` (the default) there are no such parameters (older checkpoints' layout).
   """
 
   logsnr_min: float = -20.0
   logsnr_max: float = 20.0
   num_features: int = 1024  # Hidden units of the monotone MLP (VDM: 1024).
+  learn_endpoints: bool = False
 
   @nn.compact
   def __call__(self, t: jax.Array) -> jax.Array:
@@ -276,7 +290,21 @@ class LearnedSchedule(_Schedule):
 
     g0, g1 = g(jnp.zeros((), dtype)), g(jnp.ones((), dtype))
     fraction = (g(t) - g0) / (g1 - g0)  # in [0, 1], 0 at t = 0 and 1 at t = 1
-    return self.logsnr_max + (self.logsnr_min - self.logsnr_max) * fraction
+    if not self.learn_endpoints:
+      return self.logsnr_max + (self.logsnr_min - self.logsnr_max) * fraction
+    excess = self.logsnr_max - self.logsnr_min - MIN_LOGSNR_RANGE
+    if not excess > 0:
+      raise ValueError(f'Need logsnr_max - logsnr_min > {MIN_LOGSNR_RANGE}, got '
+                       f'{self.logsnr_max} - {self.logsnr_min}.')
+    # The initial gamma_1 parameter: floor + softplus^-1(excess), where softplus^-1(r) =
+    # r + log(-expm1(-r)) (exact for large r, where log(expm1(r)) overflows).
+    init_1 = -self.logsnr_max + MIN_LOGSNR_RANGE + excess + np.log(-np.expm1(-excess))
+    gamma_0 = self.param('gamma_0', nn.initializers.constant(-self.logsnr_max), ())
+    gamma_1 = self.param('gamma_1', nn.initializers.constant(init_1), ())
+    gamma_0, gamma_1 = jnp.asarray(gamma_0, dtype), jnp.asarray(gamma_1, dtype)
+    floor = gamma_0 + MIN_LOGSNR_RANGE
+    gamma_1 = floor + jax.nn.softplus(gamma_1 - floor)  # = the parameter, unless near the floor
+    return -gamma_0 - (gamma_1 - gamma_0) * fraction
 
 
 def make_schedule(name: str, **kwargs) -> nn.Module:

@@ -25,6 +25,7 @@ from vdm_jax import conditioning
 from vdm_jax import config_validation
 from vdm_jax import diffusion
 from vdm_jax import frame_conditioning
+from vdm_jax import likelihood
 from vdm_jax import mesh as mesh_lib
 from vdm_jax import progress
 from vdm_jax import sample as sample_lib
@@ -107,7 +108,8 @@ def create_schedule(config: ml_collections.ConfigDict) -> flax.linen.Module:
       'betas': lambda: dict(betas=tuple(float(b) for b in d.betas),
                             zero_terminal_snr=d.zero_terminal_snr),
       'learned': lambda: dict(logsnr_min=d.logsnr_min, logsnr_max=d.logsnr_max,
-                              num_features=d.learned_num_features),
+                              num_features=d.learned_num_features,
+                              learn_endpoints=d.learn_endpoints),
   }[d.schedule]()
   return schedules.make_schedule(d.schedule, **kwargs)
 
@@ -129,9 +131,14 @@ def create_logsnr_fn(config: ml_collections.ConfigDict,
   return lambda t: schedule.apply(variables, t)
 
 
-def create_optimizer(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, Callable]:
-  """AdamW with linear warm-up, then constant or cosine decay, after global-norm clipping."""
+def create_optimizer(config: ml_collections.ConfigDict, *, weight_decay: float | None = None,
+                     ) -> tuple[optax.GradientTransformation, Callable]:
+  """AdamW with linear warm-up, then constant or cosine decay, after global-norm clipping.
+
+  weight_decay: instead of config.optim.weight_decay (the optimizer state has the same layout).
+  """
   o = config.optim
+  weight_decay = o.weight_decay if weight_decay is None else weight_decay
   if o.lr_schedule == 'cosine':
     learning_rate = optax.warmup_cosine_decay_schedule(
         0.0, o.learning_rate, o.warmup_steps, max(config.train.num_steps, o.warmup_steps + 1),
@@ -139,7 +146,7 @@ def create_optimizer(config: ml_collections.ConfigDict) -> tuple[optax.GradientT
   else:
     learning_rate = optax.warmup_constant_schedule(0.0, o.learning_rate, o.warmup_steps)
   chain = [optax.clip_by_global_norm(o.grad_clip_norm)] if o.grad_clip_norm > 0 else []
-  chain.append(optax.adamw(learning_rate, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay))
+  chain.append(optax.adamw(learning_rate, b1=o.b1, b2=o.b2, weight_decay=weight_decay))
   return optax.chain(*chain), learning_rate
 
 
@@ -216,7 +223,9 @@ def make_train_step(model, *, logsnr_fn, tx, config, mesh, state_sharding=None) 
 
   With the learned schedule, `logsnr_fn` is unused: the schedule is the state's, and its
   parameters get the gradient of the VLB estimate's second moment
-  (diffusion.grads_with_learned_schedule), the network that of its loss.
+  (diffusion.grads_with_learned_schedule), the network that of its loss. With
+  config.diffusion.learn_endpoints its endpoints get the gradient of the whole VLB estimate (the
+  diffusion term plus likelihood.endpoint_terms with the 8-bit decoder), without weight decay.
   """
   base_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
   ema_decay = config.optim.ema_decay
@@ -230,7 +239,10 @@ def make_train_step(model, *, logsnr_fn, tx, config, mesh, state_sharding=None) 
   # (pipeline.WithAppendedImages); the loss averages over all T + K frames, images included.
   num_images = config.data.num_images_per_video
   learned_schedule = config.diffusion.schedule == 'learned'
+  learn_endpoints = learned_schedule and config.diffusion.learn_endpoints
   schedule = create_schedule(config)
+  # Weight decay would pull the endpoints towards log-SNR 0 whatever the VLB says (same state layout).
+  schedule_tx = create_optimizer(config, weight_decay=0.0)[0] if learn_endpoints else tx
   frame_conditioned = config.model.frame_conditioning
 
   def train_step(state: TrainState, batch):
@@ -273,11 +285,26 @@ def make_train_step(model, *, logsnr_fn, tx, config, mesh, state_sharding=None) 
                            'mse_x': jnp.mean(terms['mse_x_clipped']),
                            'vlb_second_moment': jnp.mean(jnp.square(vlb))}
 
+    def endpoint_terms_fn(schedule_params):
+      """Batch mean of the VLB's prior and reconstruction terms (nats per dimension) under the
+      learned endpoints; the discrete decoder, as the 8-bit data and --mode eval's bits/dim."""
+      logsnr_0, logsnr_1 = schedule.apply({'params': schedule_params}, jnp.array([0.0, 1.0]))
+      video = batch['video']
+      noise = jax.random.normal(jax.random.fold_in(rng, 4), video.shape, video.dtype)
+      return jnp.mean(likelihood.endpoint_terms(video, logsnr_0=logsnr_0, logsnr_1=logsnr_1,
+                                                noise=noise, decoder='discrete',
+                                                frame_weights=frame_weights))
+
     extra = {}
     if learned_schedule:
       loss, aux, grads, schedule_grads = diffusion.grads_with_learned_schedule(
-          per_example_fn, state.params, state.schedule_params)
-      schedule_updates, schedule_opt_state = tx.update(
+          per_example_fn, state.params, state.schedule_params,
+          endpoint_terms_fn=endpoint_terms_fn if learn_endpoints else None)
+      if learn_endpoints:  # Monitoring: the VLB estimate and the endpoints of this step.
+        aux['vlb'] = loss + endpoint_terms_fn(state.schedule_params)
+        aux['logsnr_0'], aux['logsnr_1'] = schedule.apply(
+            {'params': state.schedule_params}, jnp.array([0.0, 1.0]))
+      schedule_updates, schedule_opt_state = schedule_tx.update(
           schedule_grads, state.schedule_opt_state, state.schedule_params)
       extra = dict(schedule_params=optax.apply_updates(state.schedule_params, schedule_updates),
                    schedule_opt_state=schedule_opt_state)
