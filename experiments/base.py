@@ -57,7 +57,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.model.temporal_conv = False  # Add a 3x1x1 temporal conv to every residual block ((2+1)D, Imagen Video).
   config.model.frame_embedding = False  # Add an embedding of each frame's index after the first conv.
   config.model.patch_size = 1  # Space-to-depth of p x p pixels around the U-Net (p^2 cheaper convs; output stays full-res).
-  config.model.conv_impl = 'xla'  # 'xla' (lax.conv) or 'im2col' (shifted copies + one matmul; same result, slower here).
+  # How 3x3 convs are computed (same results): 'auto' (CPU: 'matmul_grad', else 'xla'), 'xla' (lax.conv),
+  # 'matmul_grad' (lax.conv, kernel gradient as an im2col matmul) or 'im2col' (shifted copies + matmul).
+  config.model.conv_impl = 'auto'
   # 'dot_product_attention' (jax.nn.dot_product_attention: cuDNN flash attention on GPU where it applies, XLA on CPU)
   # or 'einsum' (the same maths written out; same outputs, for checking).
   config.model.attention_impl = 'dot_product_attention'

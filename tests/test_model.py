@@ -116,20 +116,47 @@ def test_dropped_text_gives_the_null_output_whatever_the_tokens():
   assert max_diff(out_a, run(z, kw['text_tokens'])) > 1e-3  # Null text != real text.
 
 
+@pytest.mark.parametrize('conv_impl', ['im2col', 'matmul_grad'])
 @pytest.mark.parametrize('stride,size', [(1, 7), (2, 8), (2, 7)])
-def test_im2col_conv_equals_xla_conv(stride, size):
-  x = jax.random.normal(jax.random.PRNGKey(4), (2, 3, size, size, 5))
-  xla = layers.FrameConv(6, stride=stride, conv_impl='xla')
+def test_conv_impls_equal_xla_conv_and_its_gradients(conv_impl, stride, size, x64):
+  """Same output, input gradient and kernel gradient as lax.conv (float64: only rounding left)."""
+  x = jax.random.normal(jax.random.PRNGKey(4), (2, 3, size, size, 5), jnp.float64)
+  kw = dict(stride=stride, dtype=jnp.float64, param_dtype=jnp.float64)
+  xla = layers.FrameConv(6, conv_impl='xla', **kw)
   params = xla.init(jax.random.PRNGKey(5), x)
-  im2col = layers.FrameConv(6, stride=stride, conv_impl='im2col')
-  np.testing.assert_allclose(im2col.apply(params, x), xla.apply(params, x), atol=1e-5, rtol=1e-5)
+  other = layers.FrameConv(6, conv_impl=conv_impl, **kw)
+  # A non-linear loss, so that the output gradient dy is not constant across positions.
+  loss = lambda module: lambda params, x: jnp.sum(jnp.sin(module.apply(params, x)))
+  np.testing.assert_allclose(other.apply(params, x), xla.apply(params, x), atol=1e-12)
+  grads = jax.grad(loss(other), argnums=(0, 1))(params, x)
+  ref_grads = jax.grad(loss(xla), argnums=(0, 1))(params, x)
+  assert max_diff(ref_grads[0]['params']['kernel'], 0.) > 1e-2
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-12), grads, ref_grads)
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_kernel_gradient_in_chunks_of_frames_equals_all_at_once(stride, x64):
+  x = jax.random.normal(jax.random.PRNGKey(6), (6, 5, 5, 3), jnp.float64)
+  dy = jax.random.normal(jax.random.PRNGKey(7), (6, 3 if stride == 2 else 5, 3 if stride == 2 else 5, 4),
+                         jnp.float64)
+  whole = layers._im2col_kernel_grad(x, dy, stride=stride)
+  frame_bytes = dy.shape[1] * dy.shape[2] * 9 * 3 * 8
+  chunked = layers._im2col_kernel_grad(x, dy, stride=stride, max_chunk_bytes=2 * frame_bytes)  # 3 chunks
+  assert max_diff(whole, 0.) > 1e-1
+  np.testing.assert_allclose(chunked, whole, atol=1e-12)
+
+
+def test_auto_conv_impl_is_matmul_grad_on_cpu_and_xla_elsewhere():
+  assert layers.check_conv_impl('auto') == (
+      'matmul_grad' if jax.default_backend() == 'cpu' else 'xla')
 
 
 def test_model_conv_impls_agree():
   z, _ = inputs()
-  out_xla, out_im2col = run(z), run(z, conv_impl='im2col')  # Same params for both.
+  out_xla = run(z, conv_impl='xla')
   assert max_diff(out_xla, 0.) > 1e-2
-  np.testing.assert_allclose(out_im2col, out_xla, atol=1e-4, rtol=1e-4)
+  for conv_impl in ('im2col', 'matmul_grad', 'auto'):  # Same params for all.
+    np.testing.assert_allclose(run(z, conv_impl=conv_impl), out_xla, atol=1e-4, rtol=1e-4)
 
 
 def test_bfloat16_compute_with_float32_params():
@@ -199,7 +226,7 @@ def test_group_norm_statistics_are_float32_in_a_bfloat16_model():
 
 def test_invalid_conv_impl_names_allowed_values():
   z, kw = inputs()
-  with pytest.raises(ValueError, match="'xla', 'im2col'"):
+  with pytest.raises(ValueError, match="'auto', 'xla', 'im2col', 'matmul_grad'"):
     VideoUNet(**TINY, conv_impl='fft').init(jax.random.PRNGKey(0), z, **kw)
 
 

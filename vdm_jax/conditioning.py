@@ -1,4 +1,5 @@
-"""The denoiser's conditioning inputs, from a training batch or from prompts.
+"""The denoiser's conditioning inputs, from a training batch or from prompts, and the network
+conditioned on them as a sampler's denoiser (classifier-free guidance).
 
 `config.model.conditioning` (models/unet.py, CONDITIONINGS) decides what the U-Net reads besides
 z and the noise level:
@@ -23,6 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from vdm_jax import samplers
 from vdm_jax.data import tokenizer
 from vdm_jax.errors import UserError
 
@@ -166,3 +168,34 @@ def prompt_inputs(config: ml_collections.ConfigDict, prompts: Sequence[str]) -> 
     embeddings.append(embedding)
     masks.append(mask)
   return {'text_embedding': np.stack(embeddings), 'text_embedding_mask': np.stack(masks)}
+
+
+def guided_denoiser(model, params, cond: dict[str, jax.Array], *,
+                     config: ml_collections.ConfigDict, batch: int,
+                     clip_x: bool) -> samplers.DenoiseFn:
+  """The network as a denoiser (z [batch, ...], logsnr [batch]) -> (x_hat, eps_hat), with
+  classifier-free guidance at config.sample.guidance_weight (the conditional and unconditional
+  passes batched into one network call; none for unconditional models).
+
+  cond: the model's conditioning inputs [batch, ...] (prompt_inputs). clip_x: clip
+  (or dynamically threshold, config.sample.dynamic_threshold) x_hat, after guidance; False for
+  callers that clip later themselves (guidance.conditional_denoiser).
+  """
+  weight = config.sample.guidance_weight if config.model.conditioning != 'none' else 0.0
+  parameterization = config.diffusion.parameterization
+  threshold = config.sample.dynamic_threshold
+  if weight == 0.0:
+    def network(z, logsnr):
+      return model.apply({'params': params}, z, logsnr=logsnr, **cond,
+                         drop_text=jnp.zeros((batch,), bool))
+    return samplers.model_denoiser(network, parameterization=parameterization, clip_x=clip_x,
+                                   dynamic_threshold_percentile=threshold)
+  both = jax.tree.map(lambda a: jnp.concatenate([a, a]), cond)
+  drop_text = jnp.concatenate([jnp.zeros((batch,), bool), jnp.ones((batch,), bool)])
+
+  def network_cond_uncond(z2, logsnr2):
+    return model.apply({'params': params}, z2, logsnr=logsnr2, **both, drop_text=drop_text)
+  # Clip x only after guidance: the two unclipped predictions are combined first.
+  return samplers.classifier_free_guidance(
+      samplers.model_denoiser(network_cond_uncond, clip_x=False, parameterization=parameterization),
+      guidance_weight=weight, clip_x=clip_x, dynamic_threshold_percentile=threshold)

@@ -14,13 +14,14 @@ from vdm_jax import tasks
 from vdm_jax import schedules
 from vdm_jax import samplers
 from vdm_jax.errors import UserError
+from vdm_jax.models import layers
 from vdm_jax.models import unet
 
 ALLOWED = {
     'model.conditioning': unet.CONDITIONINGS,
     'model.text_encoder': unet.TEXT_ENCODERS,
     'train.cond_frames': frame_conditioning.COND_FRAMES,
-    'model.conv_impl': ('xla', 'im2col'),
+    'model.conv_impl': layers.CONV_IMPLS,
     'model.attention_impl': ('dot_product_attention', 'einsum'),  # models.attention.ATTENTION_IMPLS
     'model.remat': ('none', 'block', 'full'),  # models.unet.REMAT_MODES
     'model.dtype': ('float32', 'bfloat16'),

@@ -24,6 +24,7 @@ from vdm_jax import video_io
 GenerateFn = Callable[[object, Sequence[str], jax.Array], np.ndarray]
 
 
+
 def make_generate_fn(model, *, logsnr_fn: Callable, config: ml_collections.ConfigDict,
                      video_shape: tuple[int, int, int, int], mesh: jax.sharding.Mesh) -> GenerateFn:
   """Returns generate(params, prompts, rng, *, frames=None) -> uint8 videos [len(prompts), frames,
@@ -42,7 +43,6 @@ def make_generate_fn(model, *, logsnr_fn: Callable, config: ml_collections.Confi
   """
   sample_config = config.sample
   batch = sample_config.batch_size
-  weight = sample_config.guidance_weight if config.model.conditioning != 'none' else 0.0
   frame_conditioned = config.model.frame_conditioning
 
   def generate_batch(params, cond, rng):
@@ -57,25 +57,8 @@ def make_generate_fn(model, *, logsnr_fn: Callable, config: ml_collections.Confi
       cond.update(cond_frames=frame_conditioning.augment(frames, mask=cond['cond_mask'],
                                                          logsnr=cond_logsnr, noise=noise),
                   cond_logsnr=cond_logsnr)
-    if weight == 0.0:
-      def network(z, logsnr):
-        return model.apply({'params': params}, z, logsnr=logsnr, **cond,
-                           drop_text=jnp.zeros((batch,), bool))
-      denoise_fn = samplers.model_denoiser(
-          network, parameterization=config.diffusion.parameterization,
-          dynamic_threshold_percentile=sample_config.dynamic_threshold)
-    else:
-      both = jax.tree.map(lambda a: jnp.concatenate([a, a]), cond)
-      drop_text = jnp.concatenate([jnp.zeros((batch,), bool), jnp.ones((batch,), bool)])
-
-      def network_cond_uncond(z2, logsnr2):
-        return model.apply({'params': params}, z2, logsnr=logsnr2, **both,
-                           drop_text=drop_text)
-      # Clip x only after guidance: the two unclipped predictions are combined first.
-      denoise_fn = samplers.classifier_free_guidance(
-          samplers.model_denoiser(network_cond_uncond, clip_x=False,
-                                  parameterization=config.diffusion.parameterization),
-          guidance_weight=weight, dynamic_threshold_percentile=sample_config.dynamic_threshold)
+    denoise_fn = conditioning.guided_denoiser(model, params, cond, config=config, batch=batch,
+                                              clip_x=True)
     videos = samplers.sample(
         denoise_fn, rng=rng, shape=(batch, *video_shape), logsnr_fn=logsnr_fn,
         num_steps=sample_config.num_steps, sampler=sample_config.sampler,

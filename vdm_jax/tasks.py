@@ -180,28 +180,11 @@ def make_conditional_generate_fn(model, *, logsnr_fn: Callable, config: ml_colle
   """
   c = config.sample
   batch, method, w_r = c.batch_size, c.conditioning_method, c.reconstruction_weight
-  weight = c.guidance_weight if config.model.conditioning != 'none' else 0.0
-  parameterization = config.diffusion.parameterization
 
   def generate_batch(params, cond, observation, mask, rng):
-    # The network denoiser as sample.make_generate_fn builds it (cond: conditioning.prompt_inputs),
-    # but unclipped: the guidance below clips after its gradient (clipped pixels pass none).
-    if weight == 0.0:
-      def network(z, logsnr):
-        return model.apply({'params': params}, z, logsnr=logsnr, **cond,
-                           drop_text=jnp.zeros((batch,), bool))
-      denoise_fn = samplers.model_denoiser(network, parameterization=parameterization,
-                                           clip_x=False)
-    else:
-      both = jax.tree.map(lambda a: jnp.concatenate([a, a]), cond)
-      drop_text = jnp.concatenate([jnp.zeros((batch,), bool), jnp.ones((batch,), bool)])
-
-      def network_cond_uncond(z2, logsnr2):
-        return model.apply({'params': params}, z2, logsnr=logsnr2, **both, drop_text=drop_text)
-      denoise_fn = samplers.classifier_free_guidance(
-          samplers.model_denoiser(network_cond_uncond, clip_x=False,
-                                  parameterization=parameterization),
-          guidance_weight=weight, clip_x=False)
+    # Unclipped: the guidance below clips after its gradient (clipped pixels pass none).
+    denoise_fn = conditioning.guided_denoiser(model, params, cond, config=config, batch=batch,
+                                              clip_x=False)
     conditional = guidance.conditional_denoiser(
         method, denoise_fn, observation=observation, mask=mask, factor=factor, weight=w_r,
         dynamic_threshold_percentile=c.dynamic_threshold)

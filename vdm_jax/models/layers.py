@@ -7,6 +7,7 @@ information only through temporal attention (Ho et al. 2022, sec. 3: the factori
 U-Net, which also lets the same network train on images by masking temporal attention).
 """
 
+import functools
 import math
 from typing import Any
 
@@ -17,25 +18,25 @@ import numpy as np
 
 Dtype = Any
 
-CONV_IMPLS = ('xla', 'im2col')
+CONV_IMPLS = ('auto', 'xla', 'im2col', 'matmul_grad')
 
 
 def check_conv_impl(conv_impl: str) -> str:
-  """The one place that validates `conv_impl`."""
+  """The one place that validates `conv_impl`; returns it with 'auto' resolved for this backend:
+  'matmul_grad' on CPU (where XLA's kernel-gradient convolution is slow), 'xla' elsewhere."""
   if conv_impl not in CONV_IMPLS:
     raise ValueError(f'conv_impl={conv_impl!r}; allowed values: {CONV_IMPLS}.')
+  if conv_impl == 'auto':
+    return 'matmul_grad' if jax.default_backend() == 'cpu' else 'xla'
   return conv_impl
 
 
-def _im2col_conv(x: jax.Array, kernel: jax.Array, *, stride: int) -> jax.Array:
-  """SAME 3x3 convolution as one matmul over 9 shifted copies of the input.
+def _im2col(x: jax.Array, *, stride: int) -> jax.Array:
+  """The 9 shifted copies a SAME 3x3 window sees: [N, H, W, C] -> [N, H', W', 9 C].
 
-  x: [N, H, W, Cin]; kernel: [3, 3, Cin, Cout] (HWIO, as lax.conv). Equals
-  `lax.conv_general_dilated(x, kernel, (stride, stride), 'SAME')` up to float rounding.
+  Channels are ordered (i, j, c), so `cols @ kernel.reshape(9 C, Cout)` is the convolution.
   """
   N, H, W, C = x.shape
-  kh, kw, cin, cout = kernel.shape
-  assert (kh, kw, cin) == (3, 3, C), (kernel.shape, x.shape)
   # SAME padding for a 3x3 window: 1 each side, except stride 2 on even sizes pads (0, 1).
   out_h, out_w = -(-H // stride), -(-W // stride)
   pad_h = max((out_h - 1) * stride + 3 - H, 0)
@@ -44,24 +45,90 @@ def _im2col_conv(x: jax.Array, kernel: jax.Array, *, stride: int) -> jax.Array:
                    (0, 0)))
   cols = jnp.concatenate([
       xp[:, i:i + (out_h - 1) * stride + 1:stride, j:j + (out_w - 1) * stride + 1:stride]
-      for i in range(3) for j in range(3)], axis=-1)  # [N, out_h, out_w, 9 Cin], (i, j, c) order.
-  return jnp.dot(cols, kernel.reshape(9 * C, cout))
+      for i in range(3) for j in range(3)], axis=-1)
+  return cols
+
+
+def _im2col_conv(x: jax.Array, kernel: jax.Array, *, stride: int) -> jax.Array:
+  """SAME 3x3 convolution as one matmul over 9 shifted copies of the input.
+
+  x: [N, H, W, Cin]; kernel: [3, 3, Cin, Cout] (HWIO, as lax.conv). Equals
+  `lax.conv_general_dilated(x, kernel, (stride, stride), 'SAME')` up to float rounding.
+  """
+  assert kernel.shape[:3] == (3, 3, x.shape[-1]), (kernel.shape, x.shape)
+  return jnp.dot(_im2col(x, stride=stride), kernel.reshape(-1, kernel.shape[-1]))
+
+
+def _xla_conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+  return jax.lax.conv_general_dilated(x, kernel, (stride, stride), 'SAME',
+                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_matmul_kernel_grad(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+  """lax.conv forward and input gradient; the kernel gradient as one im2col matmul.
+
+  XLA's CPU kernel-gradient convolution is the slow one of the three: ~6 GFLOP/s at
+  [128, 32, 32, 64] on the 2-core CPU against ~55 for the forward and input-gradient convs and
+  ~30 for cols^T @ dy (benchmarks/conv_impl.py measures the whole training step). Same shapes
+  and values as `_xla_conv`; x: [N, H, W, Cin], kernel: [3, 3, Cin, Cout].
+  """
+  return _xla_conv(x, kernel, stride)
+
+
+def _conv_matmul_kernel_grad_fwd(x, kernel, stride):
+  return _xla_conv(x, kernel, stride), (x, kernel)
+
+
+def _conv_matmul_kernel_grad_bwd(stride, residuals, dy):
+  x, kernel = residuals
+  _, input_vjp = jax.vjp(lambda x: _xla_conv(x, kernel, stride), x)
+  (dx,) = input_vjp(dy)
+  return dx, _im2col_kernel_grad(x, dy, stride=stride).reshape(kernel.shape).astype(kernel.dtype)
+
+
+def _im2col_kernel_grad(x: jax.Array, dy: jax.Array, *, stride: int,
+                        max_chunk_bytes: int = 64 * 2 ** 20) -> jax.Array:
+  """sum over frames of im2col(x)^T @ dy: [9 Cin, Cout], from x [N, H, W, Cin] and dy [N, H', W',
+  Cout]. The 9x-wide columns are built for a chunk of frames at a time (at most
+  `max_chunk_bytes`), not for all N at once: the columns of every conv of a U-Net's backward
+  pass would otherwise be alive together (+70% peak memory at benchmark config S)."""
+  n = x.shape[0]
+  frame_bytes = dy.shape[1] * dy.shape[2] * 9 * x.shape[3] * x.dtype.itemsize
+  chunk = max([c for c in range(1, n + 1) if n % c == 0 and c * frame_bytes <= max_chunk_bytes],
+              default=1)
+  accumulate = jnp.promote_types(x.dtype, jnp.float32)  # bfloat16 inputs sum in float32.
+  grad_of = lambda x, dy: jnp.einsum('nhwk,nhwc->kc', _im2col(x, stride=stride), dy,
+                                     preferred_element_type=accumulate)
+  if chunk == n:
+    return grad_of(x, dy)
+
+  def add_chunk(total, chunk_inputs):
+    return total + grad_of(*chunk_inputs), None
+
+  chunks = lambda a: a.reshape(n // chunk, chunk, *a.shape[1:])
+  total = jnp.zeros((9 * x.shape[3], dy.shape[3]), accumulate)
+  return jax.lax.scan(add_chunk, total, (chunks(x), chunks(dy)))[0]
+
+
+_conv_matmul_kernel_grad.defvjp(_conv_matmul_kernel_grad_fwd, _conv_matmul_kernel_grad_bwd)
 
 
 class FrameConv(nn.Module):
   """Space-only convolution (kernel 1 x k x k): the same 2D conv applied to every frame.
 
-  `conv_impl` picks the computation ('xla': lax.conv; 'im2col': shifted copies + one matmul);
-  both use the same parameters ('kernel' [k, k, Cin, Cout], 'bias' [Cout]) and give the same
-  output, so checkpoints are interchangeable. im2col only applies to 3x3 kernels. Measured on
-  the 2-core CPU (benchmarks/conv_impl.py), 'xla' is as fast or faster at every shape of the
-  32x32 video model (the 9x wider im2col input costs more memory traffic than it saves), so
-  'xla' is the default.
+  `conv_impl` picks how it is computed, never what: 'xla' (lax.conv, forward and both gradients),
+  'matmul_grad' (lax.conv forward and input gradient, the kernel gradient as one im2col matmul),
+  'im2col' (shifted copies + one matmul, forward and backward) or 'auto' (matmul_grad on CPU,
+  xla elsewhere). All use the same parameters ('kernel' [k, k, Cin, Cout], 'bias' [Cout]) and
+  give the same outputs and gradients, so checkpoints are interchangeable; only 3x3 kernels
+  have the alternatives. Why matmul_grad on CPU: XLA's CPU kernel-gradient convolution runs at
+  a tenth of its forward convolution's rate (benchmarks/train_step.py, benchmarks/conv_impl.py).
   """
   features: int
   kernel_size: int = 3
   stride: int = 1
-  conv_impl: str = 'xla'
+  conv_impl: str = 'auto'
   kernel_init: Any = nn.initializers.lecun_normal()
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -75,13 +142,15 @@ class FrameConv(nn.Module):
     bias = self.param('bias', nn.initializers.zeros, (self.features,), self.param_dtype)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     frames = x.reshape(B * T, H, W, C)  # Frames are independent images here.
-    if check_conv_impl(self.conv_impl) == 'im2col' and k == 3:
-      y = _im2col_conv(frames, kernel, stride=self.stride)
-    elif k == 1 and self.stride == 1:
+    conv_impl = check_conv_impl(self.conv_impl)
+    if k == 1 and self.stride == 1:
       y = jnp.dot(frames, kernel.reshape(C, self.features))
+    elif conv_impl == 'im2col' and k == 3:
+      y = _im2col_conv(frames, kernel, stride=self.stride)
+    elif conv_impl == 'matmul_grad' and k == 3:
+      y = _conv_matmul_kernel_grad(frames, kernel, self.stride)
     else:
-      y = jax.lax.conv_general_dilated(frames, kernel, (self.stride, self.stride), 'SAME',
-                                       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      y = _xla_conv(frames, kernel, self.stride)
     y = y + bias
     return y.reshape(B, T, *y.shape[1:])
 
@@ -185,7 +254,7 @@ class ResBlock(nn.Module):
   features: int
   dropout: float = 0.0
   temporal_conv: bool = False
-  conv_impl: str = 'xla'
+  conv_impl: str = 'auto'
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -217,7 +286,7 @@ class ResBlock(nn.Module):
 
 class Downsample(nn.Module):
   """Halves height and width (never time) with a stride-2 3x3 conv."""
-  conv_impl: str = 'xla'
+  conv_impl: str = 'auto'
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -233,7 +302,7 @@ class Downsample(nn.Module):
 
 class Upsample(nn.Module):
   """Doubles height and width (never time): nearest neighbour, then a 3x3 conv."""
-  conv_impl: str = 'xla'
+  conv_impl: str = 'auto'
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 

@@ -75,7 +75,7 @@ class VideoUNet(nn.Module):
   # A 3x1x1 temporal conv after the first spatial conv of every residual block ((2+1)D, as in
   # Imagen Video); not in Ho et al. 2022's base model, where frames meet only in temporal attention.
   temporal_conv: bool = False
-  conv_impl: str = 'xla'  # See layers.CONV_IMPLS.
+  conv_impl: str = 'auto'  # See layers.CONV_IMPLS.
   # Space-to-depth of p x p pixels before the first conv and back after the last (Hoogeboom et
   # al. 2023, "simple diffusion"): the U-Net runs at H/p x W/p, p^2 times cheaper per conv, while
   # the output stays full resolution. Still space-only: time is never resampled.

@@ -1,0 +1,238 @@
+"""Training-step speed, FLOPs and memory of vdm_jax's real train step, side by side with Hugging
+Face diffusers' UNet3DConditionModel (PyTorch) at the same parameter count and input.
+
+Configs (issue 8): `S` = batch 8 of 16 x 32x32x3, base 64 channels x (1, 2, 4), attention at 16x16
+and 8x8; `M` = batch 4 of 16 x 64x64x3, x (1, 2, 4, 8); `default` = experiments/moving_shapes.py.
+For each config and `--conv_impls` value a fresh process (so that peak memory is its own) compiles
+`train.make_train_step` on synthetic data and reports: parameters, FLOPs per step (XLA cost
+analysis of the network's forward and backward pass with lax.conv), compile seconds, median seconds per step after warm-up, training videos per second,
+achieved GFLOP/s against this machine's float32 matmul ceiling (measured in this run, before and
+after), sampler seconds per network evaluation (DDIM with classifier-free guidance: one network
+call at batch 2 x sample.batch_size per step) and peak memory (process max RSS; XLA's own
+estimate of arguments + temporaries). The diffusers reference runs in its own virtualenv
+(created on first use, see benchmarks/torch_reference.py) right after the JAX rows of the same
+config, so their ratio is measured side by side.
+
+  python benchmarks/train_step.py                              # S and M, default conv_impl, + diffusers
+  python benchmarks/train_step.py --configs S default --conv_impls xla matmul_grad --no_reference
+
+Prints a table and writes JSON (--json).
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # Run from anywhere.
+
+CONFIG_NAMES = ('S', 'M', 'default')
+
+
+def make_config(name: str, conv_impl: str | None):
+  """The ml_collections config of benchmark config `name` (a moving_shapes-shaped task)."""
+  from experiments import moving_shapes  # pylint: disable=g-import-not-at-top
+  config = moving_shapes.get_config()
+  if name in ('S', 'M'):
+    # The paper-style U-Net of issue 8 on raw pixels: no patches, no temporal conv, eps target.
+    config.model.patch_size = 1
+    config.model.temporal_conv = False
+    config.model.channels = 64
+    config.model.attention_resolutions = (16, 8)
+    config.model.num_res_blocks = 1
+    config.diffusion.parameterization = 'eps'
+    config.diffusion.loss_weighting = 'eps_mse'
+  if name == 'S':
+    config.batch_size = 8
+    config.model.channel_mult = (1, 2, 4)
+  elif name == 'M':
+    config.batch_size = 4
+    config.data.builder_config = 'res64'
+    config.model.channel_mult = (1, 2, 4, 8)
+  elif name != 'default':
+    raise ValueError(f'config {name!r}: use one of {CONFIG_NAMES}.')
+  config.sample.batch_size = config.batch_size
+  config.sample.sampler = 'ddim'
+  if conv_impl is not None:
+    config.model.conv_impl = conv_impl
+  config.lock()  # A misspelled field is an error, not a new field.
+  return config
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
+  """This machine's float32 matmul rate now: the best of `repeats` jitted size^3 matmuls."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
+  matmul = jax.jit(jnp.matmul)
+  matmul(a, a).block_until_ready()
+  best = float('inf')
+  for _ in range(repeats):
+    start = time.perf_counter()
+    matmul(a, a).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2 * size ** 3 / best / 1e9
+
+
+def measure_jax(name: str, conv_impl: str | None, *, steps: int, sample_steps: int) -> dict:
+  """One config's row, measured in this process (run by the parent in a fresh one)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from vdm_jax import inspect_model  # pylint: disable=g-import-not-at-top
+  from vdm_jax import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from vdm_jax import train  # pylint: disable=g-import-not-at-top
+
+  config = make_config(name, conv_impl)
+  config.sample.num_steps = sample_steps
+  run = train.setup(config)
+  tx, _ = train.create_optimizer(config)
+  rng = jax.random.PRNGKey(0)
+  state = jax.jit(lambda: train.create_train_state(run.model, tx, config, run.video_shape, rng))()
+  num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  train_step = train.make_train_step(run.model, logsnr_fn=run.logsnr_fn, tx=tx, config=config,
+                                     mesh=run.mesh)
+  data_rng = np.random.default_rng(0)
+  batch = {'video': data_rng.uniform(-1, 1, (config.batch_size, *run.video_shape)).astype(np.float32),
+           'tokens': data_rng.integers(32, 127, (config.batch_size, config.data.max_text_length),
+                                       dtype=np.int32)}
+  batch = mesh_lib.global_batch(batch, run.mesh)
+
+  start = time.perf_counter()
+  compiled = train_step.lower(state, batch).compile()
+  compile_s = time.perf_counter() - start
+  # Model FLOPs: those of the plain lax.conv network, the same for every conv_impl (XLA counts a
+  # scan's body once, so matmul_grad's chunked kernel gradient would read as fewer).
+  flops_config = make_config(name, 'xla')
+  gradient, _ = inspect_model.compile_network_gradient(flops_config, batch_size=config.batch_size)
+  cost = gradient.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  memory = compiled.memory_analysis()
+  xla_bytes = (memory.argument_size_in_bytes + memory.output_size_in_bytes
+               + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
+
+  times = []
+  for i in range(steps + 2):  # Two warm-up steps.
+    start = time.perf_counter()
+    state, metrics = compiled(state, batch)
+    jax.block_until_ready(metrics)
+    if i >= 2:
+      times.append(time.perf_counter() - start)
+  step_s = statistics.median(times)
+
+  prompts = ['a red circle moving left'] * config.sample.batch_size
+  start = time.perf_counter()
+  run.generate(state.ema_params, prompts, jax.random.PRNGKey(1))  # Compiles the whole sampler.
+  sample_compile_s = time.perf_counter() - start
+  start = time.perf_counter()
+  run.generate(state.ema_params, prompts, jax.random.PRNGKey(2))
+  sample_s = time.perf_counter() - start
+  return dict(
+      config=name, framework='vdm_jax', conv_impl=config.model.conv_impl,
+      batch=config.batch_size, video_shape=list(run.video_shape), params=int(num_params),
+      flops_per_step=float(cost['flops']), compile_s=compile_s, step_s=step_s,
+      step_s_min=min(times), videos_per_s=config.batch_size / step_s,
+      gflops_per_s=float(cost['flops']) / step_s / 1e9,
+      sample_s_per_nfe=sample_s / sample_steps, sample_batch=2 * config.sample.batch_size,
+      sample_compile_s=sample_compile_s,
+      peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
+      xla_memory_gib=xla_bytes / 2 ** 30, jax=jax.__version__, backend=jax.default_backend())
+
+
+def run_worker(name: str, conv_impl: str | None, args) -> dict:
+  """measure_jax in a fresh process: its own peak memory, no caches from other rows."""
+  command = [sys.executable, os.path.abspath(__file__), '--_worker', name,
+             '--_conv_impl', conv_impl or '', '--steps', str(args.steps),
+             '--sample_steps', str(args.sample_steps)]
+  result = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout_s,
+                          cwd=REPO, check=False)
+  if result.returncode != 0:
+    tail = result.stderr.strip().splitlines()[-1:] or ['(no output)']
+    raise RuntimeError(f'config {name} (conv_impl {conv_impl}) failed: {tail[0]}')
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--configs', nargs='+', default=['S', 'M'], choices=CONFIG_NAMES)
+  parser.add_argument('--conv_impls', nargs='+', default=[None],
+                      help="model.conv_impl values to compare (default: the config's)")
+  parser.add_argument('--steps', type=int, default=5, help='timed steps after 2 warm-up steps')
+  parser.add_argument('--sample_steps', type=int, default=10, help='DDIM steps of the sampler timing')
+  parser.add_argument('--no_reference', action='store_true', help='skip diffusers')
+  parser.add_argument('--reference_venv', default=os.path.join(REPO, '.venv_torch_bench'))
+  parser.add_argument('--timeout_s', type=float, default=1800)
+  parser.add_argument('--json', default='benchmarks/results/train_step.json')
+  parser.add_argument('--_worker', help=argparse.SUPPRESS)
+  parser.add_argument('--_conv_impl', help=argparse.SUPPRESS)
+  args = parser.parse_args()
+
+  if args._worker:  # pylint: disable=protected-access
+    row = measure_jax(args._worker, args._conv_impl or None, steps=args.steps,  # pylint: disable=protected-access
+                      sample_steps=args.sample_steps)
+    print(json.dumps(row))
+    return
+
+  ceiling_before = matmul_gflops()
+  print(f'{os.cpu_count()} cpus, float32 matmul ceiling {ceiling_before:.0f} GFLOP/s (2048^3)')
+  header = (f'{"config":>7} {"framework":>9} {"conv_impl":>11} {"params":>7} {"GFLOP":>7} '
+            f'{"compile_s":>9} {"step_s":>7} {"videos/s":>8} {"GFLOP/s":>7} {"%ceil":>5} '
+            f'{"s/NFE":>6} {"peak_GiB":>8}')
+  print(header)
+  rows = []
+
+  def show(row):
+    gflops = row.get('gflops_per_s')
+    print(f'{row["config"]:>7} {row["framework"]:>9} {row.get("conv_impl", "-"):>11} '
+          f'{row["params"] / 1e6:6.1f}M {(row.get("flops_per_step") or 0) / 1e9:7.0f} '
+          f'{row.get("compile_s", 0):9.1f} {row["step_s"]:7.3f} {row["videos_per_s"]:8.2f} '
+          f'{gflops or 0:7.0f} {100 * (gflops or 0) / ceiling_before:5.0f} '
+          f'{row["sample_s_per_nfe"]:6.3f} {row["peak_rss_gib"]:8.2f}', flush=True)
+
+  for name in args.configs:
+    jax_rows = []
+    for conv_impl in args.conv_impls:
+      row = run_worker(name, conv_impl, args)
+      show(row)
+      jax_rows.append(row)
+    rows += jax_rows
+    if args.no_reference or name == 'default':
+      continue
+    from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
+    config = make_config(name, None)
+    frames, size = jax_rows[0]['video_shape'][:2]
+    ref = torch_reference.run_reference(
+        venv_dir=args.reference_venv, config_name=name, batch=config.batch_size, frames=frames,
+        size=size, target_params=jax_rows[0]['params'], text_length=config.data.max_text_length,
+        text_dim=config.model.text_width, steps=args.steps, threads=os.cpu_count(),
+        timeout_s=args.timeout_s)
+    ref.setdefault('config', name)
+    ref['framework'] = 'diffusers'
+    if ref.get('flops_per_step'):
+      ref['gflops_per_s'] = ref['flops_per_step'] / ref['step_s'] / 1e9
+    show(ref)
+    rows.append(ref)
+    for row in jax_rows:
+      print(f'        {name} {row["conv_impl"]}: {row["videos_per_s"] / ref["videos_per_s"]:.2f}x '
+            f'diffusers\' training videos/s')
+      row['speedup_vs_diffusers'] = row['videos_per_s'] / ref['videos_per_s']
+
+  ceiling_after = matmul_gflops()
+  print(f'float32 matmul ceiling after: {ceiling_after:.0f} GFLOP/s')
+  result = dict(matmul_gflops_before=ceiling_before, matmul_gflops_after=ceiling_after,
+                machine=platform.machine(), cpus=os.cpu_count(), steps=args.steps,
+                sample_steps=args.sample_steps, rows=rows)
+  os.makedirs(os.path.dirname(args.json) or '.', exist_ok=True)
+  with open(args.json, 'w') as f:
+    json.dump(result, f, indent=2)
+  print(f'wrote {args.json}')
+
+
+if __name__ == '__main__':
+  main()
