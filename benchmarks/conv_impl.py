@@ -8,6 +8,11 @@ kind; 'rest' = step time - sum (elementwise ops, concatenations, the text encode
 
   python benchmarks/conv_impl.py                      # defaults: batch 8, 16 x 32x32x3
   python benchmarks/conv_impl.py --channels 32 --attention 8 --split
+  python benchmarks/conv_impl.py --passes             # one 3x3 conv: forward, input and kernel
+                                                      # gradient apart, per conv_impl and shape
+
+--passes is where 'matmul_grad' comes from: XLA's CPU kernel-gradient convolution runs at a
+fraction of its forward convolution's rate at the U-Net's high-resolution shapes.
 
 Prints a table and writes JSON (--json).
 """
@@ -131,6 +136,40 @@ def cost_split(model, z, kwargs, *, steps: int) -> dict:
   return dict(totals)
 
 
+PASS_SHAPES = ((32, 64), (16, 128), (8, 256), (32, 128))  # (height = width, channels) of 3x3 convs
+
+
+def conv_passes(frames: int, *, steps: int) -> list[dict]:
+  """GFLOP/s of the forward pass, the input gradient and the kernel gradient of one SAME 3x3
+  conv (stride 1, Cin = Cout) on [frames, size, size, channels], per conv_impl: each pass jitted
+  alone (a VJP with the residuals computed inside, as in a training step's backward pass)."""
+  rows = []
+  impls = [i for i in layers.CONV_IMPLS if i != 'auto']
+  for size, channels in PASS_SHAPES:
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((1, frames, size, size, channels)), jnp.float32)
+    dy = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
+    flops = 2 * frames * size * size * channels * channels * 9
+    row = dict(size=size, channels=channels, frames=frames, gflop_per_pass=flops / 1e9)
+    for impl in impls:
+      conv = layers.FrameConv(channels, conv_impl=impl)
+      params = conv.init(jax.random.PRNGKey(0), x)
+      forward = jax.jit(conv.apply)
+      input_grad = jax.jit(lambda p, x, dy: jax.vjp(lambda x: conv.apply(p, x), x)[1](dy))
+      kernel_grad = jax.jit(lambda p, x, dy: jax.vjp(lambda p: conv.apply(p, x), p)[1](dy))
+      row[impl] = dict(
+          forward=flops / time_fn(forward, params, x, steps=steps) / 1e9,
+          input_grad=flops / time_fn(input_grad, params, x, dy, steps=steps) / 1e9,
+          kernel_grad=flops / time_fn(kernel_grad, params, x, dy, steps=steps) / 1e9)
+      # The input- and kernel-gradient timings include the forward the VJP needs for residuals
+      # only where the conv_impl keeps some (im2col's columns); lax.conv keeps x itself.
+      print(f'{size:>4}x{size:<3} {channels:>4} ch {impl:>11}: forward {row[impl]["forward"]:5.0f}, '
+            f'input grad {row[impl]["input_grad"]:5.0f}, kernel grad '
+            f'{row[impl]["kernel_grad"]:5.0f} GFLOP/s', flush=True)
+    rows.append(row)
+  return rows
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--batch', type=int, default=8)
@@ -145,8 +184,20 @@ def main():
   parser.add_argument('--steps', type=int, default=3)
   parser.add_argument('--num_res_blocks', type=int, default=1)
   parser.add_argument('--split', action='store_true', help='also time convs/attention/norms')
+  parser.add_argument('--passes', action='store_true',
+                      help='only time one conv\'s forward / input grad / kernel grad per conv_impl')
   parser.add_argument('--json', default='benchmarks/conv_impl.json')
   args = parser.parse_args()
+
+  if args.passes:
+    frames = args.batch * args.frames
+    print(f'3x3 conv on [{frames} frames, size, size, channels], {os.cpu_count()} cpus; GFLOP/s '
+          f'counts 2 * frames * size^2 * channels^2 * 9 per pass')
+    rows = conv_passes(frames, steps=args.steps)
+    with open(args.json, 'w') as f:
+      json.dump(dict(jax=jax.__version__, cpus=os.cpu_count(), passes=rows), f, indent=2)
+    print(f'wrote {args.json}')
+    return
 
   z, kwargs = make_inputs(args)
   rows = []

@@ -88,6 +88,7 @@ def measure_jax(name: str, conv_impl: str | None, *, steps: int, sample_steps: i
   from vdm_jax import inspect_model  # pylint: disable=g-import-not-at-top
   from vdm_jax import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   from vdm_jax import train  # pylint: disable=g-import-not-at-top
+  from vdm_jax.models import layers  # pylint: disable=g-import-not-at-top
 
   config = make_config(name, conv_impl)
   config.sample.num_steps = sample_steps
@@ -134,7 +135,7 @@ def measure_jax(name: str, conv_impl: str | None, *, steps: int, sample_steps: i
   run.generate(state.ema_params, prompts, jax.random.PRNGKey(2))
   sample_s = time.perf_counter() - start
   return dict(
-      config=name, framework='vdm_jax', conv_impl=config.model.conv_impl,
+      config=name, framework='vdm_jax', conv_impl=layers.check_conv_impl(config.model.conv_impl),
       batch=config.batch_size, video_shape=list(run.video_shape), params=int(num_params),
       flops_per_step=float(cost['flops']), compile_s=compile_s, step_s=step_s,
       step_s_min=min(times), videos_per_s=config.batch_size / step_s,
@@ -164,7 +165,7 @@ def main():
   parser.add_argument('--conv_impls', nargs='+', default=[None],
                       help="model.conv_impl values to compare (default: the config's)")
   parser.add_argument('--steps', type=int, default=5, help='timed steps after 2 warm-up steps')
-  parser.add_argument('--sample_steps', type=int, default=10, help='DDIM steps of the sampler timing')
+  parser.add_argument('--sample_steps', type=int, default=3, help='DDIM steps of the sampler timing')
   parser.add_argument('--no_reference', action='store_true', help='skip diffusers')
   parser.add_argument('--reference_venv', default=os.path.join(REPO, '.venv_torch_bench'))
   parser.add_argument('--timeout_s', type=float, default=1800)
