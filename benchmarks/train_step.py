@@ -35,7 +35,7 @@ sys.path.insert(0, REPO)  # Run from anywhere.
 CONFIG_NAMES = ('S', 'M', 'default')
 
 
-def make_config(name: str, conv_impl: str | None):
+def make_config(name: str, conv_impl: str | None, remat: str | None = None):
   """The ml_collections config of benchmark config `name` (a moving_shapes-shaped task)."""
   from experiments import moving_shapes  # pylint: disable=g-import-not-at-top
   config = moving_shapes.get_config()
@@ -61,6 +61,8 @@ def make_config(name: str, conv_impl: str | None):
   config.sample.sampler = 'ddim'
   if conv_impl is not None:
     config.model.conv_impl = conv_impl
+  if remat is not None:
+    config.model.remat = remat
   config.lock()  # A misspelled field is an error, not a new field.
   return config
 
@@ -80,7 +82,8 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
   return 2 * size ** 3 / best / 1e9
 
 
-def measure_jax(name: str, conv_impl: str | None, *, steps: int, sample_steps: int) -> dict:
+def measure_jax(name: str, conv_impl: str | None, *, steps: int, sample_steps: int,
+                remat: str | None = None) -> dict:
   """One config's row, measured in this process (run by the parent in a fresh one)."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -90,8 +93,8 @@ def measure_jax(name: str, conv_impl: str | None, *, steps: int, sample_steps: i
   from vdm_jax import train  # pylint: disable=g-import-not-at-top
   from vdm_jax.models import layers  # pylint: disable=g-import-not-at-top
 
-  config = make_config(name, conv_impl)
-  config.sample.num_steps = sample_steps
+  config = make_config(name, conv_impl, remat)
+  config.sample.num_steps = sample_steps  # Locked: changing a field is fine, adding one is not.
   run = train.setup(config)
   tx, _ = train.create_optimizer(config)
   rng = jax.random.PRNGKey(0)
@@ -136,6 +139,7 @@ def measure_jax(name: str, conv_impl: str | None, *, steps: int, sample_steps: i
   sample_s = time.perf_counter() - start
   return dict(
       config=name, framework='vdm_jax', conv_impl=layers.check_conv_impl(config.model.conv_impl),
+      remat=config.model.remat,
       batch=config.batch_size, video_shape=list(run.video_shape), params=int(num_params),
       flops_per_step=float(cost['flops']), compile_s=compile_s, step_s=step_s,
       step_s_min=min(times), videos_per_s=config.batch_size / step_s,
@@ -150,7 +154,7 @@ def run_worker(name: str, conv_impl: str | None, args) -> dict:
   """measure_jax in a fresh process: its own peak memory, no caches from other rows."""
   command = [sys.executable, os.path.abspath(__file__), '--_worker', name,
              '--_conv_impl', conv_impl or '', '--steps', str(args.steps),
-             '--sample_steps', str(args.sample_steps)]
+             '--sample_steps', str(args.sample_steps)] + (['--remat', args.remat] if args.remat else [])
   result = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout_s,
                           cwd=REPO, check=False)
   if result.returncode != 0:
@@ -166,6 +170,8 @@ def main():
                       help="model.conv_impl values to compare (default: the config's)")
   parser.add_argument('--steps', type=int, default=5, help='timed steps after 2 warm-up steps')
   parser.add_argument('--sample_steps', type=int, default=3, help='DDIM steps of the sampler timing')
+  parser.add_argument('--remat', choices=('none', 'block', 'full'),
+                      help="model.remat of every vdm_jax row (default: the config's, 'none')")
   parser.add_argument('--no_reference', action='store_true', help='skip diffusers')
   parser.add_argument('--reference_venv', default=os.path.join(REPO, '.venv_torch_bench'))
   parser.add_argument('--timeout_s', type=float, default=1800)
@@ -176,7 +182,7 @@ def main():
 
   if args._worker:  # pylint: disable=protected-access
     row = measure_jax(args._worker, args._conv_impl or None, steps=args.steps,  # pylint: disable=protected-access
-                      sample_steps=args.sample_steps)
+                      sample_steps=args.sample_steps, remat=args.remat)
     print(json.dumps(row))
     return
 
