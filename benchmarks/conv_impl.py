@@ -19,7 +19,6 @@ Prints a table and writes JSON (--json).
 
 import argparse
 import collections
-import json
 import os
 import platform
 import sys
@@ -32,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import common
 from vdm_jax.models import attention as attention_lib
 from vdm_jax.models import layers
 from vdm_jax.models.unet import VideoUNet
@@ -68,11 +68,7 @@ def make_inputs(args):
 
 def step_time(model, z, kwargs, *, steps: int) -> tuple[float, float, int]:
   params = jax.jit(model.init)(jax.random.PRNGKey(0), z, **kwargs)
-  # Perturb params so no gradient is identically zero (zero-init output layers).
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-  params = jax.tree.unflatten(tree, [x + 0.01 * jax.random.normal(k, x.shape, x.dtype)
-                                     for x, k in zip(leaves, keys)])
+  params = common.perturbed_params(params)  # No gradient identically zero (zero-init output layers).
   grad_fn = fwd_bwd(lambda p, zz: model.apply(p, zz, **kwargs))
   cost = grad_fn.lower(params, z).cost_analysis()
   flops = float((cost[0] if isinstance(cost, (list, tuple)) else cost).get('flops', np.nan))
@@ -194,9 +190,7 @@ def main():
     print(f'3x3 conv on [{frames} frames, size, size, channels], {os.cpu_count()} cpus; GFLOP/s '
           f'counts 2 * frames * size^2 * channels^2 * 9 per pass')
     rows = conv_passes(frames, steps=args.steps)
-    with open(args.json, 'w') as f:
-      json.dump(dict(jax=jax.__version__, cpus=os.cpu_count(), passes=rows), f, indent=2)
-    print(f'wrote {args.json}')
+    common.write_json(args.json, dict(jax=jax.__version__, cpus=os.cpu_count(), passes=rows))
     return
 
   z, kwargs = make_inputs(args)
@@ -229,10 +223,7 @@ def main():
   result = dict(batch=args.batch, frames=args.frames, size=args.size, text_length=args.text_length,
                 channel_mult=args.channel_mult, steps=args.steps, jax=jax.__version__,
                 machine=platform.machine(), cpus=os.cpu_count(), rows=rows)
-  os.makedirs(os.path.dirname(args.json) or '.', exist_ok=True)
-  with open(args.json, 'w') as f:
-    json.dump(result, f, indent=2)
-  print(f'wrote {args.json}')
+  common.write_json(args.json, result)
 
 
 if __name__ == '__main__':

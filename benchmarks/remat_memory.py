@@ -29,7 +29,6 @@ Prints a table and writes JSON (--json).
 """
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -40,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import jax
 
 from experiments import moving_shapes
+from benchmarks import common
 from vdm_jax import config_validation
 from vdm_jax import inspect_model
 from vdm_jax import train
@@ -93,10 +93,7 @@ def main():
                 backend=jax.devices()[0].platform, jax=jax.__version__,
                 machine=platform.machine(), cpus=os.cpu_count(),
                 date=time.strftime('%Y-%m-%d'))
-  os.makedirs(os.path.dirname(args.json) or '.', exist_ok=True)
-  with open(args.json, 'w') as f:
-    json.dump(result, f, indent=2)
-  print(f'wrote {args.json}')
+  common.write_json(args.json, result)
 
 
 if __name__ == '__main__':

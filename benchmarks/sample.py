@@ -14,7 +14,6 @@ Prints a table and writes JSON (--json).
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -25,20 +24,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import jax
 import numpy as np
 
+from benchmarks import common
 from benchmarks import train_step
 from vdm_jax import samplers
 from vdm_jax import train
 
 
 def random_params(run):
-  """The config's initial parameters plus small noise (the zero-initialised output layers would
-  otherwise make every network call return zeros)."""
+  """The config's initial parameters, perturbed (common.perturbed_params)."""
   rng = jax.random.PRNGKey(0)
-  params = jax.jit(lambda: train.init_params(run.model, run.config, run.video_shape, rng))()
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-  return jax.tree.unflatten(tree, [x + 0.01 * jax.random.normal(k, x.shape, x.dtype)
-                                   for x, k in zip(leaves, keys)])
+  return common.perturbed_params(jax.jit(
+      lambda: train.init_params(run.model, run.config, run.video_shape, rng))())
 
 
 def main():
@@ -59,17 +55,16 @@ def main():
   print(header)
   rows = []
   for name in args.configs:
-    base = train_step.make_config(name, None)
+    config = train_step.make_config(name, None)
+    config.sample.guidance_weight = args.guidance_weight
+    # Parameters once per config; each row only rebuilds the sampler (train.use_schedule).
+    run = (train.restore_for_inference(config, args.workdir) if args.workdir
+           else train.setup(config))
+    params = run.ema_params if args.workdir else random_params(run)
     for sampler in args.samplers:
       for steps in args.steps:
-        config = base.copy_and_resolve_references()
-        config.unlock()
         config.sample.sampler, config.sample.num_steps = sampler, steps
-        config.sample.guidance_weight = args.guidance_weight
-        config.lock()
-        run = (train.restore_for_inference(config, args.workdir) if args.workdir
-               else train.setup(config))
-        params = run.ema_params if args.workdir else random_params(run)
+        train.use_schedule(run, run.schedule_params)  # A fresh generate fn for this sampler.
         prompts = ['a red circle moving left'] * config.sample.batch_size
         start = time.perf_counter()
         run.generate(params, prompts, jax.random.PRNGKey(0))
@@ -91,10 +86,7 @@ def main():
         rows.append(row)
   result = dict(jax=jax.__version__, backend=jax.default_backend(), cpus=os.cpu_count(),
                 guidance_weight=args.guidance_weight, workdir=args.workdir, rows=rows)
-  os.makedirs(os.path.dirname(args.json) or '.', exist_ok=True)
-  with open(args.json, 'w') as f:
-    json.dump(result, f, indent=2)
-  print(f'wrote {args.json}')
+  common.write_json(args.json, result)
 
 
 if __name__ == '__main__':

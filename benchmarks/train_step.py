@@ -235,10 +235,7 @@ def main():
   result = dict(matmul_gflops_before=ceiling_before, matmul_gflops_after=ceiling_after,
                 machine=platform.machine(), cpus=os.cpu_count(), steps=args.steps,
                 sample_steps=args.sample_steps, rows=rows)
-  os.makedirs(os.path.dirname(args.json) or '.', exist_ok=True)
-  with open(args.json, 'w') as f:
-    json.dump(result, f, indent=2)
-  print(f'wrote {args.json}')
+  common.write_json(args.json, result)
 
 
 if __name__ == '__main__':
