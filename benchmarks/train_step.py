@@ -32,6 +32,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # Run from anywhere.
 
+from benchmarks import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 CONFIG_NAMES = ('S', 'M', 'default')
 
 
