@@ -36,7 +36,7 @@ def _im2col(x: jax.Array, *, stride: int) -> jax.Array:
 
   Channels are ordered (i, j, c), so `cols @ kernel.reshape(9 C, Cout)` is the convolution.
   """
-  N, H, W, C = x.shape
+  _, H, W, _ = x.shape
   # SAME padding for a 3x3 window: 1 each side, except stride 2 on even sizes pads (0, 1).
   out_h, out_w = -(-H // stride), -(-W // stride)
   pad_h = max((out_h - 1) * stride + 3 - H, 0)
