@@ -15,6 +15,7 @@ config, so their ratio is measured side by side.
 
   python benchmarks/train_step.py                              # S and M, default conv_impl, + diffusers
   python benchmarks/train_step.py --configs S default --conv_impls xla matmul_grad --no_reference
+  python benchmarks/train_step.py --configs S --grad_accums 1 2 --no_reference   # memory vs microbatches
 
 Prints a table and writes JSON (--json).
 """
@@ -37,7 +38,8 @@ from benchmarks import common  # pylint: disable=g-import-not-at-top,wrong-impor
 CONFIG_NAMES = ('S', 'M', 'default')
 
 
-def make_config(name: str, conv_impl: str | None, remat: str | None = None):
+def make_config(name: str, conv_impl: str | None, remat: str | None = None,
+                grad_accum_steps: int | None = None):
   """The ml_collections config of benchmark config `name` (a moving_shapes-shaped task)."""
   from experiments import moving_shapes  # pylint: disable=g-import-not-at-top
   config = moving_shapes.get_config()
@@ -65,6 +67,8 @@ def make_config(name: str, conv_impl: str | None, remat: str | None = None):
     config.model.conv_impl = conv_impl
   if remat is not None:
     config.model.remat = remat
+  if grad_accum_steps is not None:
+    config.train.grad_accum_steps = grad_accum_steps
   config.lock()  # A misspelled field is an error, not a new field.
   return config
 
@@ -85,7 +89,7 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
 
 
 def measure_jax(name: str, conv_impl: str | None, *, steps: int, sample_steps: int,
-                remat: str | None = None) -> dict:
+                remat: str | None = None, grad_accum_steps: int | None = None) -> dict:
   """One config's row, measured in this process (run by the parent in a fresh one)."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -95,7 +99,7 @@ def measure_jax(name: str, conv_impl: str | None, *, steps: int, sample_steps: i
   from vdm_jax import train  # pylint: disable=g-import-not-at-top
   from vdm_jax.models import layers  # pylint: disable=g-import-not-at-top
 
-  config = make_config(name, conv_impl, remat)
+  config = make_config(name, conv_impl, remat, grad_accum_steps)
   config.sample.num_steps = sample_steps  # Locked: changing a field is fine, adding one is not.
   run = train.setup(config)
   tx, _ = train.create_optimizer(config)
@@ -141,7 +145,7 @@ def measure_jax(name: str, conv_impl: str | None, *, steps: int, sample_steps: i
   sample_s = time.perf_counter() - start
   return dict(
       config=name, framework='vdm_jax', conv_impl=layers.check_conv_impl(config.model.conv_impl),
-      remat=config.model.remat,
+      remat=config.model.remat, grad_accum_steps=config.train.grad_accum_steps,
       batch=config.batch_size, video_shape=list(run.video_shape), params=int(num_params),
       flops_per_step=float(cost['flops']), compile_s=compile_s, step_s=step_s,
       step_s_min=min(times), videos_per_s=config.batch_size / step_s,
@@ -152,11 +156,13 @@ def measure_jax(name: str, conv_impl: str | None, *, steps: int, sample_steps: i
       xla_memory_gib=xla_bytes / 2 ** 30, jax=jax.__version__, backend=jax.default_backend())
 
 
-def run_worker(name: str, conv_impl: str | None, args) -> dict:
+def run_worker(name: str, conv_impl: str | None, grad_accum_steps: int | None, args) -> dict:
   """measure_jax in a fresh process: its own peak memory, no caches from other rows."""
   command = [sys.executable, os.path.abspath(__file__), '--_worker', name,
              '--_conv_impl', conv_impl or '', '--steps', str(args.steps),
              '--sample_steps', str(args.sample_steps)] + (['--remat', args.remat] if args.remat else [])
+  if grad_accum_steps is not None:
+    command += ['--_grad_accum_steps', str(grad_accum_steps)]
   result = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout_s,
                           cwd=REPO, check=False)
   if result.returncode != 0:
@@ -174,23 +180,28 @@ def main():
   parser.add_argument('--sample_steps', type=int, default=3, help='DDIM steps of the sampler timing')
   parser.add_argument('--remat', choices=('none', 'block', 'full'),
                       help="model.remat of every vdm_jax row (default: the config's, 'none')")
+  parser.add_argument('--grad_accums', nargs='+', type=int, default=[None],
+                      help="train.grad_accum_steps values to compare (default: the config's, 1): "
+                           'the same step in that many microbatches, less activation memory')
   parser.add_argument('--no_reference', action='store_true', help='skip diffusers')
   parser.add_argument('--reference_venv', default=os.path.join(REPO, '.venv_torch_bench'))
   parser.add_argument('--timeout_s', type=float, default=1800)
   parser.add_argument('--json', default='benchmarks/results/train_step.json')
   parser.add_argument('--_worker', help=argparse.SUPPRESS)
   parser.add_argument('--_conv_impl', help=argparse.SUPPRESS)
+  parser.add_argument('--_grad_accum_steps', type=int, help=argparse.SUPPRESS)
   args = parser.parse_args()
 
   if args._worker:  # pylint: disable=protected-access
     row = measure_jax(args._worker, args._conv_impl or None, steps=args.steps,  # pylint: disable=protected-access
-                      sample_steps=args.sample_steps, remat=args.remat)
+                      sample_steps=args.sample_steps, remat=args.remat,
+                      grad_accum_steps=args._grad_accum_steps)  # pylint: disable=protected-access
     print(json.dumps(row))
     return
 
   ceiling_before = matmul_gflops()
   print(f'{os.cpu_count()} cpus, float32 matmul ceiling {ceiling_before:.0f} GFLOP/s (2048^3)')
-  header = (f'{"config":>7} {"framework":>9} {"conv_impl":>11} {"params":>7} {"GFLOP":>7} '
+  header = (f'{"config":>7} {"framework":>9} {"conv_impl":>11} {"accum":>5} {"params":>7} {"GFLOP":>7} '
             f'{"compile_s":>9} {"step_s":>7} {"videos/s":>8} {"GFLOP/s":>7} {"%ceil":>5} '
             f'{"s/NFE":>6} {"peak_GiB":>8}')
   print(header)
@@ -199,6 +210,7 @@ def main():
   def show(row):
     gflops = row.get('gflops_per_s')
     print(f'{row["config"]:>7} {row["framework"]:>9} {row.get("conv_impl", "-"):>11} '
+          f'{row.get("grad_accum_steps", "-"):>5} '
           f'{row["params"] / 1e6:6.1f}M {(row.get("flops_per_step") or 0) / 1e9:7.0f} '
           f'{row.get("compile_s", 0):9.1f} {row["step_s"]:7.3f} {row["videos_per_s"]:8.2f} '
           f'{gflops or 0:7.0f} {100 * (gflops or 0) / ceiling_before:5.0f} '
@@ -207,9 +219,10 @@ def main():
   for name in args.configs:
     jax_rows = []
     for conv_impl in args.conv_impls:
-      row = run_worker(name, conv_impl, args)
-      show(row)
-      jax_rows.append(row)
+      for grad_accum_steps in args.grad_accums:
+        row = run_worker(name, conv_impl, grad_accum_steps, args)
+        show(row)
+        jax_rows.append(row)
     rows += jax_rows
     if args.no_reference or name == 'default':
       continue
@@ -228,7 +241,7 @@ def main():
     show(ref)
     rows.append(ref)
     for row in jax_rows:
-      print(f'        {name} {row["conv_impl"]}: {row["videos_per_s"] / ref["videos_per_s"]:.2f}x '
+      print(f'        {name} {row["conv_impl"]} accum {row["grad_accum_steps"]}: {row["videos_per_s"] / ref["videos_per_s"]:.2f}x '
             f'diffusers\' training videos/s')
       row['speedup_vs_diffusers'] = row['videos_per_s'] / ref['videos_per_s']
 

@@ -64,7 +64,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   # or 'einsum' (the same maths written out; same outputs, for checking).
   config.model.attention_impl = 'dot_product_attention'
   # Rematerialisation: 'none', 'block' (each residual/attention block recomputed in the backward pass)
-  # or 'full' (the whole U-Net); same gradients, more FLOPs; memory saving: see benchmarks/remat_memory.py.
+  # or 'full' (the whole U-Net); same gradients, more FLOPs; memory saving: see benchmarks/remat_memory.py
+  # (none on XLA:CPU: there, lower memory with train.grad_accum_steps).
   config.model.remat = 'none'
   config.model.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16' (norms, softmax, loss stay float32).
   config.model.param_dtype = 'float32'  # Parameter dtype: 'float32' or 'bfloat16'.
@@ -130,6 +131,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # ---------------------------------------------------------------- training
   config.train = ml_collections.ConfigDict()
   config.train.num_steps = 2000  # Total training steps.
+  # Gradient accumulation: each step's batch is split into this many microbatches whose gradients are
+  # summed in one compiled step (same update, ~1/k the activation memory; batch_size divisible by k x devices).
+  config.train.grad_accum_steps = 1
   config.train.log_every = 25  # Steps between logged metrics (TensorBoard + console).
   config.train.checkpoint_every = 250  # Steps between checkpoints (and one at the end).
   config.train.keep_checkpoints = 3  # Number of most recent checkpoints kept.

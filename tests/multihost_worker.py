@@ -2,8 +2,9 @@
 
   python -m tests.multihost_worker COORDINATOR NUM_PROCESSES PROCESS_ID WORKDIR
 
-joins the job through vdm_jax.distributed, then for each scenario (pure data parallelism, and
-FSDP with mesh data=4, fsdp=2 on 8 devices) trains a stand-in denoiser NUM_STEPS steps on the
+joins the job through vdm_jax.distributed, then for each scenario (pure data parallelism, FSDP
+with mesh data=4, fsdp=2 on 8 devices, and that FSDP with gradient accumulation over 2
+microbatches) trains a stand-in denoiser NUM_STEPS steps on the
 same global batches as the single-process reference (`train_steps` in the test's own process),
 saves a checkpoint to WORKDIR/<scenario> with every process, and (process 0) writes the losses
 and the layout of the state to WORKDIR/<scenario>.json.
@@ -27,8 +28,9 @@ from vdm_jax import train
 
 VIDEO_SHAPE = (2, 8, 8, 3)  # [frames, height, width, channels]
 NUM_STEPS = 3
-BATCH_SIZE = 8  # One video per device on 2 processes x 4 devices.
-SCENARIOS = {'data_parallel': 1, 'fsdp': 2}  # name: config.mesh.fsdp
+BATCH_SIZE = 16  # Two videos per device on 2 processes x 4 devices (one per microbatch).
+# name: (config.mesh.fsdp, config.train.grad_accum_steps)
+SCENARIOS = {'data_parallel': (1, 1), 'fsdp': (2, 1), 'fsdp_grad_accum': (2, 2)}
 
 
 class PixelDenoiser(flax.linen.Module):
@@ -41,9 +43,10 @@ class PixelDenoiser(flax.linen.Module):
     return self.param('w', flax.linen.initializers.constant(0.5), VIDEO_SHAPE[1:]) * z
 
 
-def scenario_config(fsdp: int):
+def scenario_config(fsdp: int, grad_accum_steps: int = 1):
   config = smoke_config('/nonexistent', NUM_STEPS)  # No data is read: batches are made here.
   config.batch_size = BATCH_SIZE
+  config.train.grad_accum_steps = grad_accum_steps
   config.optim.warmup_steps = 0  # Every step moves the parameters.
   config.mesh.fsdp = fsdp
   config.mesh.fsdp_min_mib = 0.0  # Shard even this model's tiny arrays.
@@ -96,8 +99,8 @@ def layout(array: jax.Array) -> dict:
 def main(coordinator: str, num_processes: str, process_id: str, workdir: str) -> None:
   assert distributed.initialize(coordinator_address=coordinator, num_processes=int(num_processes),
                                 process_id=int(process_id))
-  for name, fsdp in SCENARIOS.items():
-    config = scenario_config(fsdp)
+  for name, (fsdp, grad_accum_steps) in SCENARIOS.items():
+    config = scenario_config(fsdp, grad_accum_steps)
     mesh = mesh_lib.make_mesh(config)
     batches = iter(grain.MapDataset.range(NUM_STEPS).to_iter_dataset())
     losses, state, _ = train_steps(config, mesh, batches=batches)

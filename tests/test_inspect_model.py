@@ -36,3 +36,6 @@ def test_inspect_reports_the_compiled_gradient():
   assert report.activation_bytes_per_example > 0
   text = inspect_model.format_report(config, report)
   assert f'{params:,}' in text and 'FLOP' in text
+  assert f'x {config.batch_size} videos held at once' in text
+  config.batch_size, config.train.grad_accum_steps = 8, 4  # Accumulation holds a microbatch.
+  assert 'x 2 videos held at once' in inspect_model.format_report(config, report)

@@ -68,12 +68,13 @@ def test_two_processes_train_as_one_and_their_checkpoint_restores_in_one(runs, s
   two_process_run, (losses, state, abstract) = runs
   with open(two_process_run / f'{scenario}.json') as f:
     report = json.load(f)
-  fsdp = worker.SCENARIOS[scenario]
+  fsdp, _ = worker.SCENARIOS[scenario]
   assert (report['process_count'], report['device_count'], report['local_devices']) == (2, 8, 4)
   assert report['mesh'] == {'data': 8 // fsdp, 'fsdp': fsdp}
-  assert report['process_rows'] == str(slice(0, 4))  # Process 0 feeds the first half.
+  assert report['process_rows'] == str(slice(0, worker.BATCH_SIZE // 2))  # Process 0: first half.
   # Same global batches, same per-example noise (partitionable threefry): only the order of the
-  # sums over devices differs. The losses change from step to step, so a mismatch shows.
+  # sums over devices (and microbatches) differs. The losses change from step to step, so a
+  # mismatch shows.
   assert len(set(losses)) == worker.NUM_STEPS
   np.testing.assert_allclose(report['losses'], losses, rtol=1e-5)
 

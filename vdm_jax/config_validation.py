@@ -111,6 +111,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
                      'model.head_dim', 'model.text_width', 'model.text_layers', 'model.text_heads',
                      'optim.learning_rate', 'train.num_steps', 'train.log_every',
                      'train.checkpoint_every', 'train.keep_checkpoints', 'train.max_consecutive_skips',
+                     'train.grad_accum_steps',
                      'sample.num_steps', 'sample.batch_size', 'sample.num_videos', 'sample.fps',
                      'eval.num_captions',
                      'diffusion.linear_num_steps', 'diffusion.min_snr_gamma'])
@@ -144,6 +145,10 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   _require(d.schedule != 'learned' or d.loss_weighting == 'vlb',
            f"config.diffusion.schedule='learned' needs config.diffusion.loss_weighting='vlb' (got "
            f'{d.loss_weighting!r}): only the VLB is unchanged by the schedule it trains.')
+  _require(d.schedule != 'learned' or config.train.grad_accum_steps == 1,
+           f"config.train.grad_accum_steps={config.train.grad_accum_steps} is not supported with "
+           "config.diffusion.schedule='learned' (its VLB-variance gradient needs the whole batch "
+           'at once): set --config.train.grad_accum_steps=1.')
   _require(not d.learn_endpoints or d.schedule == 'learned',
            f"config.diffusion.learn_endpoints=True needs config.diffusion.schedule='learned' (got "
            f'{d.schedule!r}): set --config.diffusion.schedule=learned (with loss_weighting=vlb) '
@@ -189,10 +194,20 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
            f'of the {config.eval.split!r} split: lower --config.eval.bpd_num_videos.')
   validate_eval_metrics(config.eval, split_size=split_size)
 
+  k = config.train.grad_accum_steps
+  _require(config.batch_size % k == 0,
+           f'config.batch_size={config.batch_size} does not split into '
+           f'config.train.grad_accum_steps={k} microbatches: set --config.batch_size to a multiple '
+           f'of {k}, or change --config.train.grad_accum_steps.')
   if num_devices is not None:
     _require(config.batch_size % num_devices == 0,
              f'config.batch_size={config.batch_size} is not divisible by the {num_devices} devices: '
              f'set --config.batch_size to a multiple of {num_devices}.')
+    _require(config.batch_size % (k * num_devices) == 0,
+             f'config.batch_size={config.batch_size} does not split into '
+             f'config.train.grad_accum_steps={k} microbatches over {num_devices} devices: set '
+             f'--config.batch_size to a multiple of {k * num_devices}, or lower '
+             '--config.train.grad_accum_steps.')
   validate_mesh(config.mesh, num_devices=num_devices)
 
 

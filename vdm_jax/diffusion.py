@@ -323,9 +323,14 @@ def diffusion_loss(
     'mse_eps' (mean ||eps - eps_hat||^2) and 'mse_x' (mean ||x - clip(x_hat, -1, 1)||^2; x_hat
     is clipped as the sampler does, since for eps-prediction it is unbounded as lambda -> -inf).
   """
-  per_example, terms = per_example_loss(
+  return batch_loss_and_metrics(*per_example_loss(
       model_fn, x, rng=rng, logsnr_fn=logsnr_fn, parameterization=parameterization,
-      loss_weighting=loss_weighting, antithetic_time=antithetic_time, frame_weights=frame_weights)
+      loss_weighting=loss_weighting, antithetic_time=antithetic_time, frame_weights=frame_weights))
+
+
+def batch_loss_and_metrics(per_example: jax.Array,
+                           terms: dict[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """diffusion_loss's (loss, metrics) from per_example_loss's (loss [B], terms): the batch means."""
   loss = jnp.mean(per_example)
   metrics = {
       'loss': loss,
@@ -333,6 +338,18 @@ def diffusion_loss(
       'mse_x': jnp.mean(terms['mse_x_clipped']),
   }
   return loss, metrics
+
+
+def draw_time_and_noise(rng: jax.Array, x: jax.Array, *,
+                        antithetic: bool = False) -> tuple[jax.Array, jax.Array]:
+  """The random draws of a denoising loss: (t [B] ~ U[0, 1) (sample_time), noise ~ N(0, I) shaped
+  like x [B, ...]), float32 (float64 for float64 x)."""
+  x = jnp.asarray(x)
+  dtype = jnp.promote_types(x.dtype, jnp.float32)
+  rng_t, rng_noise = jax.random.split(rng)
+  t = sample_time(rng_t, x.shape[0], antithetic=antithetic, dtype=dtype)
+  noise = jax.random.normal(rng_noise, x.shape, dtype=dtype)
+  return t, noise
 
 
 def per_example_loss(
@@ -348,15 +365,30 @@ def per_example_loss(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The loss of each example before diffusion_loss's batch mean (same arguments, same draws of t
   and noise from rng): (loss [B], denoising_terms(...))."""
-  x = jnp.asarray(x)
-  dtype = jnp.promote_types(x.dtype, jnp.float32)
-  rng_t, rng_noise = jax.random.split(rng)
-  t = sample_time(rng_t, x.shape[0], antithetic=antithetic_time, dtype=dtype)
-  noise = jax.random.normal(rng_noise, x.shape, dtype=dtype)
+  t, noise = draw_time_and_noise(rng, x, antithetic=antithetic_time)
+  return per_example_loss_at(model_fn, x, t=t, noise=noise, logsnr_fn=logsnr_fn,
+                             parameterization=parameterization, loss_weighting=loss_weighting,
+                             frame_weights=frame_weights)
+
+
+def per_example_loss_at(
+    model_fn: Callable[[jax.Array, jax.Array], jax.Array],
+    x: jax.Array,
+    *,
+    t: jax.Array,
+    noise: jax.Array,
+    logsnr_fn: Callable[[jax.Array], jax.Array],
+    parameterization: str,
+    loss_weighting: Optional[Callable[[jax.Array, jax.Array], jax.Array]] = None,
+    frame_weights: Optional[jax.Array] = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """per_example_loss at given times t [B] and noise (shaped like x) instead of draws from an rng:
+  (loss [B], denoising_terms(...)). Gradient accumulation draws for the whole batch once and
+  evaluates the loss a microbatch at a time (train.make_train_step)."""
   terms = denoising_terms(model_fn, x, t=t, noise=noise, logsnr_fn=logsnr_fn,
                           parameterization=parameterization, frame_weights=frame_weights)
   per_example = terms['mse_target']  # [B]
   if loss_weighting is not None:
     weight = loss_weighting(terms['logsnr'], terms['dlogsnr_dt'])
-    per_example = per_example * jnp.asarray(weight, dtype)
+    per_example = per_example * jnp.asarray(weight, per_example.dtype)
   return per_example, terms

@@ -111,6 +111,8 @@ def _human(n: float, unit: str = '') -> str:
 def format_report(config: ml_collections.ConfigDict, report: Report) -> str:
   m = config.model
   batch = config.batch_size
+  accum = config.train.grad_accum_steps
+  held = batch // accum  # Gradient accumulation holds one microbatch's activations at a time.
   return '\n'.join([
       f'model: {m.channels} channels x {tuple(m.channel_mult)}, {m.num_res_blocks} res blocks per '
       f'level, attention at {tuple(m.attention_resolutions)}, head dim {m.head_dim}, '
@@ -121,7 +123,9 @@ def format_report(config: ml_collections.ConfigDict, report: Report) -> str:
       f'train FLOPs per example:          {_human(report.flops_per_example, "FLOP")}'
       f'  (x batch {batch}: {_human(report.flops_per_example * batch, "FLOP")} per step)',
       f'activation memory per example:    {_human(report.activation_bytes_per_example, "B")}'
-      f'  (XLA temp buffers of the compiled gradient at batch 1, this backend)',
+      f'  (XLA temp buffers of the compiled gradient at batch 1, this backend;'
+      f' x {held} videos held at once: {_human(report.activation_bytes_per_example * held, "B")}'
+      + (f', batch {batch} in train.grad_accum_steps={accum} microbatches)' if accum > 1 else ')'),
       f'state memory:                     {_human(report.state_bytes, "B")}'
       f'  (params, EMA, Adam moments)',
   ])

@@ -25,6 +25,7 @@ from vdm_jax import conditioning
 from vdm_jax import config_validation
 from vdm_jax import diffusion
 from vdm_jax import frame_conditioning
+from vdm_jax import grad_accumulation
 from vdm_jax import likelihood
 from vdm_jax import mesh as mesh_lib
 from vdm_jax import progress
@@ -244,6 +245,8 @@ def make_train_step(model, *, logsnr_fn, tx, config, mesh, state_sharding=None) 
   # Weight decay would pull the endpoints towards log-SNR 0 whatever the VLB says (same state layout).
   schedule_tx = create_optimizer(config, weight_decay=0.0)[0] if learn_endpoints else tx
   frame_conditioned = config.model.frame_conditioning
+  # Gradient accumulation: the batch's gradient a microbatch at a time (less activation memory).
+  grad_accum_steps = config.train.grad_accum_steps
 
   def train_step(state: TrainState, batch):
     rng = jax.random.fold_in(base_key, state.step)
@@ -259,18 +262,21 @@ def make_train_step(model, *, logsnr_fn, tx, config, mesh, state_sharding=None) 
                                                             jax.random.fold_in(rng, 3))
       cond.update(frame_cond)
 
-    def network_of(params):
+    def network_of(params, cond=cond, drop_text=drop_text, dropout_rng=dropout_rng):
       def network(z, logsnr):
         return model.apply({'params': params}, z, logsnr=logsnr, **cond,
                            drop_text=drop_text, train=True, num_images=num_images,
                            rngs={'dropout': dropout_rng})
       return network
 
-    def loss_fn(params):
-      return diffusion.diffusion_loss(network_of(params), batch['video'], rng=diffusion_rng,
-                                      logsnr_fn=logsnr_fn, parameterization=parameterization,
-                                      loss_weighting=loss_weighting, antithetic_time=antithetic_time,
-                                      frame_weights=frame_weights)
+    def loss_fn(params, examples, dropout_rng):
+      """Batch-mean loss and metrics of `examples` (per-example arrays; a microbatch of them
+      under gradient accumulation)."""
+      network = network_of(params, examples['cond'], examples['drop_text'], dropout_rng)
+      return diffusion.batch_loss_and_metrics(*diffusion.per_example_loss_at(
+          network, examples['video'], t=examples['t'], noise=examples['noise'],
+          logsnr_fn=logsnr_fn, parameterization=parameterization, loss_weighting=loss_weighting,
+          frame_weights=examples['frame_weights']))
 
     def per_example_fn(params, schedule_params):
       """((loss [B], VLB diffusion term [B]), metrics) under the learned schedule."""
@@ -310,7 +316,13 @@ def make_train_step(model, *, logsnr_fn, tx, config, mesh, state_sharding=None) 
                    schedule_opt_state=schedule_opt_state)
       aux['schedule_grad_norm'] = optax.global_norm(schedule_grads)
     else:
-      (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+      # t and noise are drawn for the whole batch (the same draws whatever grad_accum_steps).
+      t, noise = diffusion.draw_time_and_noise(diffusion_rng, batch['video'],
+                                               antithetic=antithetic_time)
+      examples = dict(video=batch['video'], t=t, noise=noise, cond=cond, drop_text=drop_text,
+                      frame_weights=frame_weights)
+      (loss, aux), grads = grad_accumulation.value_and_grad_accumulated(
+          loss_fn, state.params, examples, num_microbatches=grad_accum_steps, rng=dropout_rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))

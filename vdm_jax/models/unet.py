@@ -89,7 +89,8 @@ class VideoUNet(nn.Module):
   # block and attention block keeps only its inputs for the backward pass and recomputes the
   # rest; 'full': the whole network keeps only its inputs. Same outputs, gradients and
   # parameters; more compute (+21% / +33% FLOPs). Meant to lower activation memory, but XLA:CPU
-  # showed no saving (benchmarks/remat_memory.py); GPU/TPU not measured yet.
+  # showed no saving (benchmarks/remat_memory.py; there config.train.grad_accum_steps does);
+  # GPU/TPU not measured yet.
   remat: str = 'none'
   conditioning: str = 'text'  # See CONDITIONINGS.
   num_classes: int = 0  # 'class': number of labels (the embedding has one more row: the null class).
