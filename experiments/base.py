@@ -56,6 +56,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.model.temporal_rel_pos_max_distance = 64  # Frames beyond this distance share the last bucket.
   config.model.temporal_conv = False  # Add a 3x1x1 temporal conv to every residual block ((2+1)D, Imagen Video).
   config.model.frame_embedding = False  # Add an embedding of each frame's index after the first conv.
+  config.model.coord_channels = False  # CoordConv: (frame, row, column) in [-1, 1] as 3 more input channels.
   config.model.patch_size = 1  # Space-to-depth of p x p pixels around the U-Net (p^2 cheaper convs; output stays full-res).
   # How 3x3 convs are computed (same results): 'auto' (CPU: 'matmul_grad', else 'xla'), 'xla' (lax.conv),
   # 'matmul_grad' (lax.conv, kernel gradient as an im2col matmul) or 'im2col' (shifted copies + matmul).

@@ -12,6 +12,7 @@ import pytest
 
 from vdm_jax.models import attention
 from vdm_jax.models import layers
+from vdm_jax.models import unet
 from vdm_jax.models.unet import VideoUNet
 
 B, T, H, W = 2, 4, 8, 8
@@ -306,6 +307,37 @@ def test_frame_embedding_tells_frames_apart_without_mixing_them():
   assert diff[0, 2] > 1e-4
   diff[0, 2] = 0
   assert diff.max() == 0
+
+
+def test_coordinate_channels_hold_frame_row_and_column():
+  grid = np.asarray(unet.coordinate_channels(2, 5, 3, 4, num_images=1))
+  assert grid.shape == (2, 5, 3, 4, 3)
+  np.testing.assert_allclose(grid[0, :, 0, 0, 0], [-1, -1 / 3, 1 / 3, 1, -1], rtol=1e-6)  # last: an image
+  np.testing.assert_allclose(grid[1, 2, :, 0, 1], [-1, 0, 1], rtol=1e-6)
+  np.testing.assert_allclose(grid[1, 2, 1, :, 2], [-1, -1 / 3, 1 / 3, 1], rtol=1e-6)
+
+
+def test_coord_channels_tell_frames_apart_without_mixing_them():
+  """Without coordinates, a uniform video's output is the same in every frame (no temporal
+  layers: nothing tells frames apart); with them, outputs differ across frames, and a frame's
+  content still affects only itself (the rows and columns: the test above)."""
+  z, kw = inputs()
+  uniform = jnp.full_like(z, 0.3)
+  for coords in (False, True):
+    model = VideoUNet(**{**TINY, 'coord_channels': coords, 'use_temporal_attention': False})
+    params = host_params(model, z, **kw)
+    apply = compile_apply(model, params, z, **kw)
+    out = np.asarray(apply(params, uniform))
+    across_frames = np.abs(out[:, 1:] - out[:, :1]).max()
+    if not coords:
+      assert across_frames < 1e-5
+      continue
+    assert across_frames > 1e-4
+    base, changed = np.asarray(apply(params, z)), np.asarray(apply(params, z.at[0, 2].add(1.0)))
+    diff = np.abs(changed - base).max(axis=(2, 3, 4))
+    assert diff[0, 2] > 1e-4
+    diff[0, 2] = 0
+    assert diff.max() == 0
 
 
 # ------------------------------------------------- attention implementations, remat, precision

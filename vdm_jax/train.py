@@ -85,6 +85,7 @@ def create_model(config: ml_collections.ConfigDict) -> unet.VideoUNet:
       patch_size=model_config.patch_size,
       temporal_conv=model_config.temporal_conv,
       frame_embedding=model_config.frame_embedding,
+      coord_channels=model_config.coord_channels,
       conv_impl=model_config.conv_impl,
       attention_impl=model_config.attention_impl,
       remat=model_config.remat,

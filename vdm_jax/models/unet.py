@@ -84,6 +84,11 @@ class VideoUNet(nn.Module):
   # conv, so that every layer knows where in the clip a frame is (relative positions in temporal
   # attention give only order and distance). Not in Ho et al. 2022.
   frame_embedding: bool = False
+  # CoordConv (Liu et al. 2018): 3 input channels holding each pixel's frame index, row and column
+  # scaled to [-1, 1], concatenated to z, so that the network can place things at absolute
+  # positions that depend on the frame (a caption's direction says where an object is in each
+  # frame, which translation-equivariant convolutions find hard to express). Not in Ho et al. 2022.
+  coord_channels: bool = False
   attention_impl: str = 'dot_product_attention'  # See attention.ATTENTION_IMPLS.
   # Rematerialisation (gradient checkpointing), see REMAT_MODES: 'none'; 'block': every residual
   # block and attention block keeps only its inputs for the backward pass and recomputes the
@@ -240,6 +245,9 @@ class VideoUNet(nn.Module):
                                h, num_images, text=text, text_mask=text_mask)
 
     # ------------------------------------------------------------------- down path
+    if self.coord_channels:
+      z = jnp.concatenate([z, coordinate_channels(B, T, H, W, num_images=num_images,
+                                                  dtype=z.dtype)], axis=-1)
     h = layers.FrameConv(self.channels, name='conv_in', **conv_kw)(space_to_depth(z, p))
     if self.frame_embedding:
       # Appended images are frame 0 of their own one-frame clips.
@@ -292,6 +300,19 @@ def concat_cond_frames(z: jax.Array, *, cond_frames: jax.Array, cond_mask: jax.A
   m = cond_mask.astype(z.dtype)[:, :, None, None, None]
   return jnp.concatenate([z, cond_frames.astype(z.dtype) * m, jnp.broadcast_to(m, (B, T, H, W, 1))],
                          axis=-1)
+
+
+def coordinate_channels(B: int, T: int, H: int, W: int, *, num_images: int = 0,
+                        dtype=jnp.float32) -> jax.Array:
+  """[B, T, H, W, 3]: (frame index, row, column) of each pixel, each scaled linearly to [-1, 1]
+  (first to last). The last `num_images` frames are independent images (joint training): they
+  get the frame coordinate of a video's first frame, -1."""
+  frames = T - num_images
+  f = jnp.concatenate([jnp.linspace(-1.0, 1.0, frames) if frames > 1 else -jnp.ones(frames),
+                       -jnp.ones(num_images)])
+  y, x = jnp.linspace(-1.0, 1.0, H), jnp.linspace(-1.0, 1.0, W)
+  grid = jnp.stack(jnp.broadcast_arrays(f[:, None, None], y[None, :, None], x[None, None, :]), -1)
+  return jnp.broadcast_to(grid[None], (B, T, H, W, 3)).astype(dtype)
 
 
 def space_to_depth(x: jax.Array, p: int) -> jax.Array:
