@@ -221,7 +221,9 @@ def make_train_step(model, *, logsnr_fn, tx, config, mesh, state_sharding=None) 
 
   batch: {'video': float32 [batch, frames, height, width, 3] in [-1, 1], 'tokens': int32 [batch, L]},
   global arrays sharded along the batch axis. The state is donated, and laid out by
-  `state_sharding` (train_state_sharding's; default: replicated) in and out.
+  `state_sharding` (train_state_sharding's; default: replicated) in and out. With
+  config.train.grad_accum_steps = k > 1 the gradient is averaged over k microbatches inside the
+  step (grad_accumulation.py): the same update, about 1/k of the activation memory.
 
   With the learned schedule, `logsnr_fn` is unused: the schedule is the state's, and its
   parameters get the gradient of the VLB estimate's second moment
