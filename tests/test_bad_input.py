@@ -147,6 +147,7 @@ def test_video_folder_without_readable_videos(capsys, smoke_args, workdir, tmp_p
   assert 'broken.mp4' in line
 
 
+@pytest.mark.xdist_group('resumed_run')  # With test_train.py: one worker builds the resumed run.
 def test_checkpoint_of_another_model_is_refused_and_untouched(capsys, smoke_data_dir,
                                                               resumed_workdir):
   line = refuse(capsys, resumed_workdir, '--config', SMOKE,

@@ -9,6 +9,9 @@ from vdm_jax.data import moving_digits
 from vdm_jax.data import moving_shapes
 from vdm_jax.data import registry
 
+# One pytest-xdist worker runs this file: its module fixtures are built once.
+pytestmark = pytest.mark.xdist_group('test_data_moving_digits')
+
 TINY = moving_digits.MovingDigitsConfig(name='tiny', num_frames=5, resolution=32, digit_size=12,
                                         num_digits=2, num_train=6, num_test=3)
 

@@ -12,6 +12,9 @@ from vdm_jax.data import registry
 from vdm_jax.data import video_folder
 from vdm_jax.errors import UserError
 
+# One pytest-xdist worker runs this file: its module fixtures are built once.
+pytestmark = pytest.mark.xdist_group('test_data_video_folder')
+
 SETTINGS = dict(num_frames=3, resolution=16, frame_skip=2, test_fraction=0.3)  # Clip span: 5 frames.
 
 

@@ -18,6 +18,9 @@ from vdm_jax.metrics import fvd
 from vdm_jax.metrics import train_classifier
 from vdm_jax.metrics import video_classifier
 
+# One pytest-xdist worker runs this file: its module fixture (a trained classifier) is built once.
+pytestmark = pytest.mark.xdist_group('fvd_classifier')
+
 
 def _mean_color(videos):
   """A stand-in feature network: the mean of each channel over the video [B, 3]."""

@@ -21,6 +21,9 @@ from vdm_jax import distributed
 from vdm_jax import mesh as mesh_lib
 from vdm_jax.errors import UserError
 
+# One pytest-xdist worker runs this file: its module fixtures are built once.
+pytestmark = pytest.mark.xdist_group('test_multihost')
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

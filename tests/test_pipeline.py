@@ -9,6 +9,9 @@ from vdm_jax.data import moving_shapes as ms
 from vdm_jax.data import pipeline
 from vdm_jax.data import tokenizer
 
+# One pytest-xdist worker runs this file: its module fixtures are built once.
+pytestmark = pytest.mark.xdist_group('test_pipeline')
+
 NUM_TRAIN = 48
 L = 64
 

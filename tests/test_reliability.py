@@ -19,6 +19,9 @@ from vdm_jax import train
 from vdm_jax.data import pipeline
 from vdm_jax.errors import UserError
 
+# One pytest-xdist worker runs this file: its session fixture (a smoke run) is built once.
+pytestmark = pytest.mark.xdist_group('uninterrupted_run')
+
 
 def continued_config(data_dir):
   """The shared smoke run (`resumed_workdir`, at step 4) trained on to step 6 (checkpoint every

@@ -17,6 +17,9 @@ from vdm_jax import sample
 from vdm_jax import train
 from vdm_jax.errors import UserError
 
+# One pytest-xdist worker runs the tests that share the session's resumed smoke run.
+pytestmark = pytest.mark.xdist_group('resumed_run')
+
 
 def test_resumed_run_equals_uninterrupted_run(smoke_data_dir, resumed_workdir,
                                               uninterrupted_workdir):
