@@ -19,6 +19,7 @@ Prints a table and writes JSON (default `<workdir>/eval/caption_probe_step_<N>.j
 """
 
 import argparse
+import ast
 import importlib.util
 import json
 import os
@@ -93,6 +94,42 @@ def probe(run, videos: np.ndarray, captions: list[str], *, batch_size: int, seed
   return results
 
 
+def caption_mean_errors(train_chunks, videos: np.ndarray, captions: list[str]) -> dict[str, float]:
+  """The x-MSE on `videos` of predicting each one by the mean training video of its caption: the
+  optimal denoiser's error as log-SNR -> -inf (z then says nothing; E[x | caption] is all there
+  is), and of the same with one attribute unknown (the mean over its values), per attribute.
+
+  train_chunks: an iterable of (uint8 [n, T, H, W, 3], n captions) of training videos;
+  videos: uint8 [N, T, H, W, 3] with `captions`.
+  Returns {'caption' | 'color' | 'shape' | 'direction' | 'null': x-MSE}; 'null' is the mean of
+  all training videos, the others leave that attribute out of the caption's key.
+  """
+  names = tuple(ATTRIBUTES)
+  def key(caption, drop):
+    return tuple(tuple(v for i, v in enumerate(obj) if names[i] != drop)
+                 for obj in tracker.parse_caption(caption)) if drop != 'null' else ()
+  drops = ('caption', *names, 'null')
+  sums, counts = {d: {} for d in drops}, {d: {} for d in drops}
+  for chunk, chunk_captions in train_chunks:
+    x = chunk.astype(np.float64) / 127.5 - 1.0
+    for j, caption in enumerate(chunk_captions):
+      for d in drops:
+        k = key(caption, d)
+        sums[d][k] = sums[d].get(k, 0.0) + x[j]
+        counts[d][k] = counts[d].get(k, 0) + 1
+  x = videos.astype(np.float64) / 127.5 - 1.0
+  errors = {}
+  for d in drops:
+    total = 0.0
+    for j, caption in enumerate(captions):
+      k = key(caption, d)
+      if k not in counts[d]:
+        raise ValueError(f'caption {caption!r} ({d} left out) has no training video.')
+      total += np.mean(np.square(sums[d][k] / counts[d][k] - x[j]))
+    errors[d] = total / len(captions)
+  return errors
+
+
 def print_table(results, step: int) -> None:
   from rich import console, table as rich_table  # pylint: disable=g-import-not-at-top
   t = rich_table.Table(title=f'Denoising x-MSE by log-SNR at step {step} (swap rows: % above true)')
@@ -105,6 +142,26 @@ def print_table(results, step: int) -> None:
     t.add_row(f'{name} {"swapped" if name != "null" else "text"}',
               *(f'{100 * (results[name][l] / results["true"][l] - 1):+.1f}%' for l in logsnrs))
   console.Console().print(t)
+
+
+def apply_overrides(config, overrides: list[str]):
+  """Sets each 'section.field=value' (a Python literal, or a bare string) on config."""
+  for override in overrides:
+    field, sep, text = override.partition('=')
+    if not sep:
+      raise SystemExit(f'--set {override!r}: expected FIELD=VALUE, e.g. model.layout_embedding=True.')
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    *sections, name = field.split('.')
+    node = config
+    for section in sections:
+      node = node[section]
+    if name not in node:
+      raise SystemExit(f'--set {override!r}: the config has no field {field!r}.')
+    node[name] = type(node[name])(value) if isinstance(node[name], tuple) else value
+  return config
 
 
 def load_config(spec: str):
@@ -125,10 +182,16 @@ def main():
   parser.add_argument('--num_videos', type=int, default=64, help='Test videos probed.')
   parser.add_argument('--batch_size', type=int, default=16)
   parser.add_argument('--json', default=None, help='Output path (default: in <workdir>/eval).')
+  parser.add_argument('--caption_mean_videos', type=int, default=20000,
+                      help='Training videos whose per-caption means give the log-SNR -> -inf '
+                           'optimum to compare with (0: skip).')
+  parser.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
+                      help='A config override the run was trained with, as launch.py\'s '
+                           '--config.FIELD=VALUE (e.g. model.layout_embedding=True); repeatable.')
   args = parser.parse_args()
 
   from vdm_jax import train  # pylint: disable=g-import-not-at-top
-  config = load_config(args.config)
+  config = apply_overrides(load_config(args.config), args.set)
   if args.data_dir:
     config.data.data_dir = args.data_dir
   run = train.restore_for_inference(config, args.workdir)
@@ -137,11 +200,26 @@ def main():
                                                num_examples=args.num_videos)
   results = probe(run, videos, captions, batch_size=args.batch_size)
   print_table(results, run.step)
+  baseline = None
+  if args.caption_mean_videos:
+    source = builder.as_data_source(split='train')
+    n = min(args.caption_mean_videos, len(source))
+    def chunks(size=1000):
+      for start in range(0, n, size):
+        examples = [source[i] for i in range(start, min(start + size, n))]
+        yield (np.stack([e['video'] for e in examples]),
+               [c.decode() if isinstance(c, bytes) else str(c) for c in (e['caption'] for e in examples)])
+    baseline = caption_mean_errors(chunks(), videos, captions)
+    print(f'Caption-mean predictor from {n} training videos (the optimum as log-SNR -> -inf): '
+          f'x-MSE {baseline["caption"]:.4f}; with one attribute unknown: ' +
+          ', '.join(f'{a} {100 * (baseline[a] / baseline["caption"] - 1):+.1f}%'
+                    for a in (*ATTRIBUTES, 'null')))
   path = args.json or os.path.join(args.workdir, 'eval', f'caption_probe_step_{run.step}.json')
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, 'w') as f:
     json.dump({'step': run.step, 'num_videos': len(captions) - len(captions) % args.batch_size,
-               'x_mse': {k: {str(l): v for l, v in r.items()} for k, r in results.items()}},
+               'x_mse': {k: {str(l): v for l, v in r.items()} for k, r in results.items()},
+               'caption_mean_x_mse': baseline},
               f, indent=2)
   print(f'Wrote {path}')
 

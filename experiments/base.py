@@ -57,6 +57,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.model.temporal_conv = False  # Add a 3x1x1 temporal conv to every residual block ((2+1)D, Imagen Video).
   config.model.frame_embedding = False  # Add an embedding of each frame's index after the first conv.
   config.model.coord_channels = False  # CoordConv: (frame, row, column) in [-1, 1] as 3 more input channels.
+  # Add Fourier features of each position's (frame, row, column), read out with coefficients computed from
+  # the noise level and text, after the first conv: the caption can say where and when content is
+  # ("moving left": on the right in frame 0, on the left in the last).
+  config.model.layout_embedding = False
   config.model.patch_size = 1  # Space-to-depth of p x p pixels around the U-Net (p^2 cheaper convs; output stays full-res).
   # How 3x3 convs are computed (same results): 'auto' (CPU: 'matmul_grad', else 'xla'), 'xla' (lax.conv),
   # 'matmul_grad' (lax.conv, kernel gradient as an im2col matmul) or 'im2col' (shifted copies + matmul).

@@ -310,7 +310,7 @@ def test_frame_embedding_tells_frames_apart_without_mixing_them():
 
 
 def test_coordinate_channels_hold_frame_row_and_column():
-  grid = np.asarray(unet.coordinate_channels(2, 5, 3, 4, num_images=1))
+  grid = np.asarray(layers.coordinate_channels(2, 5, 3, 4, num_images=1))
   assert grid.shape == (2, 5, 3, 4, 3)
   np.testing.assert_allclose(grid[0, :, 0, 0, 0], [-1, -1 / 3, 1 / 3, 1, -1], rtol=1e-6)  # last: an image
   np.testing.assert_allclose(grid[1, 2, :, 0, 1], [-1, 0, 1], rtol=1e-6)
@@ -338,6 +338,49 @@ def test_coord_channels_tell_frames_apart_without_mixing_them():
     assert diff[0, 2] > 1e-4
     diff[0, 2] = 0
     assert diff.max() == 0
+
+
+def test_layout_embedding_lets_the_text_place_content_per_frame():
+  """On a uniform video with no temporal layers, what the text changes in the output is the same
+  in every frame without the layout embedding (nothing tells frames apart), and differs between
+  frames with it; a frame's content still affects only itself."""
+  z, kw = inputs()
+  uniform = jnp.full_like(z, 0.3)
+  other_text = {**kw, 'text_tokens': kw['text_tokens'].at[:, 1].set(99)}
+  for layout in (False, True):
+    model = VideoUNet(**{**TINY, 'layout_embedding': layout, 'use_temporal_attention': False})
+    params = host_params(model, z, **kw)
+    text_effect = (np.asarray(compile_apply(model, params, z, **kw)(params, uniform)) -
+                   np.asarray(compile_apply(model, params, z, **other_text)(params, uniform)))
+    assert np.abs(text_effect).max() > 1e-4
+    across_frames = np.abs(text_effect[:, 1:] - text_effect[:, :1]).max()
+    if not layout:
+      assert across_frames < 1e-5
+      continue
+    assert across_frames > 1e-4
+    apply = compile_apply(model, params, z, **kw)
+    base, changed = np.asarray(apply(params, z)), np.asarray(apply(params, z.at[0, 2].add(1.0)))
+    diff = np.abs(changed - base).max(axis=(2, 3, 4))
+    assert diff[0, 2] > 1e-4
+    diff[0, 2] = 0
+    assert diff.max() == 0
+
+
+def test_conditional_layout_embedding_starts_at_zero_and_reads_its_coordinates():
+  """Zero at initialisation (the network is unchanged); with trained coefficients each frame,
+  row and conditioning vector gets its own embedding, and an appended image (joint training) is
+  embedded as a clip's first frame."""
+  module = layers.ConditionalLayoutEmbedding(8, num_frequencies=16)
+  emb = jnp.asarray(np.random.default_rng(0).standard_normal((2, 12)), jnp.float32)
+  out, params = module.init_with_output(jax.random.PRNGKey(0), emb, 3, 4, 4, num_images=1)
+  assert out.shape == (2, 3, 4, 4, 8) and np.all(np.asarray(out) == 0)
+  rng = np.random.default_rng(1)
+  params = jax.tree.map(lambda x: jnp.asarray(0.3 * rng.standard_normal(x.shape), x.dtype), params)
+  out = np.asarray(module.apply(params, emb, 3, 4, 4, num_images=1))
+  np.testing.assert_array_equal(out[:, 2], out[:, 0])
+  assert np.abs(out[:, 1] - out[:, 0]).max() > 1e-3  # frames
+  assert np.abs(out[:, 0, 1:] - out[:, 0, :1]).max() > 1e-3  # rows
+  assert np.abs(out[1] - out[0]).max() > 1e-3  # conditioning
 
 
 # ------------------------------------------------- attention implementations, remat, precision

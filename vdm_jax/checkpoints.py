@@ -51,7 +51,8 @@ EXECUTION_ONLY_FIELDS = {
 ADDED_FIELDS = {
     'model': {'conditioning': 'text', 'num_classes': 0, 'text_encoder': 'builtin',
               'text_embedding_dim': 0, 'cond_embedding_dim': 0, 'cond_mlp_layers': 2,
-              'frame_conditioning': False, 'coord_channels': False},
+              'frame_conditioning': False, 'coord_channels': False,
+              'layout_embedding': False},
     'diffusion': {'betas': [], 'zero_terminal_snr': False, 'learned_num_features': 1024,
                   'antithetic_time_sampling': False, 'learn_endpoints': False},
 }

@@ -86,6 +86,7 @@ def create_model(config: ml_collections.ConfigDict) -> unet.VideoUNet:
       temporal_conv=model_config.temporal_conv,
       frame_embedding=model_config.frame_embedding,
       coord_channels=model_config.coord_channels,
+      layout_embedding=model_config.layout_embedding,
       conv_impl=model_config.conv_impl,
       attention_impl=model_config.attention_impl,
       remat=model_config.remat,

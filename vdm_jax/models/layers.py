@@ -196,6 +196,58 @@ def sinusoidal_embedding(positions: jax.Array, dim: int, max_period: float = 10_
   return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
 
 
+def coordinate_channels(B: int, T: int, H: int, W: int, *, num_images: int = 0,
+                        dtype=jnp.float32) -> jax.Array:
+  """[B, T, H, W, 3]: (frame index, row, column) of each pixel, each scaled linearly to [-1, 1]
+  (first to last). The last `num_images` frames are independent images (joint training): they
+  get the frame coordinate of a video's first frame, -1."""
+  frames = T - num_images
+  f = jnp.concatenate([jnp.linspace(-1.0, 1.0, frames) if frames > 1 else -jnp.ones(frames),
+                       -jnp.ones(num_images)])
+  y, x = jnp.linspace(-1.0, 1.0, H), jnp.linspace(-1.0, 1.0, W)
+  grid = jnp.stack(jnp.broadcast_arrays(f[:, None, None], y[None, :, None], x[None, None, :]), -1)
+  return jnp.broadcast_to(grid[None], (B, T, H, W, 3)).astype(dtype)
+
+
+class ConditionalLayoutEmbedding(nn.Module):
+  """An embedding of each position's (frame, row, column) whose coefficients are a function of
+  the conditioning embedding (noise level and text): out[b, p] = sum_k f_k(p) A_k(emb_b).
+
+  f: Fourier features (Tancik et al. 2020) of the coordinates p in [-1, 1]^3 of
+  `coordinate_channels`, [sin, cos](pi p B) with trainable frequencies B [3, num_frequencies]
+  ~ N(0, scale^2); joint in the three coordinates, so a linear read-out can single out a
+  diagonal in (frame, column), such as an object's trajectory. A(emb) = Dense(silu(emb)),
+  zero-initialised: the network's function is unchanged at initialisation, and the gradient of
+  A is first order in the loss from the first step (f is not zero), so the caption can place
+  content at absolute positions and times early in training ("moving left": on the right in the
+  first frame, on the left in the last), which translation-equivariant convolutions and
+  relative-position attention cannot express from a noise input.
+  """
+  features: int
+  num_frequencies: int = 64
+  scale: float = 3.0
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, emb: jax.Array, T: int, H: int, W: int, num_images: int = 0) -> jax.Array:
+    """emb: [B, E] -> [B, T, H, W, features]; the last `num_images` frames are images (see
+    coordinate_channels)."""
+    B = emb.shape[0]
+    coords = coordinate_channels(1, T, H, W, num_images=num_images)[0]
+    frequencies = self.param('frequencies', nn.initializers.normal(self.scale),
+                             (3, self.num_frequencies), self.param_dtype)
+    angles = jnp.pi * jnp.einsum('thwc,cf->thwf', coords, frequencies.astype(jnp.float32))
+    fourier = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)  # [T, H, W, K]
+    K = fourier.shape[-1]
+    coefficients = nn.Dense(K * self.features, kernel_init=nn.initializers.zeros, name='coefficients',
+                            dtype=self.dtype, param_dtype=self.param_dtype)(nn.silu(emb))
+    coefficients = coefficients.reshape(B, K, self.features)
+    out = jnp.einsum('thwk,bkc->bthwc', fourier.astype(self.dtype), coefficients)
+    assert out.shape == (B, T, H, W, self.features), out.shape
+    return out
+
+
 def logsnr_embedding(logsnr: jax.Array, dim: int, max_period: float = 10_000.) -> jax.Array:
   """Sinusoidal embedding of the noise level: logsnr [B] -> [B, dim] float32.
 

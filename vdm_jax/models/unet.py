@@ -89,6 +89,11 @@ class VideoUNet(nn.Module):
   # positions that depend on the frame (a caption's direction says where an object is in each
   # frame, which translation-equivariant convolutions find hard to express). Not in Ho et al. 2022.
   coord_channels: bool = False
+  # Add a conditional layout embedding after the first conv: Fourier features of each position's
+  # (frame, row, column) read out with coefficients computed from the conditioning embedding
+  # (noise level + text), so the caption can say where and when content is
+  # (layers.ConditionalLayoutEmbedding). Not in Ho et al. 2022.
+  layout_embedding: bool = False
   attention_impl: str = 'dot_product_attention'  # See attention.ATTENTION_IMPLS.
   # Rematerialisation (gradient checkpointing), see REMAT_MODES: 'none'; 'block': every residual
   # block and attention block keeps only its inputs for the backward pass and recomputes the
@@ -246,7 +251,7 @@ class VideoUNet(nn.Module):
 
     # ------------------------------------------------------------------- down path
     if self.coord_channels:
-      z = jnp.concatenate([z, coordinate_channels(B, T, H, W, num_images=num_images,
+      z = jnp.concatenate([z, layers.coordinate_channels(B, T, H, W, num_images=num_images,
                                                   dtype=z.dtype)], axis=-1)
     h = layers.FrameConv(self.channels, name='conv_in', **conv_kw)(space_to_depth(z, p))
     if self.frame_embedding:
@@ -254,6 +259,9 @@ class VideoUNet(nn.Module):
       index = jnp.concatenate([jnp.arange(T - num_images), jnp.zeros(num_images, jnp.int32)])
       frames = layers.sinusoidal_embedding(index.astype(jnp.float32), self.channels)
       h = h + nn.Dense(self.channels, name='frame_embedding', **kw)(frames)[None, :, None, None, :]
+    if self.layout_embedding:
+      h = h + layers.ConditionalLayoutEmbedding(self.channels, name='layout_embedding', **kw)(
+          emb, T, H // p, W // p, num_images)
     skips = [h]
     for level, mult in enumerate(self.channel_mult):
       for i in range(self.num_res_blocks):
@@ -300,19 +308,6 @@ def concat_cond_frames(z: jax.Array, *, cond_frames: jax.Array, cond_mask: jax.A
   m = cond_mask.astype(z.dtype)[:, :, None, None, None]
   return jnp.concatenate([z, cond_frames.astype(z.dtype) * m, jnp.broadcast_to(m, (B, T, H, W, 1))],
                          axis=-1)
-
-
-def coordinate_channels(B: int, T: int, H: int, W: int, *, num_images: int = 0,
-                        dtype=jnp.float32) -> jax.Array:
-  """[B, T, H, W, 3]: (frame index, row, column) of each pixel, each scaled linearly to [-1, 1]
-  (first to last). The last `num_images` frames are independent images (joint training): they
-  get the frame coordinate of a video's first frame, -1."""
-  frames = T - num_images
-  f = jnp.concatenate([jnp.linspace(-1.0, 1.0, frames) if frames > 1 else -jnp.ones(frames),
-                       -jnp.ones(num_images)])
-  y, x = jnp.linspace(-1.0, 1.0, H), jnp.linspace(-1.0, 1.0, W)
-  grid = jnp.stack(jnp.broadcast_arrays(f[:, None, None], y[None, :, None], x[None, None, :]), -1)
-  return jnp.broadcast_to(grid[None], (B, T, H, W, 3)).astype(dtype)
 
 
 def space_to_depth(x: jax.Array, p: int) -> jax.Array:
