@@ -206,21 +206,28 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.eval.bpd_num_videos = 64  # Videos of eval.split whose VLB (bits/dim, given the caption) is estimated (0: none).
   config.eval.bpd_num_t = 4  # Antithetic t samples per video of the VLB's diffusion term (> 0).
   # What --mode eval (and evaluation during training) computes, any of: 'adherence' (caption adherence
-  # of eval.num_captions generated videos, the tracker), 'bpd' (bits/dim), 'fvd_learned' (Frechet
-  # distance on the features of the classifier in eval.classifier_workdir), 'fvd_i3d' (FVD with the
-  # I3D weights in eval.i3d_weights). FVDs use the same generated videos, against the test split.
+  # of eval.num_captions generated videos, the tracker; moving_shapes), 'bpd' (bits/dim), 'fvd_learned'
+  # (Frechet distance on the features of the classifier in eval.classifier_workdir), 'fvd_i3d' (FVD with
+  # the I3D weights in eval.i3d_weights), 'digit_accuracy' (moving_digits: fraction of the generated
+  # videos in which the classifier in eval.classifier_workdir finds the caption's digits and no other;
+  # the true videos' fraction is its ceiling). All use the same generated videos; FVDs the test split.
   config.eval.metrics = ('adherence', 'bpd')
   config.eval.fvd_num_reference = 1000  # FVDs: videos of eval.split the generated ones are compared with (>= 2).
-  # fvd_learned: workdir of a trained feature classifier (python -m vdm_jax.metrics.train_classifier).
+  # fvd_learned, digit_accuracy: workdir of a trained caption classifier (python -m
+  # vdm_jax.metrics.train_classifier; moving_digits: --config experiments/digit_classifier.py).
   config.eval.classifier_workdir = ''
   config.eval.i3d_weights = ''  # fvd_i3d: .npz written by python -m vdm_jax.metrics.convert_i3d.
 
-  # ---------------------------------------------------------------- feature classifier
-  # The small video classifier behind 'fvd_learned' (vdm_jax/metrics/video_classifier.py), trained on
-  # config.data (single-object moving_shapes) by python -m vdm_jax.metrics.train_classifier.
+  # ---------------------------------------------------------------- caption classifier
+  # The small video classifier behind 'fvd_learned' and 'digit_accuracy' (vdm_jax/metrics/video_classifier.py),
+  # trained on config.data (single-object moving_shapes, or moving_digits) by
+  # python -m vdm_jax.metrics.train_classifier.
   config.classifier = ml_collections.ConfigDict()
   config.classifier.widths = (16, 32, 64)  # Channels of its (2+1)D conv levels (each halves H, W; all but the first T).
   config.classifier.feature_dim = 64  # Width of the penultimate layer: the features of fvd_learned (> 0).
+  config.classifier.time_conv = True  # A 3-tap temporal conv after each level's spatial one (False: frames read alone).
+  # Last feature maps -> one vector: 'mean' over time and space, or 'max' over space then mean over time.
+  config.classifier.pool = 'mean'
   config.classifier.batch_size = 32  # Training videos per step (> 0).
   config.classifier.num_steps = 1000  # Adam steps (> 0).
   config.classifier.learning_rate = 2e-3  # Adam learning rate, cosine-decayed to 0 (> 0).

@@ -37,7 +37,7 @@ def test_overrides_set_fields_as_launch_does_and_refuse_unknown_ones():
   with pytest.raises(SystemExit, match='no field'):
     caption_probe.apply_overrides(base.get_base_config(), ['model.layout_embeding=True'])
   with pytest.raises(SystemExit, match='FIELD=VALUE'):
-    caption_probe.apply_overrides(base.get_base_config(), ['model.text_query_positions'])
+    caption_probe.apply_overrides(base.get_base_config(), ['model.layout_embedding'])
 
 
 def test_caption_mean_errors_are_zero_for_what_the_caption_determines():

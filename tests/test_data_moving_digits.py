@@ -88,3 +88,13 @@ def test_registry_opens_it(tmp_path):
   config.data.data_dir = str(tmp_path)
   assert config_validation.video_shape(config) == (16, 64, 64, 3)
   assert registry.split_size(config, 'test') == 1000
+
+
+def test_split_over_tfds_memory_buffer_builds_without_tensorflow(tmp_path, monkeypatch):
+  """TFDS spills a split larger than its in-memory buffer (1 GB; the default config's train split
+  is 2 GB) to files it writes with TensorFlow, which is not installed: prepare keeps it in memory.
+  A 1-byte buffer stands in for the 2 GB split."""
+  from tensorflow_datasets.core import shuffle  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(shuffle, 'MAX_MEM_BUFFER_SIZE', 1)
+  small = moving_digits.load_builder(TINY, tmp_path)
+  assert len(small.as_data_source(split='train')) == TINY.num_train

@@ -17,8 +17,9 @@ EXPERIMENTS = sorted(
     os.path.splitext(os.path.basename(p))[0]
     for p in glob.glob(os.path.join(ROOT, 'experiments', '*.py'))
     if not os.path.basename(p).startswith(('_', 'base'))
-    # moving_shapes' config (built here) plus classifier fields, loaded by tests/test_fvd.py.
-    and os.path.basename(p) != 'feature_classifier.py')
+    # The configs of moving_shapes and moving_digits (built here) plus classifier fields: built by
+    # test_classifier_experiment_builds.
+    and os.path.basename(p) not in ('feature_classifier.py', 'digit_classifier.py'))
 VARIANTS = {'moving_shapes': ['', 'smoke'], 'ucf101': ['', 'laptop'], 'bair': ['', 'laptop'],
             'kinetics600': ['', 'laptop'], 'text_to_video': ['', 'large', 'laptop']}
 
@@ -32,6 +33,21 @@ def test_experiment_builds(name):
     shape = config_validation.video_shape(config)
     params = jax.eval_shape(lambda c=config, s=shape: train.init_params(
         train.create_model(c), c, s, jax.random.PRNGKey(0)))
+    assert sum(x.size for x in jax.tree.leaves(params)) > 0
+
+
+@pytest.mark.parametrize('name', ['feature_classifier', 'digit_classifier'])
+def test_classifier_experiment_builds(name):
+  """A caption classifier's experiment file and its `smoke` variant validate and build it."""
+  from vdm_jax.metrics import video_classifier  # pylint: disable=g-import-not-at-top
+  module = importlib.import_module(f'experiments.{name}')
+  for variant in ('', 'smoke'):
+    config = module.get_config(variant)
+    config_validation.validate(config, num_devices=jax.device_count())
+    config_validation.validate_classifier(config)
+    model = video_classifier.create_model(config.classifier, config.data.name)
+    videos = jax.ShapeDtypeStruct((1, *config_validation.video_shape(config)), 'uint8')
+    params = jax.eval_shape(model.init, jax.random.PRNGKey(0), videos)
     assert sum(x.size for x in jax.tree.leaves(params)) > 0
 
 

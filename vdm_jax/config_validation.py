@@ -35,6 +35,7 @@ ALLOWED = {
     'sample.task': tasks.TASKS,
     'sample.conditioning_method': guidance.CONDITIONING_METHODS,
     'eval.split': ('train', 'test'),
+    'classifier.pool': ('mean', 'max'),  # metrics.video_classifier.POOLS
 }
 
 
@@ -192,7 +193,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   _require(split_size is None or config.eval.bpd_num_videos <= split_size,
            f'config.eval.bpd_num_videos={config.eval.bpd_num_videos} exceeds the {split_size} videos '
            f'of the {config.eval.split!r} split: lower --config.eval.bpd_num_videos.')
-  validate_eval_metrics(config.eval, split_size=split_size)
+  validate_eval_metrics(config.eval, split_size=split_size, dataset=config.data.name)
 
   k = config.train.grad_accum_steps
   _require(config.batch_size % k == 0,
@@ -317,14 +318,24 @@ def check_prompts(prompts: Iterable[str], *, max_text_length: int) -> None:
              'limit is fixed by the checkpoint\'s model).')
 
 
-def validate_eval_metrics(eval_config: ml_collections.ConfigDict, *, split_size: int | None) -> None:
-  """`config.eval.metrics` and the fields its FVDs need (`split_size`: videos of eval.split, None
-  when not yet known)."""
+def validate_eval_metrics(eval_config: ml_collections.ConfigDict, *, split_size: int | None,
+                          dataset: str) -> None:
+  """`config.eval.metrics` and the fields its metrics need (`split_size`: videos of eval.split,
+  None when not yet known; `dataset`: config.data.name)."""
   from vdm_jax import metrics  # pylint: disable=g-import-not-at-top
   for name in eval_config.metrics:
     _require(name in metrics.METRICS,
              f'config.eval.metrics contains {name!r}, which is not a metric: use any of '
              f'{", ".join(map(repr, metrics.METRICS))}.')
+  if 'digit_accuracy' in eval_config.metrics:
+    _require(dataset == 'moving_digits',
+             f"config.eval.metrics has 'digit_accuracy', which reads moving_digits captions, but "
+             f'config.data.name={dataset!r}: drop it from --config.eval.metrics (moving_shapes: '
+             "'adherence').")
+    _require(eval_config.classifier_workdir,
+             "config.eval.metrics has 'digit_accuracy' but config.eval.classifier_workdir is empty: "
+             'set it to the workdir of python -m vdm_jax.metrics.train_classifier --config '
+             'experiments/digit_classifier.py.')
   if not {'fvd_learned', 'fvd_i3d'} & set(eval_config.metrics):
     return
   n = eval_config.fvd_num_reference
@@ -343,17 +354,19 @@ def validate_eval_metrics(eval_config: ml_collections.ConfigDict, *, split_size:
 
 
 def validate_classifier(config: ml_collections.ConfigDict) -> None:
-  """`config.classifier` and the data it trains on (single-object moving_shapes)."""
+  """`config.classifier` and the data it trains on (single-object moving_shapes, or
+  moving_digits)."""
   _positive(config, ['classifier.feature_dim', 'classifier.batch_size', 'classifier.num_steps',
                      'classifier.learning_rate', 'classifier.log_every', 'classifier.eval_videos'])
   _require(len(config.classifier.widths) >= 1 and all(w > 0 for w in config.classifier.widths),
            f'config.classifier.widths={tuple(config.classifier.widths)} must be a non-empty tuple of '
            'positive ints.')
-  _require(config.data.name == 'moving_shapes' and config.data.builder_config != 'two_objects',
-           f'the feature classifier learns single-object moving_shapes captions, not '
-           f'config.data.name={config.data.name!r} with builder_config '
-           f"{config.data.builder_config!r}: use --config.data.name=moving_shapes and "
-           "--config.data.builder_config 'default', 'res64' or 'smoke'.")
+  _require(config.data.name == 'moving_digits' or (
+      config.data.name == 'moving_shapes' and config.data.builder_config != 'two_objects'),
+           f'the caption classifier learns single-object moving_shapes captions or moving_digits '
+           f'captions, not config.data.name={config.data.name!r} with builder_config '
+           f"{config.data.builder_config!r}: use --config.data.name=moving_shapes with "
+           "--config.data.builder_config 'default', 'res64' or 'smoke', or moving_digits.")
   from vdm_jax.data import registry  # pylint: disable=g-import-not-at-top
   test_size = registry.split_size(config, 'test')
   _require(test_size is None or config.classifier.eval_videos <= test_size,

@@ -13,10 +13,16 @@ captions, in bits per dimension (an upper bound on -log2 p(video | caption) / di
 
 Frechet video distances (vdm_jax/metrics/fvd.py) of the same generated videos against the first
 `config.eval.fvd_num_reference` videos of the split, with the floor of as many videos of the other
-split: 'fvd_learned' on the features of a small classifier trained on moving_shapes, 'fvd_i3d' on
-I3D's (FVD proper; user-supplied weights). `config.eval.metrics` picks which of adherence, bpd and
-the FVDs are computed. A report PNG (vdm_jax/eval_report.py) shows the metric table, the metric
-curves over training steps from the run's TensorBoard logs, and generated next to true videos.
+split: 'fvd_learned' on the features of a small classifier trained on the dataset's captions,
+'fvd_i3d' on I3D's (FVD proper; user-supplied weights).
+
+Digit accuracy (moving_digits, whose captions the tracker cannot read): the fraction of the
+generated videos in which a classifier trained on moving_digits (eval.classifier_workdir) finds
+the caption's digits and no other, with the true videos of the same captions as the ceiling.
+
+`config.eval.metrics` picks which of adherence, bpd, the FVDs and digit accuracy are computed. A
+report PNG (vdm_jax/eval_report.py) shows the metric table, the metric curves over training steps
+from the run's TensorBoard logs, and generated next to true videos.
 """
 
 import json
@@ -122,17 +128,29 @@ def evaluate_bpd(run, builder) -> dict[str, float]:
 FVD_METRICS = ('fvd_learned', 'fvd_i3d')
 
 
+def load_classifier(config: ml_collections.ConfigDict, video_shape: tuple[int, ...], *,
+                    dataset: str | None = None):
+  """(model, variables) of the caption classifier in `config.eval.classifier_workdir`; UserError
+  unless it was trained on videos of `video_shape` (and on `dataset`'s captions, when given)."""
+  workdir = config.eval.classifier_workdir
+  model, variables, info = video_classifier.load(workdir)
+  if dataset is not None and model.dataset != dataset:
+    raise UserError(f'the classifier in {workdir!r} reads {model.dataset} captions, not {dataset}: '
+                    'train one on this config.data (python -m vdm_jax.metrics.train_classifier) '
+                    'and set --config.eval.classifier_workdir to its workdir.')
+  if tuple(info['video_shape']) != tuple(video_shape):
+    raise UserError(f'the classifier in {workdir!r} was trained on videos of shape '
+                    f'{tuple(info["video_shape"])}, not {tuple(video_shape)}: train one on this '
+                    'config.data and set --config.eval.classifier_workdir to it.')
+  return model, variables
+
+
 def fvd_feature_fn(config: ml_collections.ConfigDict, metric: str,
                    video_shape: tuple[int, ...]) -> fvd.FeatureFn:
   """The features of an FVD of `config.eval.metrics`: 'fvd_learned' (the classifier in
   eval.classifier_workdir) or 'fvd_i3d' (I3D with the weights in eval.i3d_weights)."""
   if metric == 'fvd_learned':
-    model, variables, info = video_classifier.load(config.eval.classifier_workdir)
-    if tuple(info['video_shape']) != tuple(video_shape):
-      raise UserError(f'the feature classifier in {config.eval.classifier_workdir!r} was trained on '
-                      f'videos of shape {tuple(info["video_shape"])}, not {tuple(video_shape)}: train '
-                      'one on this config.data and set --config.eval.classifier_workdir to it.')
-    return video_classifier.make_feature_fn(model, variables)
+    return video_classifier.make_feature_fn(*load_classifier(config, video_shape))
   if metric == 'fvd_i3d':
     if not os.path.isfile(config.eval.i3d_weights):
       raise UserError(f'config.eval.i3d_weights={config.eval.i3d_weights!r} is not a file: convert '
@@ -163,6 +181,26 @@ def evaluate_fvd(run, builder, generated: np.ndarray) -> dict[str, float]:
         fvd_feature_fn(config, metric, run.video_shape), generated=generated, reference=reference,
         floor=floor, batch_size=config.sample.batch_size, name=metric))
   return results
+
+
+def evaluate_digit_accuracy(run, *, generated: np.ndarray, true_videos: np.ndarray,
+                            captions: list[str]) -> dict[str, float]:
+  """Digit accuracy (video_classifier.caption_accuracy: the set of digits the classifier finds is
+  the caption's) of `generated` and, the ceiling, of `true_videos` (both uint8 [N, T, H, W, 3],
+  video i of caption i), by the classifier in eval.classifier_workdir; {} when not asked for."""
+  config = run.config
+  if 'digit_accuracy' not in config.eval.get('metrics', ()):
+    return {}
+  logits_fn = video_classifier.make_logits_fn(
+      *load_classifier(config, run.video_shape, dataset='moving_digits'))
+
+  def accuracy(videos):
+    return video_classifier.caption_accuracy(logits_fn, videos, captions, dataset='moving_digits',
+                                             batch_size=config.sample.batch_size)['all']
+
+  return {'digit_accuracy/generated': accuracy(generated),
+          'digit_accuracy/ground_truth': accuracy(true_videos),
+          'digit_accuracy/num_videos': len(captions)}
 
 
 def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
@@ -202,6 +240,8 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
   if 'bpd' in metrics:
     results.update(evaluate_bpd(run, builder))
   results.update(evaluate_fvd(run, builder, generated))
+  results.update(evaluate_digit_accuracy(run, generated=generated, true_videos=true_videos,
+                                         captions=captions))
   if jax.process_index() == 0:
     directory = os.path.join(workdir, 'eval')
     os.makedirs(directory, exist_ok=True)
@@ -227,6 +267,11 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
       print_table(f'Caption adherence at step {run.step} ({len(captions)} {config.eval.split} '
                   'captions)', {'generated': {k: float(v) for k, v in generated_scores.items()},
                                 'ground truth': {k: float(v) for k, v in true_scores.items()}})
+    if 'digit_accuracy/generated' in results:
+      print_table(f'Digit accuracy at step {run.step} ({len(captions)} {config.eval.split} '
+                  'captions)',
+                  {'generated': {'digit accuracy': results['digit_accuracy/generated']},
+                   'ground truth': {'digit accuracy': results['digit_accuracy/ground_truth']}})
     fvds = [m for m in FVD_METRICS if f'{m}/generated' in results]
     if fvds:
       reference = results[f'{fvds[0]}/num_reference']

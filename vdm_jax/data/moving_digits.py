@@ -12,6 +12,7 @@ function of (seed, split, i) only.
 
 import dataclasses
 import functools
+import re
 from typing import Any
 
 from etils import epath
@@ -77,8 +78,21 @@ def bounce_trajectory(rng: np.random.Generator, *, num_frames: int, limit: float
 
 
 def format_caption(digits) -> str:
-  """[3, 7] -> 'digit 3 and digit 7'."""
+  """[3, 7] -> 'digit 3 and digit 7'; `parse_caption` is its inverse."""
   return ' and '.join(f'digit {int(d)}' for d in digits)
+
+
+_CAPTION = re.compile(r'digit [0-9]( and digit [0-9])*')
+
+
+def parse_caption(caption: str | bytes) -> tuple[int, ...]:
+  """'digit 3 and digit 7' -> (3, 7), in caption order; ValueError on anything else."""
+  if isinstance(caption, bytes):
+    caption = caption.decode('utf-8')
+  if not _CAPTION.fullmatch(caption):
+    raise ValueError(f"Not a Moving Digits caption ('digit 3' or 'digit 3 and digit 7'): "
+                     f'{caption!r}')
+  return tuple(int(phrase[-1]) for phrase in caption.split(' and '))
 
 
 def render_video(rng: np.random.Generator, *, split: str, num_frames: int = 16,

@@ -2,7 +2,7 @@
 
 FVD (Unterthiner et al. 2018) = the Frechet distance (frechet.py) between Gaussian fits of a
 network's features of two video sets: with I3D's logits (i3d.py, user-supplied weights) it is FVD
-proper ('fvd_i3d'); with the penultimate features of the moving_shapes classifier
+proper ('fvd_i3d'); with the penultimate features of a built-in dataset's caption classifier
 (video_classifier.py) it is the learned-feature FVD for offline data ('fvd_learned').
 
 The estimate is biased upwards at small sample sizes (the covariances' noise adds to the trace
@@ -11,8 +11,9 @@ as many training videos as there are generated ones, against the same reference.
 matched the data distribution would score about the floor.
 """
 
-from typing import Callable
+from typing import Any, Callable
 
+import jax
 import numpy as np
 
 from vdm_jax.metrics import frechet
@@ -20,15 +21,17 @@ from vdm_jax.metrics import frechet
 FeatureFn = Callable[[np.ndarray], np.ndarray]  # uint8 videos [B, T, H, W, 3] -> [B, D]
 
 
-def features_in_batches(feature_fn: FeatureFn, videos: np.ndarray, *,
-                        batch_size: int) -> np.ndarray:
+def features_in_batches(feature_fn: Callable[[np.ndarray], Any], videos: np.ndarray, *,
+                        batch_size: int) -> Any:
   """feature_fn over videos [N, T, H, W, 3] in batches of batch_size, the last one padded with
-  repeats whose rows are dropped (one compilation serves all): float64 [N, D]."""
+  repeats whose rows are dropped (one compilation serves all): float64 [N, D], or a tree of
+  them when feature_fn returns a tree of arrays [B, ...] (e.g. a classifier's {head: logits})."""
   n = len(videos)
   pad = -n % batch_size
   padded = np.concatenate([videos, videos[np.arange(pad) % n]]) if pad else videos
-  return np.concatenate([np.asarray(feature_fn(padded[i:i + batch_size]), np.float64)
-                         for i in range(0, len(padded), batch_size)])[:n]
+  chunks = [feature_fn(padded[i:i + batch_size]) for i in range(0, len(padded), batch_size)]
+  return jax.tree.map(lambda *c: np.concatenate([np.asarray(x, np.float64) for x in c])[:n],
+                      *chunks)
 
 
 def fvd_with_floor(feature_fn: FeatureFn, *, generated: np.ndarray, reference: np.ndarray,

@@ -1,12 +1,15 @@
-r"""Trains the feature classifier of the learned-feature FVD (video_classifier.py) on the
-training split of `config.data` and saves it (orbax) with its test accuracy:
+r"""Trains the caption classifier (video_classifier.py: the features of the learned-feature FVD,
+the scorer of 'digit_accuracy') on the training split of `config.data` (moving_shapes or
+moving_digits) and saves it (orbax) with its test accuracy:
 
   python -m vdm_jax.metrics.train_classifier --config experiments/feature_classifier.py \
       --workdir runs/feature_classifier
+  python -m vdm_jax.metrics.train_classifier --config experiments/digit_classifier.py \
+      --workdir runs/digit_classifier
 
 Then evaluate a diffusion run with it: --config.eval.metrics="('adherence', 'bpd', 'fvd_learned')"
---config.eval.classifier_workdir=runs/feature_classifier. Fields: `config.classifier.*`
-(experiments/base.py).
+--config.eval.classifier_workdir=runs/feature_classifier (moving_digits: 'digit_accuracy' and
+runs/digit_classifier). Fields: `config.classifier.*` (experiments/base.py).
 """
 
 import sys
@@ -31,15 +34,17 @@ from vdm_jax.errors import UserError
 from vdm_jax.metrics import video_classifier
 
 
-def loss_and_accuracy(logits: dict[str, jax.Array], labels: dict[str, jax.Array]):
-  """Sum over heads of the mean softmax cross-entropy, and {head: accuracy}, {'all': every head
-  right}."""
-  loss = sum(optax.softmax_cross_entropy_with_integer_labels(logits[h], labels[h]).mean()
-             for h in video_classifier.HEADS)
-  right = {h: jnp.argmax(logits[h], -1) == labels[h] for h in video_classifier.HEADS}
-  accuracy = {h: r.mean() for h, r in right.items()}
-  accuracy['all'] = jnp.stack(list(right.values())).all(axis=0).mean()
-  return loss, accuracy
+def loss_of(logits: dict[str, jax.Array], labels: dict[str, jax.Array], dataset: str) -> jax.Array:
+  """Sum over the heads of `dataset` of the mean softmax cross-entropy, against the class of a
+  'one' head, the uniform distribution over the named classes of a 'set' head."""
+  loss = 0.0
+  for head, (kind, _) in video_classifier.heads_of(dataset).items():
+    if kind == 'one':
+      loss += optax.softmax_cross_entropy_with_integer_labels(logits[head], labels[head]).mean()
+    else:
+      target = labels[head] / labels[head].sum(-1, keepdims=True)
+      loss += optax.softmax_cross_entropy(logits[head], target).mean()
+  return loss
 
 
 def make_train_step(model, tx):
@@ -48,7 +53,7 @@ def make_train_step(model, tx):
 
   def step(params, opt_state, videos, labels):
     def loss_fn(p):
-      return loss_and_accuracy(model.apply({'params': p}, videos)[1], labels)[0]
+      return loss_of(model.apply({'params': p}, videos)[1], labels, model.dataset)
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
@@ -58,16 +63,10 @@ def make_train_step(model, tx):
 
 def accuracy_of(model, params, videos: np.ndarray, captions: list[str], *,
                 batch_size: int) -> dict[str, float]:
-  """{head: accuracy, 'all': ...} on videos [N, T, H, W, 3] with single-object captions."""
-  labels = video_classifier.labels_of(captions)
-  logits_fn = jax.jit(lambda p, v: model.apply({'params': p}, v)[1])
-  n, pad = len(videos), -len(videos) % batch_size
-  padded = np.concatenate([videos, videos[np.arange(pad) % n]]) if pad else videos
-  chunks = [jax.device_get(logits_fn(params, padded[i:i + batch_size]))
-            for i in range(0, len(padded), batch_size)]
-  logits = {h: np.concatenate([c[h] for c in chunks])[:n] for h in video_classifier.HEADS}
-  _, accuracy = loss_and_accuracy(logits, labels)
-  return {k: float(v) for k, v in accuracy.items()}
+  """{head: accuracy, 'all': ...} on videos [N, T, H, W, 3] with captions of model.dataset."""
+  return video_classifier.caption_accuracy(
+      video_classifier.make_logits_fn(model, {'params': params}), videos, captions,
+      dataset=model.dataset, batch_size=batch_size)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -79,7 +78,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   video_shape = registry.video_shape(config)
   builder = registry.load_builder(config)
   train_source = builder.as_data_source(split='train')
-  model = video_classifier.create_model(c)
+  model = video_classifier.create_model(c, config.data.name)
   key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 3)  # apart from the diffusion's keys
   params = jax.jit(model.init)(key, jnp.zeros((1, *video_shape), jnp.uint8))['params']
   tx = optax.adam(optax.cosine_decay_schedule(c.learning_rate, c.num_steps))
@@ -91,7 +90,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   for step in range(1, c.num_steps + 1):
     examples = [train_source[int(i)] for i in rng.integers(0, len(train_source), c.batch_size)]
     videos = np.stack([e['video'] for e in examples])
-    labels = video_classifier.labels_of([e['caption'] for e in examples])
+    labels = video_classifier.labels_of([e['caption'] for e in examples], model.dataset)
     params, opt_state, loss = step_fn(params, opt_state, videos, labels)
     losses.append(loss)
     if step % c.log_every == 0 or step == c.num_steps:
@@ -102,13 +101,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   test_videos, test_captions = pipeline.make_eval_source(builder=builder, split='test',
                                                          num_examples=c.eval_videos)
   accuracy = accuracy_of(model, params, test_videos, test_captions, batch_size=c.batch_size)
-  info = {'widths': list(c.widths), 'feature_dim': c.feature_dim, 'video_shape': list(video_shape),
+  info = {'widths': list(c.widths), 'feature_dim': c.feature_dim, 'time_conv': c.time_conv,
+          'pool': c.pool, 'video_shape': list(video_shape),
           'data': {'name': config.data.name, 'builder_config': config.data.builder_config},
           'num_steps': c.num_steps, 'batch_size': c.batch_size,
           'train_seconds': round(train_seconds, 1), 'test_videos': len(test_videos),
           'test_accuracy': accuracy}
   video_classifier.save(workdir, params, info)
-  logging.info('Feature classifier saved in %s; test accuracy %s', workdir, accuracy)
+  logging.info('Caption classifier saved in %s; test accuracy %s', workdir, accuracy)
   return info
 
 
