@@ -120,6 +120,14 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.diffusion.loss_weighting = 'eps_mse'
   config.diffusion.min_snr_gamma = 5.0  # gamma of 'min_snr' (Hang et al. 2023 use 5); > 0.
   config.diffusion.antithetic_time_sampling = False  # t_i = mod(u + i / B, 1) over the batch (VDM) instead of i.i.d.
+  # Where training draws t: 'uniform' (t ~ U[0, 1]) or 'logit_normal' (t = sigmoid(m + s n), Esser et al.
+  # 2024; m > 0: more of each batch at high noise). Sampling grids are not affected; p(t) multiplies the
+  # loss weighting, so 'vlb' (and the learned schedule) needs 'uniform'.
+  config.diffusion.train_time_distribution = 'uniform'
+  config.diffusion.train_time_logit_mean = 0.0  # m of 'logit_normal'.
+  config.diffusion.train_time_logit_std = 1.0  # s of 'logit_normal' (> 0).
+  # 'logit_normal': the fraction of each batch that keeps uniform t, so every level stays trained, in [0, 1].
+  config.diffusion.train_time_uniform_fraction = 0.0
 
   # ---------------------------------------------------------------- optimizer
   config.optim = ml_collections.ConfigDict()

@@ -47,3 +47,19 @@ def test_execution_only_fields_may_change_but_parameters_may_not(tmp_path):
   with pytest.raises(UserError, match=r'config\.model\.channels=64 .* --config\.model\.channels=64'):
     checkpointer.check_compatible(1, current)
   checkpointer.close()
+
+
+def test_training_objective_fields_may_change_but_the_schedule_may_not(tmp_path):
+  """How training draws and weighs noise levels does not define the model (sampling, eval and a
+  resumed run may use others); the schedule it samples with does."""
+  checkpointer = _save(tmp_path, base.get_base_config())
+  current = base.get_base_config()
+  current.diffusion.loss_weighting = 'x_mse'
+  current.diffusion.train_time_distribution = 'logit_normal'
+  current.diffusion.train_time_logit_mean = 1.0
+  current.diffusion.antithetic_time_sampling = True
+  checkpointer.check_compatible(1, current)
+  current.diffusion.logsnr_shift = -1.0
+  with pytest.raises(UserError, match=r'config\.diffusion\.logsnr_shift=0\.0 but this run has -1\.0'):
+    checkpointer.check_compatible(1, current)
+  checkpointer.close()

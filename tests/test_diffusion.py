@@ -216,3 +216,60 @@ def test_antithetic_times_cover_the_unit_interval_evenly():
   firsts = [float(diffusion.sample_time(jax.random.PRNGKey(k), 8, antithetic=True)[0])
             for k in range(200)]
   assert abs(np.mean(firsts) - 0.5) < 5 * np.sqrt(1 / 12 / 200)
+
+
+@pytest.mark.parametrize('antithetic', [False, True])
+def test_logit_normal_times_follow_their_distribution(x64, antithetic):
+  """t = sigmoid(m + s n): logit(t) has mean m and std s, and the histogram of t matches the
+  closed-form density (which must also integrate to 1)."""
+  m, s = 1.5, 0.7
+  t = jnp.concatenate([
+      diffusion.sample_time(jax.random.PRNGKey(k), 512, antithetic=antithetic,
+                            distribution='logit_normal', logit_mean=m, logit_std=s,
+                            dtype=jnp.float64) for k in range(40)])
+  t = np.asarray(t)
+  assert np.all((t > 0) & (t < 1))
+  logit = np.log(t) - np.log1p(-t)
+  n = t.size
+  assert abs(logit.mean() - m) < 5 * s / np.sqrt(n)
+  assert abs(logit.std() - s) < 0.03
+  edges = np.linspace(0, 1, 21)
+  counts, _ = np.histogram(t, edges)
+  grid = np.linspace(1e-6, 1 - 1e-6, 200001)
+  density = np.asarray(diffusion.logit_normal_density(jnp.asarray(grid), logit_mean=m, logit_std=s))
+  assert abs(np.trapezoid(density, grid) - 1) < 1e-4
+  cdf = np.concatenate([[0], np.cumsum((density[1:] + density[:-1]) / 2 * np.diff(grid))])
+  expected = np.diff(np.interp(edges, grid, cdf)) * n
+  np.testing.assert_allclose(counts, expected, atol=5 * np.sqrt(expected.max()) + 1)
+  # Most of the batch at high noise when m > 0 (the point of the option).
+  assert np.mean(t > 0.5) > 0.9
+
+
+def test_logit_normal_times_are_a_monotone_map_of_the_uniform_draws():
+  """The same key gives the uniform draws u and, through the inverse CDF, the logit-normal t:
+  the order of the batch is kept, so antithetic strata stay strata."""
+  rng = jax.random.PRNGKey(7)
+  u = np.asarray(diffusion.sample_time(rng, 16, antithetic=True))
+  t = np.asarray(diffusion.sample_time(rng, 16, antithetic=True, distribution='logit_normal',
+                                       logit_mean=-1.0, logit_std=2.0))
+  np.testing.assert_array_equal(np.argsort(u), np.argsort(t))
+
+
+def test_unknown_time_distribution_is_rejected():
+  with pytest.raises(ValueError, match='logit_normal'):
+    diffusion.sample_time(jax.random.PRNGKey(0), 4, distribution='beta')
+
+
+def test_uniform_fraction_keeps_part_of_the_batch_uniform():
+  """With uniform_fraction f the first round(f B) draws are the uniform ones, unchanged; the
+  rest are mapped to the logit-normal; and the mixture's density still integrates to 1."""
+  rng = jax.random.PRNGKey(3)
+  u = np.asarray(diffusion.sample_time(rng, 8))
+  t = np.asarray(diffusion.sample_time(rng, 8, distribution='logit_normal', logit_mean=3.0,
+                                       logit_std=0.5, uniform_fraction=0.5))
+  np.testing.assert_array_equal(t[:4], u[:4])
+  assert np.all(t[4:] != u[4:]) and np.all(t[4:] > 0.8)
+  grid = np.linspace(1e-6, 1 - 1e-6, 200001)
+  density = diffusion.logit_normal_density(jnp.asarray(grid, jnp.float32), logit_mean=3.0,
+                                           logit_std=0.5, uniform_fraction=0.5)
+  assert abs(np.trapezoid(np.asarray(density, np.float64), grid) - 1) < 1e-3

@@ -68,3 +68,25 @@ def test_validation_names_the_field():
   config = module.get_config('smoke')
   with pytest.raises(UserError, match='not divisible by the 3 devices'):
     config_validation.validate(config, num_devices=3)
+
+
+def test_training_time_distribution_is_validated():
+  module = importlib.import_module('experiments.moving_shapes')
+  config = module.get_config('smoke')
+  config.diffusion.train_time_distribution = 'logit_normal'
+  config.diffusion.train_time_logit_std = 0.0
+  with pytest.raises(UserError, match='config.diffusion.train_time_logit_std=0.0 must be > 0'):
+    config_validation.validate(config)
+  config.diffusion.train_time_logit_std = 1.0
+  config_validation.validate(config)
+  config.diffusion.loss_weighting = 'vlb'
+  with pytest.raises(UserError, match="train_time_distribution='logit_normal' reweights the loss"):
+    config_validation.validate(config)
+  config = module.get_config('smoke')
+  config.diffusion.train_time_distribution = 'beta'
+  with pytest.raises(UserError, match="config.diffusion.train_time_distribution='beta'"):
+    config_validation.validate(config)
+  config = module.get_config('smoke')
+  config.diffusion.train_time_uniform_fraction = 1.5
+  with pytest.raises(UserError, match='train_time_uniform_fraction=1.5 must lie in'):
+    config_validation.validate(config)

@@ -46,6 +46,13 @@ MODEL_DEFINING_FIELDS = {'data': ('max_text_length',)}
 EXECUTION_ONLY_FIELDS = {
     'model': ('attention_impl', 'remat', 'conv_impl', 'dtype'),
 }
+# Fields that choose the training objective (how noise levels are drawn and weighted), not the
+# model: a checkpoint samples the same under any of them, and a resumed run may change them.
+TRAINING_OBJECTIVE_FIELDS = {
+    'diffusion': ('loss_weighting', 'min_snr_gamma', 'antithetic_time_sampling',
+                  'train_time_distribution', 'train_time_logit_mean', 'train_time_logit_std',
+                  'train_time_uniform_fraction'),
+}
 # Fields added to those sections after checkpoints were first written, with the value that every
 # checkpoint written before them was made with: a saved config without the field means this value.
 ADDED_FIELDS = {
@@ -54,7 +61,9 @@ ADDED_FIELDS = {
               'frame_conditioning': False, 'coord_channels': False,
               'layout_embedding': False},
     'diffusion': {'betas': [], 'zero_terminal_snr': False, 'learned_num_features': 1024,
-                  'antithetic_time_sampling': False, 'learn_endpoints': False},
+                  'antithetic_time_sampling': False, 'learn_endpoints': False,
+                  'train_time_distribution': 'uniform', 'train_time_logit_mean': 0.0,
+                  'train_time_logit_std': 1.0, 'train_time_uniform_fraction': 0.0},
 }
 # Fields added to the train state after checkpoints were first written: a checkpoint without one
 # restores it as zeros (every such field counts something that was zero in older runs).
@@ -187,7 +196,7 @@ class Checkpointer:
               for key in sorted(set(saved.get(section, {})) | set(current[section]))]
     fields += [(section, key) for section, keys in MODEL_DEFINING_FIELDS.items() for key in keys]
     for section, key in fields:
-      if key in EXECUTION_ONLY_FIELDS.get(section, ()):
+      if key in EXECUTION_ONLY_FIELDS.get(section, ()) + TRAINING_OBJECTIVE_FIELDS.get(section, ()):
         continue
       old = saved.get(section, {}).get(key, ADDED_FIELDS.get(section, {}).get(key))
       new = current[section].get(key)

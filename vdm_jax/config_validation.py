@@ -30,6 +30,7 @@ ALLOWED = {
     'optim.lr_schedule': ('constant', 'cosine'),
     'diffusion.parameterization': diffusion.PARAMETERIZATIONS,
     'diffusion.loss_weighting': diffusion.LOSS_WEIGHTINGS,
+    'diffusion.train_time_distribution': diffusion.TIME_DISTRIBUTIONS,
     'sample.sampler': samplers.SAMPLERS,
     'sample.time_spacing': samplers.TIME_SPACINGS,
     'sample.task': tasks.TASKS,
@@ -150,6 +151,16 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
            f"config.train.grad_accum_steps={config.train.grad_accum_steps} is not supported with "
            "config.diffusion.schedule='learned' (its VLB-variance gradient needs the whole batch "
            'at once): set --config.train.grad_accum_steps=1.')
+  _require(d.train_time_logit_std > 0,
+           f'config.diffusion.train_time_logit_std={d.train_time_logit_std!r} must be > 0: set '
+           '--config.diffusion.train_time_logit_std accordingly.')
+  _require(0 <= d.train_time_uniform_fraction <= 1,
+           f'config.diffusion.train_time_uniform_fraction={d.train_time_uniform_fraction!r} must lie '
+           'in [0, 1]: set --config.diffusion.train_time_uniform_fraction accordingly.')
+  _require(d.train_time_distribution == 'uniform' or d.loss_weighting != 'vlb',
+           f"config.diffusion.train_time_distribution={d.train_time_distribution!r} reweights the loss "
+           "by p(t), so it is no longer the VLB: use --config.diffusion.train_time_distribution=uniform "
+           "with loss_weighting='vlb'.")
   _require(not d.learn_endpoints or d.schedule == 'learned',
            f"config.diffusion.learn_endpoints=True needs config.diffusion.schedule='learned' (got "
            f'{d.schedule!r}): set --config.diffusion.schedule=learned (with loss_weighting=vlb) '

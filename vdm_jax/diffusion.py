@@ -153,19 +153,57 @@ def predict_x_eps(
   return x_from_v(z=z, v=model_out, logsnr=logsnr), eps_from_v(z=z, v=model_out, logsnr=logsnr)
 
 
+TIME_DISTRIBUTIONS = ('uniform', 'logit_normal')
+
+
+def check_time_distribution(distribution: str) -> None:
+  if distribution not in TIME_DISTRIBUTIONS:
+    raise ValueError(f'Unknown training time distribution {distribution!r}; allowed: {TIME_DISTRIBUTIONS}.')
+
+
 def sample_time(rng: jax.Array, batch_size: int, *, antithetic: bool = False,
-                dtype=jnp.float32) -> jax.Array:
+                distribution: str = 'uniform', logit_mean: float = 0.0, logit_std: float = 1.0,
+                uniform_fraction: float = 0.0, dtype=jnp.float32) -> jax.Array:
   """t [batch_size] in [0, 1): i.i.d. uniform, or antithetic (Kingma et al. 2021, appendix:
   "low-discrepancy sampler")
 
     t_i = mod(u_0 + i / B, 1),  u_0 ~ U[0, 1),  i = 0..B-1,
 
   each t_i still uniform, but the batch covers [0, 1) evenly, which lowers the variance of the
-  batch-mean loss."""
+  batch-mean loss.
+
+  distribution='logit_normal' maps those uniform draws u through the inverse CDF of a
+  logit-normal (Esser et al. 2024, sec. 3.1): t = sigmoid(logit_mean + logit_std * Phi^-1(u)),
+  so antithetic draws stay stratified. logit_mean > 0 puts more of the batch at high noise
+  (t near 1). With uniform_fraction f, the first round(f B) examples keep their uniform t, so
+  every noise level stays trained: p(t) = f + (1 - f) q(t). A density p(t) other than uniform
+  multiplies the loss weighting by p(t): the same as a weighting, but with more draws (less
+  gradient variance) where p is large.
+  """
+  check_time_distribution(distribution)
   if antithetic:
     u0 = jax.random.uniform(rng, (), dtype=dtype)
-    return jnp.mod(u0 + jnp.arange(batch_size, dtype=dtype) / batch_size, 1.0)
-  return jax.random.uniform(rng, (batch_size,), dtype=dtype)
+    u = jnp.mod(u0 + jnp.arange(batch_size, dtype=dtype) / batch_size, 1.0)
+  else:
+    u = jax.random.uniform(rng, (batch_size,), dtype=dtype)
+  if distribution == 'uniform':
+    return u
+  # u = 0 would give Phi^-1 = -inf (t = 0, harmless), but keep every draw strictly inside.
+  tiny = jnp.finfo(dtype).tiny
+  t = jax.nn.sigmoid(logit_mean + logit_std * jax.scipy.special.ndtri(
+      jnp.clip(u, tiny, 1.0 - jnp.finfo(dtype).eps)))
+  num_uniform = int(round(uniform_fraction * batch_size))
+  return jnp.where(jnp.arange(batch_size) < num_uniform, u, t)
+
+
+def logit_normal_density(t: jax.Array, *, logit_mean: float, logit_std: float,
+                         uniform_fraction: float = 0.0) -> jax.Array:
+  """p(t) = f + (1 - f) q(t), q that of t = sigmoid(m + s n), n ~ N(0, 1), for t in (0, 1): the
+  factor this training distribution puts on the loss weighting."""
+  logit = jnp.log(t) - jnp.log1p(-t)
+  z = (logit - logit_mean) / logit_std
+  q = jnp.exp(-0.5 * z**2) / (logit_std * jnp.sqrt(2 * jnp.pi) * t * (1 - t))
+  return uniform_fraction + (1.0 - uniform_fraction) * q
 
 
 def logsnr_and_derivative(logsnr_fn: Callable[[jax.Array], jax.Array],
@@ -340,14 +378,19 @@ def batch_loss_and_metrics(per_example: jax.Array,
   return loss, metrics
 
 
-def draw_time_and_noise(rng: jax.Array, x: jax.Array, *,
-                        antithetic: bool = False) -> tuple[jax.Array, jax.Array]:
-  """The random draws of a denoising loss: (t [B] ~ U[0, 1) (sample_time), noise ~ N(0, I) shaped
-  like x [B, ...]), float32 (float64 for float64 x)."""
+def draw_time_and_noise(rng: jax.Array, x: jax.Array, *, antithetic: bool = False,
+                        distribution: str = 'uniform', logit_mean: float = 0.0,
+                        logit_std: float = 1.0,
+                        uniform_fraction: float = 0.0) -> tuple[jax.Array, jax.Array]:
+  """The random draws of a denoising loss: (t [B] in [0, 1) (sample_time: uniform unless
+  `distribution` says otherwise), noise ~ N(0, I) shaped like x [B, ...]), float32 (float64 for
+  float64 x)."""
   x = jnp.asarray(x)
   dtype = jnp.promote_types(x.dtype, jnp.float32)
   rng_t, rng_noise = jax.random.split(rng)
-  t = sample_time(rng_t, x.shape[0], antithetic=antithetic, dtype=dtype)
+  t = sample_time(rng_t, x.shape[0], antithetic=antithetic, distribution=distribution,
+                  logit_mean=logit_mean, logit_std=logit_std, uniform_fraction=uniform_fraction,
+                  dtype=dtype)
   noise = jax.random.normal(rng_noise, x.shape, dtype=dtype)
   return t, noise
 

@@ -321,8 +321,12 @@ def make_train_step(model, *, logsnr_fn, tx, config, mesh, state_sharding=None) 
       aux['schedule_grad_norm'] = optax.global_norm(schedule_grads)
     else:
       # t and noise are drawn for the whole batch (the same draws whatever grad_accum_steps).
-      t, noise = diffusion.draw_time_and_noise(diffusion_rng, batch['video'],
-                                               antithetic=antithetic_time)
+      t, noise = diffusion.draw_time_and_noise(
+          diffusion_rng, batch['video'], antithetic=antithetic_time,
+          distribution=config.diffusion.train_time_distribution,
+          logit_mean=config.diffusion.train_time_logit_mean,
+          logit_std=config.diffusion.train_time_logit_std,
+          uniform_fraction=config.diffusion.train_time_uniform_fraction)
       examples = dict(video=batch['video'], t=t, noise=noise, cond=cond, drop_text=drop_text,
                       frame_weights=frame_weights)
       (loss, aux), grads = grad_accumulation.value_and_grad_accumulated(
