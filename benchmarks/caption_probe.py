@@ -101,8 +101,11 @@ def caption_mean_errors(train_chunks, videos: np.ndarray, captions: list[str]) -
 
   train_chunks: an iterable of (uint8 [n, T, H, W, 3], n captions) of training videos;
   videos: uint8 [N, T, H, W, 3] with `captions`.
-  Returns {'caption' | 'color' | 'shape' | 'direction' | 'null': x-MSE}; 'null' is the mean of
-  all training videos, the others leave that attribute out of the caption's key.
+  Returns {'caption' | 'color' | 'shape' | 'direction' | 'null' | 'frames_pooled': x-MSE};
+  'null' is the mean of all training videos, 'color' .. 'direction' leave that attribute out of
+  the caption's key, and 'frames_pooled' is the caption mean averaged over its frames: the best
+  a denoiser can do at log-SNR -> -inf if it cannot tell one frame from another (a network whose
+  layers are all equivariant in time sees i.i.d. noise in every frame there).
   """
   names = tuple(ATTRIBUTES)
   def key(caption, drop):
@@ -127,6 +130,10 @@ def caption_mean_errors(train_chunks, videos: np.ndarray, captions: list[str]) -
         raise ValueError(f'caption {caption!r} ({d} left out) has no training video.')
       total += np.mean(np.square(sums[d][k] / counts[d][k] - x[j]))
     errors[d] = total / len(captions)
+  errors['frames_pooled'] = float(np.mean([
+      np.mean(np.square(np.mean(sums['caption'][key(c, 'caption')], axis=0, keepdims=True)
+                        / counts['caption'][key(c, 'caption')] - x[j]))
+      for j, c in enumerate(captions)]))
   return errors
 
 
@@ -213,7 +220,9 @@ def main():
     print(f'Caption-mean predictor from {n} training videos (the optimum as log-SNR -> -inf): '
           f'x-MSE {baseline["caption"]:.4f}; with one attribute unknown: ' +
           ', '.join(f'{a} {100 * (baseline[a] / baseline["caption"] - 1):+.1f}%'
-                    for a in (*ATTRIBUTES, 'null')))
+                    for a in (*ATTRIBUTES, 'null')) +
+          f'; the same averaged over frames (blind to the frame index): '
+          f'{100 * (baseline["frames_pooled"] / baseline["caption"] - 1):+.1f}%')
   path = args.json or os.path.join(args.workdir, 'eval', f'caption_probe_step_{run.step}.json')
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, 'w') as f:

@@ -58,3 +58,21 @@ def test_caption_mean_errors_are_zero_for_what_the_caption_determines():
   errors = caption_probe.caption_mean_errors(chunks, np.stack([video(c) for c in captions]), captions)
   assert errors['caption'] < 1e-12 and errors['direction'] < 1e-12
   assert errors['color'] > 0.1 and errors['shape'] > 0.01 and errors['null'] > 0.1
+  # These videos are the same in every frame, so pooling the frames loses nothing.
+  assert errors['frames_pooled'] < 1e-12
+
+
+def test_frames_pooled_mean_loses_what_differs_between_frames():
+  """A caption whose video changes over frames (a bright frame 0, dark frame 1): the caption mean
+  is exact, its average over frames is off by half the difference in every pixel."""
+  captions = ['a red circle moving left', 'a red circle moving right']
+  def video(caption):
+    v = np.zeros((2, 2, 2, 3), np.uint8)
+    v[0 if caption.endswith('left') else 1] = 255
+    return v
+  train = captions * 3
+  videos = np.stack([video(c) for c in captions])
+  errors = caption_probe.caption_mean_errors([(np.stack([video(c) for c in train]), train)],
+                                             videos, captions)
+  assert errors['caption'] < 1e-12
+  np.testing.assert_allclose(errors['frames_pooled'], 1.0)  # x in {-1, 1}, pooled to 0.
