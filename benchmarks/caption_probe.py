@@ -83,7 +83,8 @@ def probe(run, videos: np.ndarray, captions: list[str], *, batch_size: int, seed
     raise ValueError(f'{len(captions)} videos < batch size {batch_size}.')
   results = {}
   for name, texts in variants.items():
-    tokens_all = tokenizer.tokenize(texts, max_length=config.data.max_text_length)
+    tokens_all = tokenizer.tokenize(texts, max_length=config.data.max_text_length,
+                                    kind=config.model.text_tokenizer)
     drop = np.full((batch_size,), name == 'null')
     results[name] = {}
     for logsnr in logsnrs:

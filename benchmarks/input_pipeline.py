@@ -51,7 +51,8 @@ def pipeline_videos_per_second(config, builder, *, workers: int, batches: int,
   """Videos/s of this process's train batches, steady state (after `warmup` batches)."""
   ds = pipeline.make_train_dataset(
       builder=builder, split='train', global_batch_size=config.batch_size, seed=config.seed,
-      max_text_length=config.data.max_text_length, process_index=0, process_count=1)
+      max_text_length=config.data.max_text_length, text_tokenizer=config.model.text_tokenizer,
+      process_index=0, process_count=1)
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=4))
   if workers:
     it_ds = it_ds.mp_prefetch(grain.multiprocessing.MultiprocessingOptions(num_workers=workers))
@@ -78,7 +79,8 @@ def step_videos_per_second(config, builder, *, steps: int) -> float:
                                      mesh=run.mesh)
   ds = pipeline.make_train_dataset(
       builder=builder, split='train', global_batch_size=config.batch_size, seed=config.seed,
-      max_text_length=config.data.max_text_length, process_index=0, process_count=1)
+      max_text_length=config.data.max_text_length, text_tokenizer=config.model.text_tokenizer,
+      process_index=0, process_count=1)
   batch = mesh_lib.global_batch(ds[0], run.mesh)
   state, metrics = train_step(state, batch)  # Compiles.
   jax.block_until_ready(metrics)

@@ -8,7 +8,7 @@ Rows of the tables that this codebase cannot express yet, stated once here:
 - "Reconstruction guidance weight" (BAIR 50, Kinetics 9): conditional sampling by reconstruction
   guidance is not implemented; the samplers generate unconditional (or text-conditioned) clips.
 - Text conditioning: the paper conditions on frozen BERT-large embeddings; here a small
-  Transformer over byte tokens is trained with the model (its size is not from the paper).
+  Transformer over word or byte tokens is trained with the model (its size is not from the paper).
 "Joint training independent images per video" is `data.num_images_per_video`: 8 in the UCF101,
 BAIR, Kinetics and large text-to-video tables; the small text-to-video model's ablation ran 0, 4
 and 8 (set to 8 here); the 9x128x128 model (7) is not included. The paper does not say how the

@@ -34,7 +34,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.data.random_clip_start = True  # TFDS: training clips start at a random frame (else at frame 0).
   config.data.random_flip = False  # TFDS: flip training clips left-right with probability 1/2 (used for BAIR).
   config.data.caption_template = 'a video of {label}'  # TFDS: caption of a labelled video ({label}: its class name).
-  config.data.max_text_length = 64  # Caption length in byte tokens (longer captions are truncated).
+  config.data.max_text_length = 64  # Caption length in tokens of model.text_tokenizer (longer prompts are refused).
   # Joint image-video training (Ho et al. 2022, sec. 4.3.1): K >= 0 independent images appended to
   # every training video, each a random frame of another video of the split, under the video's
   # caption; temporal layers keep each image to itself. 0: videos only. Sampling is always T frames.
@@ -49,7 +49,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.model.attention_resolutions = (8,)  # Feature-map sizes (H / patch_size / 2^level) with space attention + time attention + text cross-attention.
   config.model.head_dim = 32  # Channels per attention head (heads = channels // head_dim).
   config.model.dropout = 0.0  # Dropout rate in residual blocks (training only).
-  config.model.text_width = 128  # Width of the text encoder (a small Transformer over byte tokens).
+  # Tokens of the built-in text encoder (vdm_jax/data/tokenizer.py): 'words' (one hashed id per word)
+  # or 'bytes' (UTF-8 bytes: the encoder must learn to spell the words first).
+  config.model.text_tokenizer = 'bytes'
+  config.model.text_width = 128  # Width of the text encoder (a small Transformer over tokens).
   config.model.text_layers = 2  # Transformer layers of the text encoder.
   config.model.text_heads = 4  # Attention heads of the text encoder.
   config.model.temporal_rel_pos_buckets = 32  # Relative-position buckets of temporal attention (Shaw et al. 2018).

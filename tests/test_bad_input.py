@@ -108,8 +108,13 @@ REFUSED = {
     'non-UTF-8 prompt': (['--mode=sample', '--prompt=a red circle', '--prompt=caf\udce9'],
                          "--prompt b'caf\\xe9' (prompt 2) is not valid UTF-8"),
     # 53 characters but 66 bytes: the limit counts the tokenizer's bytes.
-    'over-long prompt': (['--mode=sample', '--prompt=' + 'a' * 40 + 'é' * 13],
+    'over-long prompt': (['--mode=sample', '--config.model.text_tokenizer=bytes',
+                          '--prompt=' + 'a' * 40 + 'é' * 13],
                          'is 66 bytes long, over the model\'s config.data.max_text_length=64'),
+    # The same prompt is 1 word; 65 words are over the limit of 'words' tokens.
+    'over-long prompt in words': (['--mode=sample', '--config.model.text_tokenizer=words',
+                                   '--prompt=' + 'red ' * 65],
+                                  'is 65 words long, over the model\'s config.data.max_text_length=64'),
 }
 
 

@@ -493,3 +493,28 @@ def test_appended_images_equal_one_frame_videos_and_leave_the_video_alone():
   assert max_diff(changed[:, :3], out[:, :3]) == 0
   video_changed = np.asarray(joint(z.at[:, 0].add(1.)))
   assert max_diff(video_changed[:, 1], out[:, 1]) > 1e-4
+
+
+def test_word_ids_beyond_the_byte_range_get_rows_of_their_own():
+  from vdm_jax import train  # pylint: disable=g-import-not-at-top
+  from vdm_jax.data import tokenizer  # pylint: disable=g-import-not-at-top
+  from vdm_jax.models.text_encoder import TextEncoder  # pylint: disable=g-import-not-at-top
+  from experiments import base  # pylint: disable=g-import-not-at-top
+  config = base.get_base_config()
+  config.model.text_tokenizer = 'words'
+  assert train.create_model(config).text_vocab_size == tokenizer.vocab_size('words') == 8193
+  ids = jnp.array([[tokenizer.word_id('left'), 0], [tokenizer.word_id('right'), 0]], jnp.int32)
+  assert int(ids[:, 0].min()) >= tokenizer.VOCAB_SIZE  # Both hash buckets lie past the 257 byte ids.
+
+  def encode(vocab_size):
+    encoder = TextEncoder(width=8, num_layers=0, num_heads=1, max_length=2, vocab_size=vocab_size)
+    params = encoder.init(jax.random.PRNGKey(0), ids)
+    return params['params']['token_embedding']['embedding'].shape, encoder.apply(params, ids)[0]
+
+  shape, out = encode(tokenizer.vocab_size('words'))
+  assert shape == (8193, 8)
+  assert max_diff(out[0, 0], out[1, 0]) > 1e-3  # 'left' and 'right' read different rows.
+  # A byte-sized table has no row for them: flax's Embed reads NaN, so the table must follow
+  # the tokenizer (train.create_model sizes it from config.model.text_tokenizer).
+  _, outside = encode(tokenizer.VOCAB_SIZE)
+  assert np.isnan(np.asarray(outside[:, 0])).all()

@@ -71,6 +71,18 @@ def test_to_model_inputs_maps_uint8_exactly():
     pipeline.to_model_inputs({'video': x, 'caption': ['x']}, max_text_length=L)
 
 
+def test_word_tokens_are_those_of_each_examples_caption(builder, source_index):
+  it = _iterator(builder, text_tokenizer='words', max_text_length=8)
+  batch = next(it)
+  assert batch['tokens'].shape == (8, 8)
+  captions = {}
+  for v in np.round((batch['video'].astype(np.float64) + 1) * 127.5).astype(np.uint8):
+    captions[len(captions)] = source_index[v.tobytes()][1]
+  expected = tokenizer.tokenize([captions[i] for i in range(8)], max_length=8, kind='words')
+  np.testing.assert_array_equal(batch['tokens'], expected)
+  assert (batch['tokens'][:, :5] != 0).all() and (batch['tokens'][:, 5:] == 0).all()
+
+
 def test_outputs_are_the_examples(builder, source_index):
   it = _iterator(builder)
   for _ in range(3):

@@ -59,7 +59,7 @@ ADDED_FIELDS = {
     'model': {'conditioning': 'text', 'num_classes': 0, 'text_encoder': 'builtin',
               'text_embedding_dim': 0, 'cond_embedding_dim': 0, 'cond_mlp_layers': 2,
               'frame_conditioning': False, 'coord_channels': False,
-              'layout_embedding': False},
+              'layout_embedding': False, 'text_tokenizer': 'bytes'},
     'diffusion': {'betas': [], 'zero_terminal_snr': False, 'learned_num_features': 1024,
                   'antithetic_time_sampling': False, 'learn_endpoints': False,
                   'train_time_distribution': 'uniform', 'train_time_logit_mean': 0.0,

@@ -149,7 +149,7 @@ def prompt_inputs(config: ml_collections.ConfigDict, prompts: Sequence[str]) -> 
     return {'labels': out}
   L = config.data.max_text_length
   if model.text_encoder == 'builtin':
-    return {'text_tokens': tokenizer.tokenize(list(prompts), L)}
+    return {'text_tokens': tokenizer.tokenize(list(prompts), L, kind=model.text_tokenizer)}
   table = load_prompt_embeddings(config.sample.prompt_embeddings)
   embeddings, masks = [], []
   for prompt in prompts:

@@ -13,6 +13,7 @@ from vdm_jax import guidance
 from vdm_jax import tasks
 from vdm_jax import schedules
 from vdm_jax import samplers
+from vdm_jax.data import tokenizer
 from vdm_jax.errors import UserError
 from vdm_jax.models import layers
 from vdm_jax.models import unet
@@ -20,6 +21,7 @@ from vdm_jax.models import unet
 ALLOWED = {
     'model.conditioning': unet.CONDITIONINGS,
     'model.text_encoder': unet.TEXT_ENCODERS,
+    'model.text_tokenizer': tokenizer.TOKENIZERS,
     'train.cond_frames': frame_conditioning.COND_FRAMES,
     'model.conv_impl': layers.CONV_IMPLS,
     'model.attention_impl': ('dot_product_attention', 'einsum'),  # models.attention.ATTENTION_IMPLS
@@ -308,12 +310,13 @@ def _validate_conditioning(config: ml_collections.ConfigDict, frames: int) -> No
            'implemented: set --config.eval.bpd_num_videos=0.')
 
 
-def check_prompts(prompts: Iterable[str], *, max_text_length: int) -> None:
+def check_prompts(prompts: Iterable[str], *, max_text_length: int,
+                  text_tokenizer: str = 'bytes') -> None:
   """Raises `UserError` for a `--prompt` that is empty, not UTF-8, or longer than the model reads
   (the tokenizer would silently cut it)."""
   for number, prompt in enumerate(prompts, 1):
     try:
-      size = len(prompt.encode('utf-8'))
+      prompt.encode('utf-8')
     except UnicodeEncodeError:
       # The shell passed bytes that are not UTF-8; Python keeps them as lone surrogates.
       raw = prompt.encode('utf-8', 'surrogateescape')
@@ -323,8 +326,10 @@ def check_prompts(prompts: Iterable[str], *, max_text_length: int) -> None:
              f'--prompt {prompt!r} (prompt {number}) is empty: give a caption, e.g. --prompt '
              '"a red circle moving left", or leave --prompt out to use config.sample.prompts.')
     shown = prompt if len(prompt) <= 40 else prompt[:40] + '...'
+    size = tokenizer.num_tokens(prompt, text_tokenizer)
+    unit = 'bytes' if text_tokenizer == 'bytes' else 'words'
     _require(size <= max_text_length,
-             f'--prompt {shown!r} (prompt {number}) is {size} bytes long, over the model\'s '
+             f'--prompt {shown!r} (prompt {number}) is {size} {unit} long, over the model\'s '
              f'config.data.max_text_length={max_text_length} (it would be cut): shorten it (the '
              'limit is fixed by the checkpoint\'s model).')
 

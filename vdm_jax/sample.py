@@ -159,7 +159,8 @@ def sample(config: ml_collections.ConfigDict, workdir: str, prompts: Sequence[st
   from vdm_jax import train  # pylint: disable=g-import-not-at-top  (train builds the pieces)
 
   # Before any model is built or file written: a bad prompt costs nothing.
-  config_validation.check_prompts(prompts or [], max_text_length=config.data.max_text_length)
+  config_validation.check_prompts(prompts or [], max_text_length=config.data.max_text_length,
+                                  text_tokenizer=config.model.text_tokenizer)
   if config.sample.task != 'generate':  # Conditional generation: prediction, extension, ...
     from vdm_jax import tasks  # pylint: disable=g-import-not-at-top
     return tasks.run_task(config, workdir, prompts)['written']

@@ -33,6 +33,7 @@ from vdm_jax import sample as sample_lib
 from vdm_jax import schedules
 from vdm_jax.data import pipeline
 from vdm_jax.data import registry
+from vdm_jax.data import tokenizer
 from vdm_jax.errors import UserError
 from vdm_jax.models import unet
 
@@ -80,6 +81,7 @@ def create_model(config: ml_collections.ConfigDict) -> unet.VideoUNet:
       text_layers=model_config.text_layers,
       text_heads=model_config.text_heads,
       max_text_length=config.data.max_text_length,
+      text_vocab_size=tokenizer.vocab_size(model_config.text_tokenizer),
       temporal_rel_pos_buckets=model_config.temporal_rel_pos_buckets,
       temporal_rel_pos_max_distance=model_config.temporal_rel_pos_max_distance,
       patch_size=model_config.patch_size,
@@ -545,8 +547,8 @@ def _train_and_evaluate(config, workdir, preemption: PreemptionWatcher) -> dict[
                     'directory as --workdir.') from error
   data_iterator = pipeline.make_train_iterator(
       builder=builder, split='train', global_batch_size=config.batch_size, seed=config.seed,
-      max_text_length=config.data.max_text_length, process_index=jax.process_index(),
-      process_count=jax.process_count(), num_images_per_video=config.data.num_images_per_video,
+      max_text_length=config.data.max_text_length, text_tokenizer=config.model.text_tokenizer,
+      process_index=jax.process_index(), process_count=jax.process_count(), num_images_per_video=config.data.num_images_per_video,
       labels=config.model.conditioning == 'class',
       text_embeddings=(config.model.conditioning == 'text'
                        and config.model.text_encoder == 'precomputed'))

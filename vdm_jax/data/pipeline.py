@@ -31,16 +31,18 @@ from vdm_jax.data import tokenizer
 from vdm_jax.errors import UserError
 
 
-def to_model_inputs(batch: dict[str, Any], *, max_text_length: int) -> dict[str, np.ndarray]:
+def to_model_inputs(batch: dict[str, Any], *, max_text_length: int,
+                    text_tokenizer: str = 'bytes') -> dict[str, np.ndarray]:
   """Maps a batch of raw examples to model inputs.
 
   Args:
     batch: {'video': uint8 [B, T, H, W, 3], 'caption': [B] bytes or str, ...}.
     max_text_length: L.
+    text_tokenizer: 'bytes' or 'words' (tokenizer.TOKENIZERS).
 
   Returns:
     {'video': float32 [B, T, H, W, 3] in [-1, 1] (x / 127.5 - 1: 0 -> -1 and
-    255 -> 1 exactly), 'tokens': int32 [B, L] (byte tokens, 0-padded)}, and where the batch
+    255 -> 1 exactly), 'tokens': int32 [B, L] (tokens of `text_tokenizer`, 0-padded)}, and where the batch
     has them (make_train_dataset(labels=True, text_embeddings=True)): 'label' int32 [B],
     'text_embedding' float32 [B, L, D] and 'text_embedding_mask' bool [B, L] (cut or
     zero-padded to L; without a stored mask, rows that are all zero are padding).
@@ -55,7 +57,8 @@ def to_model_inputs(batch: dict[str, Any], *, max_text_length: int) -> dict[str,
   video -= np.float32(255)
   video /= np.float32(255)
   inputs = {'video': video,
-            'tokens': tokenizer.tokenize(_as_str(batch['caption']), max_length=max_text_length)}
+            'tokens': tokenizer.tokenize(_as_str(batch['caption']), max_length=max_text_length,
+                                         kind=text_tokenizer)}
   if 'label' in batch:
     inputs['label'] = np.asarray(batch['label'], np.int32)
   if 'text_embedding' in batch:
@@ -201,6 +204,7 @@ def make_train_dataset(
     global_batch_size: int,
     seed: int,
     max_text_length: int,
+    text_tokenizer: str = 'bytes',
     process_index: int | None = None,
     process_count: int | None = None,
     num_epochs: int | None = None,
@@ -217,6 +221,7 @@ def make_train_dataset(
     global_batch_size: summed over processes; must divide by process_count.
     seed: shuffle seed (epoch e uses seed + e, see grain's ShuffleMapDataset).
     max_text_length: L, token length.
+    text_tokenizer: 'bytes' or 'words' (config.model.text_tokenizer).
     process_index, process_count: this process's shard; default jax's.
     num_epochs: None repeats forever.
     num_images_per_video: K, independent images appended to every video (`WithAppendedImages`):
@@ -263,7 +268,8 @@ def make_train_dataset(
                 batch_fn=functools.partial(_stack_batch, extra_keys=tuple(extra_keys)))
   # Converting whole batches is ~2x faster than per example (one vectorised pass).
   # (A partial, not a lambda, so the pipeline stays picklable for grain workers.)
-  return ds.map(functools.partial(to_model_inputs, max_text_length=max_text_length))
+  return ds.map(functools.partial(to_model_inputs, max_text_length=max_text_length,
+                                  text_tokenizer=tokenizer.check_tokenizer(text_tokenizer)))
 
 
 def _conditioning_inputs(builder, source, *, labels: bool,
@@ -299,6 +305,7 @@ def make_train_iterator(
     global_batch_size: int,
     seed: int,
     max_text_length: int,
+    text_tokenizer: str = 'bytes',
     process_index: int | None = None,
     process_count: int | None = None,
     num_epochs: int | None = None,
@@ -317,8 +324,8 @@ def make_train_iterator(
   """
   ds = make_train_dataset(
       builder=builder, split=split, global_batch_size=global_batch_size, seed=seed,
-      max_text_length=max_text_length, process_index=process_index,
-      process_count=process_count, num_epochs=num_epochs,
+      max_text_length=max_text_length, text_tokenizer=text_tokenizer,
+      process_index=process_index, process_count=process_count, num_epochs=num_epochs,
       num_images_per_video=num_images_per_video, labels=labels, text_embeddings=text_embeddings)
   read_options = grain.ReadOptions(num_threads=num_threads,
                                    prefetch_buffer_size=prefetch_buffer_size)

@@ -1,4 +1,4 @@
-"""A small pre-LN Transformer over byte tokens (vdm_jax.data.tokenizer), trained from scratch
+"""A small pre-LN Transformer over byte or word tokens (vdm_jax.data.tokenizer), trained from scratch
 with the diffusion model; Ho et al. 2022 condition on a frozen BERT-large instead, which the
 template captions of this project do not need."""
 
@@ -20,6 +20,7 @@ class TextEncoder(nn.Module):
   num_layers: int = 2
   num_heads: int = 4
   max_length: int = 64
+  vocab_size: int = VOCAB_SIZE  # tokenizer.vocab_size(kind) of the tokens it reads.
   mlp_ratio: int = 4
   attention_impl: str = 'dot_product_attention'  # See attention.ATTENTION_IMPLS.
   dtype: Dtype = jnp.float32
@@ -36,7 +37,7 @@ class TextEncoder(nn.Module):
     layer_norm = lambda name: nn.LayerNorm(dtype=jnp.float32, param_dtype=self.param_dtype,
                                            name=name)
     mask = tokens != PAD_ID
-    x = nn.Embed(VOCAB_SIZE, self.width, embedding_init=nn.initializers.normal(0.02),
+    x = nn.Embed(self.vocab_size, self.width, embedding_init=nn.initializers.normal(0.02),
                  name='token_embedding', **kw)(tokens)
     pos = self.param('position_embedding', nn.initializers.normal(0.02),
                      (self.max_length, self.width), self.param_dtype)

@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vdm_jax.data import tokenizer
 from vdm_jax.models import layers
 from vdm_jax.models.attention import SpaceTimeAttention
 from vdm_jax.models.attention import check_attention_impl
@@ -28,7 +29,7 @@ Dtype = Any
 # What the network is conditioned on besides the noise level: 'text' (captions, cross-attention
 # and a pooled embedding), 'class' (an integer label through an embedding) or 'none'.
 CONDITIONINGS = ('text', 'class', 'none')
-# Where the text embeddings come from: 'builtin' (TextEncoder over byte tokens, trained with the
+# Where the text embeddings come from: 'builtin' (TextEncoder over word or byte tokens, trained with the
 # model) or 'precomputed' (the dataset's [L, D] embeddings of any frozen encoder, e.g. T5).
 TEXT_ENCODERS = ('builtin', 'precomputed')
 
@@ -68,6 +69,7 @@ class VideoUNet(nn.Module):
   text_layers: int = 2
   text_heads: int = 4
   max_text_length: int = 64
+  text_vocab_size: int = tokenizer.VOCAB_SIZE  # tokenizer.vocab_size(config.model.text_tokenizer).
   temporal_rel_pos_buckets: int = 32
   temporal_rel_pos_max_distance: int = 64
   out_channels: int = 3
@@ -186,7 +188,8 @@ class VideoUNet(nn.Module):
     if self.conditioning == 'text':
       if self.text_encoder == 'builtin':
         text, text_mask = TextEncoder(self.text_width, self.text_layers, self.text_heads,
-                                      self.max_text_length, attention_impl=self.attention_impl,
+                                      self.max_text_length, self.text_vocab_size,
+                                      attention_impl=self.attention_impl,
                                       name='text_encoder', **kw)(cond['text_tokens'])
       else:  # Precomputed by a frozen external encoder: a linear map D -> text_width (as Imagen).
         embedding, text_mask = cond['text_embedding'], cond['text_embedding_mask']
