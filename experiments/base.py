@@ -36,9 +36,15 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.data.caption_template = 'a video of {label}'  # TFDS: caption of a labelled video ({label}: its class name).
   config.data.max_text_length = 64  # Caption length in tokens of model.text_tokenizer (longer prompts are refused).
   # Joint image-video training (Ho et al. 2022, sec. 4.3.1): K >= 0 independent images appended to
-  # every training video, each a random frame of another video of the split, under the video's
-  # caption; temporal layers keep each image to itself. 0: videos only. Sampling is always T frames.
+  # every training video, each a random frame of another video of the split (or an image of
+  # data.image_dataset), under the video's caption; temporal layers keep each image to itself.
+  # 0: videos only. Sampling is always T frames.
   config.data.num_images_per_video = 0
+  # Where those images come from: '' (frames of other videos of the split, as the paper) or a TFDS
+  # image dataset name (e.g. 'cifar10', 'imagenet_resized/64x64'), its split `image_split`, each image
+  # made RGB, resized and center-cropped to the video's resolution (vdm_jax/data/image_dataset.py).
+  config.data.image_dataset = ''
+  config.data.image_split = 'train'
 
   # ---------------------------------------------------------------- model
   # The factorized space-time U-Net of Ho et al. 2022 (vdm_jax/models/unet.py).

@@ -3,6 +3,7 @@ videos to every training video, the train step flags them to the model (`num_ima
 covers them; sampling and evaluation stay video-only."""
 
 import json
+import re
 
 import flax.linen as nn
 import jax
@@ -23,6 +24,7 @@ from vdm_jax import config_validation
 from vdm_jax import inspect_model
 from vdm_jax import mesh as mesh_lib
 from vdm_jax import train
+from vdm_jax.data import image_dataset
 from vdm_jax.data import pipeline
 from vdm_jax.data import registry
 from vdm_jax.errors import UserError
@@ -127,6 +129,120 @@ def test_appended_images_of_a_tfds_dataset_are_preprocessed_frames(tmp_path):
         frames.add(frame)
   assert flips == {True, False}
   assert len(frames) > 3  # Not only the frames of one clip start.
+
+
+def _image_data(tmp_path, name: str):
+  """config.data of the smoke experiment with `name` as its image dataset, in tmp_path."""
+  config = moving_shapes_experiment.get_config('smoke')
+  config.data.data_dir = str(tmp_path / 'tfds')
+  config.data.num_images_per_video = K
+  config.data.image_dataset = name
+  return config.data
+
+
+def _mock_images(tmp_path, name: str, resolution: int = 16) -> image_dataset.ImageSource:
+  """The ImageSource of TFDS's mock examples of `name` (policy USE_CODE: random images of the
+  dataset's own features, nothing downloaded), held in memory: mock_data replaces every
+  array_record source while active, the tiny videos' included, so it must end before they are read."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  with tfds.testing.mock_data(num_examples=10, policy=tfds.testing.MockPolicy.USE_CODE):
+    images = image_dataset.load_image_source(_image_data(tmp_path, name), resolution=resolution)
+    examples = [images.source[i] for i in range(len(images))]
+  return image_dataset.ImageSource(examples, images.key, images.resolution)
+
+
+def test_appended_images_of_an_image_dataset_are_its_images_as_frames(builder, source_index,
+                                                                        tmp_path):
+  images = _mock_images(tmp_path, 'cifar10')  # 32x32 RGB, drawn onto the 16x16 videos.
+  assert len(images) == 10 and images.key == 'image'
+  stored = images.source[0]['image']
+  assert stored.shape == (32, 32, 3)
+  # 32 -> 16 averages 2x2 blocks exactly (box filter), within uint8 rounding.
+  block_means = stored.reshape(16, 2, 16, 2, 3).mean(axis=(1, 3))
+  assert np.abs(images[0].astype(np.float64) - block_means).max() <= 1.0
+  table = {images[i].tobytes(): i for i in range(len(images))}
+  plain = _iterator(builder)
+  joint = _iterator(builder, num_images_per_video=K, image_source=images)
+  drawn = set()
+  for _ in range(3):
+    want, got = next(plain), next(joint)
+    video, appended = _split_batch(got)
+    np.testing.assert_array_equal(video['video'], want['video'])  # Videos untouched.
+    np.testing.assert_array_equal(got['tokens'], want['tokens'])
+    _ids(video, source_index)
+    for example_images in appended:
+      chosen = [table[image.tobytes()] for image in example_images]  # KeyError: not an image.
+      assert len(set(chosen)) == K  # K distinct images.
+      drawn.add(tuple(chosen))
+  assert len(set().union(*drawn)) == len(images)  # Over 24 examples every image is drawn,
+  assert len(drawn) > 20  # in changing combinations.
+
+
+def test_every_process_draws_images_of_its_own(builder, tmp_path):
+  """grain seeds each example by its position in the process's shard, the same on every
+  process: without a stream per process, all processes would append the same images."""
+  images = _mock_images(tmp_path, 'cifar10')
+  table = {images[i].tobytes(): i for i in range(len(images))}
+
+  def drawn(process_index, source=images):
+    batch = next(_iterator(builder, num_images_per_video=K, image_source=source,
+                           process_index=process_index, process_count=2))
+    return _as_uint8(batch['video'][:, T:])
+
+  ids = lambda batch: [[table[image.tobytes()] for image in example] for example in batch]
+  assert ids(drawn(0)) != ids(drawn(1))
+  # The same holds for frames of other videos (the default source).
+  assert not np.array_equal(drawn(0, None), drawn(1, None))
+
+
+def test_grey_image_datasets_become_rgb_frames(tmp_path):
+  images = _mock_images(tmp_path, 'mnist')  # 28x28x1.
+  stored, frame = images.source[3]['image'], images[3]
+  assert stored.shape == (28, 28, 1) and frame.shape == (16, 16, 3)
+  np.testing.assert_array_equal(frame[..., 0], frame[..., 1])
+  np.testing.assert_array_equal(frame[..., 0], frame[..., 2])
+  assert abs(float(frame.mean()) - float(stored.mean())) < 3  # The box filter keeps the mean.
+
+
+@pytest.mark.parametrize('name,images,message', [
+    ('no_such_images', K, "config.data.image_dataset='no_such_images' is not a TFDS dataset: "
+                          'check the name'),
+    ('imdb_reviews', K, "config.data.image_dataset='imdb_reviews' has no image feature among its "
+                        'features'),
+    ('cifar10', 11, "config.data.num_images_per_video=11 needs as many images, and 'cifar10' "
+                    "'train' has 10: lower it."),
+])
+def test_image_dataset_errors_are_one_line(tmp_path, name, images, message):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  data = _image_data(tmp_path, name)
+  data.num_images_per_video = images
+  with tfds.testing.mock_data(num_examples=10, policy=tfds.testing.MockPolicy.USE_CODE):
+    with pytest.raises(UserError, match=re.escape(message)) as error:
+      image_dataset.load_image_source(data, resolution=16)
+  assert '\n' not in str(error.value)
+
+
+def test_an_unprepared_image_dataset_says_how_to_prepare_it(tmp_path, monkeypatch):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  def offline(*args, **kwargs):
+    raise ConnectionError('no network')  # As on a machine without internet, without waiting.
+
+  monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare', offline)
+  with pytest.raises(UserError, match=r"^TFDS dataset 'mnist' is not prepared in .* prepare it "
+                                      r'with `tfds build mnist --data_dir='):
+    image_dataset.load_image_source(_image_data(tmp_path, 'mnist'), resolution=16)
+  assert image_dataset.load_image_source(_image_data(tmp_path, ''), resolution=16) is None
+
+
+def test_an_image_dataset_without_appended_images_is_refused():
+  config = moving_shapes_experiment.get_config('smoke')
+  config.data.image_dataset = 'cifar10'
+  with pytest.raises(UserError, match=r"^config.data.image_dataset='cifar10' supplies images for "
+                                      r'joint training, but config.data.num_images_per_video=0'):
+    config_validation.validate(config)
+  config.data.num_images_per_video = 2
+  config_validation.validate(config)
 
 
 def test_validation_refuses_a_negative_count_and_sampling_stays_video_only():

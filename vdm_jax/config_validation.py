@@ -105,6 +105,10 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   _require(isinstance(images, int) and not isinstance(images, bool) and images >= 0,
            f'config.data.num_images_per_video={images!r} must be an integer >= 0: set '
            '--config.data.num_images_per_video to a value >= 0 (0: videos only).')
+  _require(not config.data.image_dataset or images > 0,
+           f'config.data.image_dataset={config.data.image_dataset!r} supplies images for joint '
+           'training, but config.data.num_images_per_video=0 appends none: set it > 0, or '
+           "--config.data.image_dataset=''.")
   # The tracker behind caption adherence reads moving_shapes captions only (data/tracker.py).
   _require(config.data.name == 'moving_shapes' or 'adherence' not in config.eval.metrics
            or not (config.train.eval_at_end or config.train.eval_every),

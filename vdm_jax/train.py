@@ -31,6 +31,7 @@ from vdm_jax import mesh as mesh_lib
 from vdm_jax import progress
 from vdm_jax import sample as sample_lib
 from vdm_jax import schedules
+from vdm_jax.data import image_dataset
 from vdm_jax.data import pipeline
 from vdm_jax.data import registry
 from vdm_jax.data import tokenizer
@@ -540,6 +541,8 @@ def _train_and_evaluate(config, workdir, preemption: PreemptionWatcher) -> dict[
 
   # ---------------------------------------------------------------- data
   builder = load_dataset_builder(config)  # Before the workdir exists: a data error leaves none.
+  image_source = (image_dataset.load_image_source(config.data, resolution=run.video_shape[1])
+                  if config.data.num_images_per_video else None)
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as error:
@@ -548,7 +551,8 @@ def _train_and_evaluate(config, workdir, preemption: PreemptionWatcher) -> dict[
   data_iterator = pipeline.make_train_iterator(
       builder=builder, split='train', global_batch_size=config.batch_size, seed=config.seed,
       max_text_length=config.data.max_text_length, text_tokenizer=config.model.text_tokenizer,
-      process_index=jax.process_index(), process_count=jax.process_count(), num_images_per_video=config.data.num_images_per_video,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      num_images_per_video=config.data.num_images_per_video, image_source=image_source,
       labels=config.model.conditioning == 'class',
       text_embeddings=(config.model.conditioning == 'text'
                        and config.model.text_encoder == 'precomputed'))

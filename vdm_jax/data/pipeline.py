@@ -140,7 +140,9 @@ class WithAppendedImages(grain.transforms.RandomMap):
   concatenated to the end of each video, chosen from random videos of the same dataset). Each
   image is one random frame of another example of the split: K distinct examples, never the
   video's own (for video_folder an example is a clip, so another clip of the same file may be
-  drawn). The train step tells the model (`num_images=K`), whose temporal layers then keep every
+  drawn); or, with `images` (config.data.image_dataset), K distinct images of that dataset.
+  Processes other than 0 draw them from a stream of their own: grain seeds by position in the
+  process's shard, which is the same on every process. The train step tells the model (`num_images=K`), whose temporal layers then keep every
   image to itself.
 
   Captions: the whole clip is trained under the video's caption. The U-Net's text conditioning
@@ -155,10 +157,15 @@ class WithAppendedImages(grain.transforms.RandomMap):
       {'video': uint8 [T, H, W, 3], 'caption': bytes or str} at the model's shape.
     num_images: K >= 1, below the number of examples.
     preprocessor: the builder's `train_preprocessor` (TFDS datasets), or None.
+    images: an `image_dataset.ImageSource` (index -> uint8 [H, W, 3] at the video's shape) to
+      draw the images from instead of the videos' frames, or None.
+    process_index: this process's index.
   """
   source: Any
   num_images: int
   preprocessor: preprocess.VideoPreprocessor | None = None
+  images: Any = None
+  process_index: int = 0
 
   def random_map(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
     """{'video': uint8 [T + K, H, W, 3], 'caption': the video's}; `rng` is grain's, seeded by
@@ -169,10 +176,16 @@ class WithAppendedImages(grain.transforms.RandomMap):
     # part is exactly the clip that a run with K = 0 trains on.
     if self.preprocessor is not None:
       example = self.preprocessor.random_map(example, rng)
-    # K distinct examples among the other N - 1: draw from 0..N-2 and skip over `index`.
-    others = rng.choice(len(self.source) - 1, size=self.num_images, replace=False)
-    others = [int(i) + (i >= index) for i in others]
-    images = np.stack([self._random_frame(self.source[i], rng) for i in others])
+    if self.process_index:
+      rng = np.random.default_rng((int(rng.integers(2**63)), self.process_index))
+    if self.images is not None:
+      chosen = rng.choice(len(self.images), size=self.num_images, replace=False)
+      images = np.stack([self.images[int(i)] for i in chosen])
+    else:
+      # K distinct examples among the other N - 1: draw from 0..N-2 and skip over `index`.
+      others = rng.choice(len(self.source) - 1, size=self.num_images, replace=False)
+      others = [int(i) + (i >= index) for i in others]
+      images = np.stack([self._random_frame(self.source[i], rng) for i in others])
     video = example['video']
     assert images.shape == (self.num_images, *video.shape[1:]), (images.shape, video.shape)
     # Everything else of the example (its label, text embedding, ...) stays the video's.
@@ -209,6 +222,7 @@ def make_train_dataset(
     process_count: int | None = None,
     num_epochs: int | None = None,
     num_images_per_video: int = 0,
+    image_source: Any = None,
     labels: bool = False,
     text_embeddings: bool = False,
 ) -> grain.MapDataset:
@@ -226,6 +240,8 @@ def make_train_dataset(
     num_epochs: None repeats forever.
     num_images_per_video: K, independent images appended to every video (`WithAppendedImages`):
       batches of [b, T + K, H, W, 3]. 0: videos only.
+    image_source: where those images come from: None for frames of other videos of the split,
+      else an `image_dataset.ImageSource` (config.data.image_dataset).
     labels: batches also carry 'label' (class-conditional models): the examples' own (TFDS
       class labels), or computed from the caption by the builder's `label_of_caption`.
     text_embeddings: batches also carry 'text_embedding' and 'text_embedding_mask' (precomputed
@@ -240,7 +256,7 @@ def make_train_dataset(
   preprocessor = getattr(builder, 'train_preprocessor', None)
   source = (builder.raw_data_source(split) if preprocessor is not None
             else builder.as_data_source(split=split))
-  if num_images_per_video and len(source) <= num_images_per_video:
+  if num_images_per_video and image_source is None and len(source) <= num_images_per_video:
     raise UserError(f'config.data.num_images_per_video={num_images_per_video} needs more other '
                     f'videos than the {len(source)} of the {split!r} split: lower it.')
   # With appended images the elements are source indices (shuffled exactly as the examples
@@ -254,7 +270,9 @@ def make_train_dataset(
   # After repeat: each epoch draws new clip starts, flips (and images); the generator is seeded
   # by (seed, index), so a restored iterator continues exactly.
   if num_images_per_video:
-    ds = ds.random_map(WithAppendedImages(source, num_images_per_video, preprocessor), seed=seed)
+    ds = ds.random_map(WithAppendedImages(source, num_images_per_video, preprocessor,
+                                          images=image_source, process_index=process_index),
+                       seed=seed)
   elif preprocessor is not None:
     ds = ds.random_map(preprocessor, seed=seed)
   extra_keys = []
@@ -312,6 +330,7 @@ def make_train_iterator(
     num_threads: int = 1,
     prefetch_buffer_size: int = 4,
     num_images_per_video: int = 0,
+    image_source: Any = None,
     labels: bool = False,
     text_embeddings: bool = False,
 ) -> grain.DatasetIterator:
@@ -326,7 +345,8 @@ def make_train_iterator(
       builder=builder, split=split, global_batch_size=global_batch_size, seed=seed,
       max_text_length=max_text_length, text_tokenizer=text_tokenizer,
       process_index=process_index, process_count=process_count, num_epochs=num_epochs,
-      num_images_per_video=num_images_per_video, labels=labels, text_embeddings=text_embeddings)
+      num_images_per_video=num_images_per_video, image_source=image_source, labels=labels,
+      text_embeddings=text_embeddings)
   read_options = grain.ReadOptions(num_threads=num_threads,
                                    prefetch_buffer_size=prefetch_buffer_size)
   return iter(ds.to_iter_dataset(read_options))

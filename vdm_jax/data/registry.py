@@ -131,16 +131,18 @@ def _tfds_commands(name: str, data: ml_collections.ConfigDict) -> str:
 
 
 @contextlib.contextmanager
-def _tfds_name_errors(name: str):
-  """TFDS's errors for an unknown dataset, or one that needs a missing module, as `UserError`s."""
+def tfds_name_errors(name: str, field: str = 'config.data.name'):
+  """TFDS's errors for an unknown dataset, or one that needs a missing module, as `UserError`s
+  (`field`: the config field that named it)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets.video  # pylint: disable=g-import-not-at-top,unused-import  # Registers them.
 
   try:
     yield
   except tfds.core.registered.DatasetNotFoundError:
-    raise UserError(f'config.data.name={name!r} is neither a built-in dataset '
-                    f'{BUILT_IN + ("video_folder",)} nor a TFDS dataset: check the name (see '
+    what = (f'neither a built-in dataset {BUILT_IN + ("video_folder",)} nor a TFDS dataset'
+            if field == 'config.data.name' else 'not a TFDS dataset')
+    raise UserError(f'{field}={name!r} is {what}: check the name (see '
                     '`tfds.list_builders()`).') from None
   except ModuleNotFoundError as error:  # TFDS re-raises it without `.name`.
     module = error.name or ('tensorflow' if 'tensorflow' in str(error) else 'a missing module')
@@ -156,7 +158,7 @@ def check_dataset(data: ml_collections.ConfigDict) -> None:
   if name in BUILT_IN or name == 'video_folder':
     return  # Built-in builder configs are checked by `video_shape`.
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  with _tfds_name_errors(name):
+  with tfds_name_errors(name):
     builder_configs = tfds.builder_cls(name).builder_configs
   if data.builder_config not in ('', 'default', *builder_configs):
     raise UserError(f'config.data.builder_config={data.builder_config!r} is not a {name} config: '
@@ -178,17 +180,16 @@ def open_tfds_builder(name: str, data: ml_collections.ConfigDict):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   config_name = None if data.builder_config in ('', 'default') else data.builder_config
-  with _tfds_name_errors(name):
+  with tfds_name_errors(name):
     return tfds.builder(name, config=config_name, data_dir=os.path.expanduser(data.data_dir),
                         file_format='array_record')
 
 
-def load_tfds_video_builder(data: ml_collections.ConfigDict) -> PreprocessedBuilder:
-  """Opens (preparing when possible) TFDS dataset `data.name`, mapped to the model's shape."""
+def prepare_tfds_builder(builder, name: str, data: ml_collections.ConfigDict) -> None:
+  """Prepares `builder` (TFDS dataset `name`) as array_record in `data.data_dir` unless it is
+  already; a one-line `UserError` that says how when it cannot be prepared here."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-  name = data.name
-  builder = open_tfds_builder(name, data)
   if not builder.is_prepared():
     download_config = tfds.download.DownloadConfig(
         manual_dir=os.path.expanduser(data.manual_dir) if data.manual_dir else None)
@@ -204,6 +205,13 @@ def load_tfds_video_builder(data: ml_collections.ConfigDict) -> PreprocessedBuil
     raise UserError(f'TFDS dataset {name!r} is prepared in {data.data_dir} as '
                     f'{builder.info.file_format}, not array_record (random access): '
                     f'{_tfds_commands(name, data)}.')
+
+
+def load_tfds_video_builder(data: ml_collections.ConfigDict) -> PreprocessedBuilder:
+  """Opens (preparing when possible) TFDS dataset `data.name`, mapped to the model's shape."""
+  name = data.name
+  builder = open_tfds_builder(name, data)
+  prepare_tfds_builder(builder, name, data)
   spec = tfds_video_spec(name, builder.info.features)
   frames = builder.info.features.shape[spec.video_key][0]
   span = preprocess.clip_span(num_frames=data.num_frames, frame_skip=data.frame_skip)
