@@ -71,6 +71,8 @@ def shrink_for_laptop(config: ml_collections.ConfigDict) -> ml_collections.Confi
   (8 frames of 32x32 and half the appended images, a 2-level U-Net of 32/64 channels, batch 4,
   short sampling)."""
   config.batch_size = 4
+  config.eval.num_repeats = 1  # One sample per test video, not a paper protocol's repeats.
+  config.eval.num_captions = min(config.eval.num_captions, 64)
   config.data.num_frames = 8
   config.data.num_images_per_video //= 2  # Half the frames, half the appended images.
   config.data.resolution = 32

@@ -33,6 +33,14 @@ def get_config(variant: str = ''):
   config.train.num_cond_frames = 1
   config.sample.prompts = ('unconditional',)  # 'none': a prompt only counts videos.
   config.sample.num_videos = 4
+  # The paper's protocol (sec. 4.1, after Babaeizadeh et al. / Unterthiner et al.): FVD of 100
+  # samples of each of the 256 test videos' continuations, against those 256 videos, with the
+  # user's I3D weights: --mode eval --config.eval.i3d_weights=i3d.npz.
+  config.eval.metrics = ('fvd_i3d',)
+  config.eval.num_captions = 256
+  config.eval.num_repeats = 100
+  config.eval.fvd_num_reference = 256
+  config.eval.bpd_num_videos = 0  # Bits/dim of frame-conditioned models is not implemented.
   if variant == 'laptop':
     paper.shrink_for_laptop(config)
   return config

@@ -222,6 +222,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.eval.split = 'test'  # Dataset split whose captions are used.
   config.eval.bpd_num_videos = 64  # Videos of eval.split whose VLB (bits/dim, given the caption) is estimated (0: none).
   config.eval.bpd_num_t = 4  # Antithetic t samples per video of the VLB's diffusion term (> 0).
+  # Times the eval.num_captions videos are sampled, each from its own seed (derived from eval.seed):
+  # adherence, FVDs and digit accuracy are means over repeats, with <name>_std (BAIR's protocol: 100 x 256).
+  config.eval.num_repeats = 1
+  config.eval.seed = 0  # Seed of the evaluation's sampling noise (repeat r > 0 folds in r).
   # What --mode eval (and evaluation during training) computes, any of: 'adherence' (caption adherence
   # of eval.num_captions generated videos, the tracker; moving_shapes), 'bpd' (bits/dim), 'fvd_learned'
   # (Frechet distance on the features of the classifier in eval.classifier_workdir), 'fvd_i3d' (FVD with

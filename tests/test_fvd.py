@@ -147,6 +147,14 @@ def test_validation_of_eval_metrics_and_classifier():
     config_validation.validate(config)
   config.eval.i3d_weights = '/x.npz'
   config_validation.validate(config)
+  # A config that does not evaluate while training (the paper configs' protocols) may leave the
+  # weights to --mode eval, whose feature function refuses a missing file before sampling.
+  config.eval.i3d_weights = ''
+  config.train.eval_at_end, config.train.eval_every = False, 0
+  config_validation.validate(config)
+  with pytest.raises(UserError, match=r"config.eval.i3d_weights='' is not a file: convert"):
+    evaluate.fvd_feature_fn(config, 'fvd_i3d', (16, 32, 32, 3))
+  config.eval.i3d_weights = '/x.npz'
   config.eval.fvd_num_reference = 1000
   with pytest.raises(UserError, match='config.eval.fvd_num_reference=1000 must lie in'):
     config_validation.validate(config)
@@ -154,3 +162,45 @@ def test_validation_of_eval_metrics_and_classifier():
   config.data.builder_config = 'two_objects'
   with pytest.raises(UserError, match='single-object moving_shapes'):
     config_validation.validate_classifier(config)
+
+
+def test_repeated_evaluation_averages_each_repeat(classifier_workdir, tmp_path):
+  """eval.num_repeats: each repeat samples from its own key; adherence and FVD are the mean over
+  repeats with their standard deviation, and one repeat is the evaluation without the field.
+  The stand-in sampler shows the test videos rolled by a key-dependent shift: adherence then
+  varies between repeats, while the FVD of a reordered set does not."""
+  import copy  # pylint: disable=g-import-not-at-top
+  from vdm_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from vdm_jax.data import tracker  # pylint: disable=g-import-not-at-top
+  workdir, config, builder, *_ = classifier_workdir
+  config = copy.deepcopy(config)
+  config.eval.metrics = ('adherence', 'fvd_learned')
+  config.eval.classifier_workdir = workdir
+  config.eval.fvd_num_reference = 16
+  config.eval.num_captions = 8
+  config.sample.batch_size = 4
+  true_videos, captions = pipeline.make_eval_source(builder=builder, split='test', num_examples=8)
+  shift = lambda key: int(jax.random.randint(key, (), 0, 8))
+  run = types.SimpleNamespace(config=config, step=3, video_shape=(16, 32, 32, 3), ema_params=None,
+                              generate=lambda params, prompts, key: np.roll(true_videos,
+                                                                            shift(key), axis=0))
+  single = evaluate.evaluate_run(run, str(tmp_path / 'one'), builder=builder)
+  config.eval.num_repeats = 4
+  repeated = evaluate.evaluate_run(run, str(tmp_path / 'four'), builder=builder)
+
+  rng = jax.random.fold_in(jax.random.PRNGKey(config.eval.seed), 1)
+  keys = [rng] + [jax.random.fold_in(rng, r) for r in range(1, 4)]
+  assert len({shift(k) for k in keys}) > 1  # The repeats differ.
+  alls = [tracker.score_caption_adherence(np.roll(true_videos, shift(k), axis=0), captions)['all']
+          for k in keys]
+  assert single['caption_adherence/all'] == alls[0]  # Repeat 0 is the single evaluation.
+  assert 'num_repeats' not in single and 'caption_adherence/all_std' not in single
+  assert repeated['num_repeats'] == 4
+  np.testing.assert_allclose(repeated['caption_adherence/all'], np.mean(alls), rtol=1e-12)
+  np.testing.assert_allclose(repeated['caption_adherence/all_std'], np.std(alls), rtol=1e-12)
+  # Equal up to float32 features computed in other batches.
+  np.testing.assert_allclose(repeated['fvd_learned/generated'], single['fvd_learned/generated'],
+                             rtol=1e-5)
+  assert repeated['fvd_learned/generated_std'] < 1e-5 * repeated['fvd_learned/generated']
+  assert repeated['fvd_learned/floor'] == single['fvd_learned/floor']  # Computed once, the same.
+  assert repeated['ground_truth/all'] == single['ground_truth/all'] == 1.0

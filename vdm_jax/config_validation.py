@@ -142,7 +142,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   _require(0 < config.diffusion.linear_beta_start < config.diffusion.linear_beta_end < 1,
            'config.diffusion.linear_beta_start < linear_beta_end must lie in (0, 1).')
   d = config.diffusion
-  _positive(config, ['diffusion.learned_num_features', 'eval.bpd_num_t'])
+  _positive(config, ['diffusion.learned_num_features', 'eval.bpd_num_t', 'eval.num_repeats'])
   _positive(config, ['eval.bpd_num_videos'], allow_zero=True)
   _require(d.schedule != 'betas' or (len(d.betas) >= 1 and all(0 < b < 1 for b in d.betas)),
            f"config.diffusion.betas={tuple(d.betas)!r} must be a non-empty tuple of values in (0, 1) "
@@ -210,7 +210,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   _require(split_size is None or config.eval.bpd_num_videos <= split_size,
            f'config.eval.bpd_num_videos={config.eval.bpd_num_videos} exceeds the {split_size} videos '
            f'of the {config.eval.split!r} split: lower --config.eval.bpd_num_videos.')
-  validate_eval_metrics(config.eval, split_size=split_size, dataset=config.data.name)
+  validate_eval_metrics(config.eval, split_size=split_size, dataset=config.data.name,
+                        in_training=bool(config.train.eval_at_end or config.train.eval_every))
 
   k = config.train.grad_accum_steps
   _require(config.batch_size % k == 0,
@@ -339,9 +340,10 @@ def check_prompts(prompts: Iterable[str], *, max_text_length: int,
 
 
 def validate_eval_metrics(eval_config: ml_collections.ConfigDict, *, split_size: int | None,
-                          dataset: str) -> None:
+                          dataset: str, in_training: bool = True) -> None:
   """`config.eval.metrics` and the fields its metrics need (`split_size`: videos of eval.split,
-  None when not yet known; `dataset`: config.data.name)."""
+  None when not yet known; `dataset`: config.data.name; `in_training`: training evaluates, so
+  the I3D weights must be given now; else `--mode eval` refuses a missing file when it starts)."""
   from vdm_jax import metrics  # pylint: disable=g-import-not-at-top
   for name in eval_config.metrics:
     _require(name in metrics.METRICS,
@@ -368,7 +370,7 @@ def validate_eval_metrics(eval_config: ml_collections.ConfigDict, *, split_size:
   _require('fvd_learned' not in eval_config.metrics or eval_config.classifier_workdir,
            "config.eval.metrics has 'fvd_learned' but config.eval.classifier_workdir is empty: set it "
            'to the workdir of python -m vdm_jax.metrics.train_classifier.')
-  _require('fvd_i3d' not in eval_config.metrics or eval_config.i3d_weights,
+  _require('fvd_i3d' not in eval_config.metrics or eval_config.i3d_weights or not in_training,
            "config.eval.metrics has 'fvd_i3d' but config.eval.i3d_weights is empty: set it to the "
            '.npz of python -m vdm_jax.metrics.convert_i3d.')
 

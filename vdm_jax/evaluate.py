@@ -20,6 +20,11 @@ Digit accuracy (moving_digits, whose captions the tracker cannot read): the frac
 generated videos in which a classifier trained on moving_digits (eval.classifier_workdir) finds
 the caption's digits and no other, with the true videos of the same captions as the ceiling.
 
+Repeats (the papers' protocols, e.g. BAIR's FVD of 100 x 256 samples): the generated videos are
+sampled `config.eval.num_repeats` times from seeds derived from `config.eval.seed`; adherence, the
+FVDs and digit accuracy are the mean over repeats, with their standard deviation as `<name>_std`.
+Repeat 0 is the only one with one repeat, so a single-repeat evaluation is unchanged by the field.
+
 `config.eval.metrics` picks which of adherence, bpd, the FVDs and digit accuracy are computed. A
 report PNG (vdm_jax/eval_report.py) shows the metric table, the metric curves over training steps
 from the run's TensorBoard logs, and generated next to true videos.
@@ -47,6 +52,7 @@ from vdm_jax.data import pipeline
 from vdm_jax.data import tracker
 from vdm_jax.errors import UserError
 from vdm_jax.metrics import convert_i3d
+from vdm_jax.metrics import frechet
 from vdm_jax.metrics import fvd
 from vdm_jax.metrics import i3d
 from vdm_jax.metrics import video_classifier
@@ -160,27 +166,61 @@ def fvd_feature_fn(config: ml_collections.ConfigDict, metric: str,
   raise ValueError(f'metric={metric!r}; allowed values: {FVD_METRICS}.')
 
 
+class FvdEvaluator:
+  """The FVDs of `config.eval.metrics` against the first `eval.fvd_num_reference` videos of
+  eval.split, with the reference features and the floor (the first `num_generated` videos of the
+  other split against the same reference) computed once, for any number of generated sets."""
+
+  def __init__(self, run, builder, num_generated: int):
+    config = run.config
+    self.batch_size = config.sample.batch_size
+    self.metrics = [m for m in FVD_METRICS if m in config.eval.get('metrics', ())]
+    self.summary, self._reference, self._feature_fns = {}, {}, {}
+    if not self.metrics:
+      return
+    reference, _ = pipeline.make_eval_source(builder=builder, split=config.eval.split,
+                                             num_examples=config.eval.fvd_num_reference)
+    other_split = 'train' if config.eval.split == 'test' else 'test'
+    floor, _ = pipeline.make_eval_source(builder=builder, split=other_split,
+                                         num_examples=num_generated)
+    for metric in self.metrics:
+      logging.info('Computing %s features of %d %s videos (the reference)', metric,
+                   len(reference), config.eval.split)
+      feature_fn = self._feature_fns[metric] = fvd_feature_fn(config, metric, run.video_shape)
+      self._reference[metric] = fvd.features_in_batches(feature_fn, reference,
+                                                        batch_size=self.batch_size)
+      self.summary.update({f'{metric}/floor': self._distance(metric, floor),
+                           f'{metric}/num_generated': num_generated,
+                           f'{metric}/num_reference': len(reference)})
+
+  def _distance(self, metric: str, videos: np.ndarray) -> float:
+    features = fvd.features_in_batches(self._feature_fns[metric], videos,
+                                       batch_size=self.batch_size)
+    return frechet.frechet_distance_of_features(features, self._reference[metric])
+
+  def __call__(self, generated: np.ndarray) -> dict[str, float]:
+    """{metric/generated: FD(generated, reference)} for generated uint8 [N, T, H, W, 3]."""
+    return {f'{metric}/generated': self._distance(metric, generated) for metric in self.metrics}
+
+
 def evaluate_fvd(run, builder, generated: np.ndarray) -> dict[str, float]:
   """The FVDs of `config.eval.metrics` of `generated` (uint8 [N, T, H, W, 3]) against the first
   `eval.fvd_num_reference` videos of eval.split, and their floor: the first N videos of the other
   split against the same reference (vdm_jax/metrics/fvd.py); {} when no FVD is asked for."""
-  config = run.config
-  wanted = [m for m in FVD_METRICS if m in config.eval.get('metrics', ())]
-  if not wanted:
-    return {}
-  reference, _ = pipeline.make_eval_source(builder=builder, split=config.eval.split,
-                                           num_examples=config.eval.fvd_num_reference)
-  other_split = 'train' if config.eval.split == 'test' else 'test'
-  floor, _ = pipeline.make_eval_source(builder=builder, split=other_split,
-                                       num_examples=len(generated))
-  results = {}
-  for metric in wanted:
-    logging.info('Computing %s of %d generated videos against %d %s videos', metric,
-                 len(generated), len(reference), config.eval.split)
-    results.update(fvd.fvd_with_floor(
-        fvd_feature_fn(config, metric, run.video_shape), generated=generated, reference=reference,
-        floor=floor, batch_size=config.sample.batch_size, name=metric))
-  return results
+  evaluator = FvdEvaluator(run, builder, len(generated))
+  return {**evaluator(generated), **evaluator.summary}
+
+
+def mean_over_repeats(per_repeat: list[dict[str, float]]) -> dict[str, float]:
+  """The mean of each score over repeats; with more than one, also `<name>_std` (the standard
+  deviation over repeats, ddof 0) and `num_repeats`."""
+  keys = per_repeat[0].keys()
+  values = {k: np.array([scores[k] for scores in per_repeat], np.float64) for k in keys}
+  out = {k: float(v.mean()) for k, v in values.items()}
+  if len(per_repeat) > 1:
+    out.update({f'{k}_std': float(v.std()) for k, v in values.items()})
+    out['num_repeats'] = len(per_repeat)
+  return out
 
 
 def evaluate_digit_accuracy(run, *, generated: np.ndarray, true_videos: np.ndarray,
@@ -215,16 +255,40 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
                     f'{available} examples of the {config.eval.split!r} split: lower it.')
   true_videos, captions = pipeline.make_eval_source(builder=builder, split=config.eval.split,
                                                      num_examples=config.eval.num_captions)
-  rng = jax.random.fold_in(jax.random.PRNGKey(config.sample.seed), 1)
-  logging.info('Evaluating caption adherence on %d %s captions (%s, %d steps, guidance %.2f)',
-               len(captions), config.eval.split, config.sample.sampler, config.sample.num_steps,
-               config.sample.guidance_weight)
+  # Configs made before eval.seed / eval.num_repeats existed sampled once from sample.seed.
+  rng = jax.random.fold_in(jax.random.PRNGKey(config.eval.get('seed', config.sample.seed)), 1)
+  repeats = config.eval.get('num_repeats', 1)
+  logging.info('Evaluating %d %s captions x %d repeat(s) (%s, %d steps, guidance %.2f)',
+               len(captions), config.eval.split, repeats, config.sample.sampler,
+               config.sample.num_steps, config.sample.guidance_weight)
   # A frame-conditioned model is given the first frames of the true videos (video prediction).
   frames = {'frames': true_videos} if config.model.frame_conditioning else {}
-  generated = run.generate(run.ema_params, captions, rng, **frames)
-
   # A config made before eval.metrics existed evaluates what evaluation did then.
   metrics = tuple(config.eval.get('metrics', ('adherence', 'bpd')))
+  fvd_evaluator = FvdEvaluator(run, builder, len(captions))
+
+  per_repeat = []
+  for repeat in range(repeats):  # One set at a time: 100 x 256 BAIR videos would be 5 GB.
+    key = rng if repeat == 0 else jax.random.fold_in(rng, repeat)
+    videos = run.generate(run.ema_params, captions, key, **frames)
+    if repeat == 0:
+      generated = videos  # The one shown in the pictures.
+    scores = {}
+    if 'adherence' in metrics:
+      scores.update({f'caption_adherence/{k}': float(v)
+                     for k, v in tracker.score_caption_adherence(videos, captions).items()})
+    scores.update(fvd_evaluator(videos))
+    digits = evaluate_digit_accuracy(run, generated=videos, true_videos=true_videos,
+                                     captions=captions)
+    if repeat == 0:  # The true videos' ceiling and the count are the same in every repeat.
+      fixed = {k: v for k, v in digits.items() if k != 'digit_accuracy/generated'}
+    scores.update({k: v for k, v in digits.items() if k == 'digit_accuracy/generated'})
+    per_repeat.append(scores)
+    if repeats > 1:
+      logging.info('Repeat %d/%d: %s', repeat + 1, repeats,
+                   ', '.join(f'{k} {v:.4g}' for k, v in scores.items() if k.endswith(
+                       ('/all', '/generated'))))
+
   results = {
       'step': run.step,
       'num_captions': len(captions),
@@ -232,16 +296,15 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
       'sample_steps': config.sample.num_steps,
       'guidance_weight': config.sample.guidance_weight,
   }
+  results.update(mean_over_repeats(per_repeat))
+  results.update(fvd_evaluator.summary)
+  results.update(fixed)
   if 'adherence' in metrics:
-    generated_scores = tracker.score_caption_adherence(generated, captions)
     true_scores = tracker.score_caption_adherence(true_videos, captions)
-    results.update({f'caption_adherence/{k}': float(v) for k, v in generated_scores.items()})
     results.update({f'ground_truth/{k}': float(v) for k, v in true_scores.items()})
+    generated_scores = {k: results[f'caption_adherence/{k}'] for k in true_scores}
   if 'bpd' in metrics:
     results.update(evaluate_bpd(run, builder))
-  results.update(evaluate_fvd(run, builder, generated))
-  results.update(evaluate_digit_accuracy(run, generated=generated, true_videos=true_videos,
-                                         captions=captions))
   if jax.process_index() == 0:
     directory = os.path.join(workdir, 'eval')
     os.makedirs(directory, exist_ok=True)
