@@ -223,7 +223,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.eval.bpd_num_videos = 64  # Videos of eval.split whose VLB (bits/dim, given the caption) is estimated (0: none).
   config.eval.bpd_num_t = 4  # Antithetic t samples per video of the VLB's diffusion term (> 0).
   # Times the eval.num_captions videos are sampled, each from its own seed (derived from eval.seed):
-  # adherence, FVDs and digit accuracy are means over repeats, with <name>_std (BAIR's protocol: 100 x 256).
+  # adherence, FVDs, FID, IS and digit accuracy are means over repeats, with <name>_std (BAIR's protocol: 100 x 256).
   config.eval.num_repeats = 1
   config.eval.seed = 0  # Seed of the evaluation's sampling noise (repeat r > 0 folds in r).
   # What --mode eval (and evaluation during training) computes, any of: 'adherence' (caption adherence
@@ -231,13 +231,21 @@ def get_base_config() -> ml_collections.ConfigDict:
   # (Frechet distance on the features of the classifier in eval.classifier_workdir), 'fvd_i3d' (FVD with
   # the I3D weights in eval.i3d_weights), 'digit_accuracy' (moving_digits: fraction of the generated
   # videos in which the classifier in eval.classifier_workdir finds the caption's digits and no other;
-  # the true videos' fraction is its ceiling). All use the same generated videos; FVDs the test split.
+  # the true videos' fraction is its ceiling), 'fid_frames' (FID of eval.frames_per_video frames of each
+  # generated video vs those of the eval.fvd_num_reference test videos; Inception-v3 of
+  # eval.inception_weights), 'is_frames' (Inception Score of the generated frames; the true videos'
+  # is its ceiling). All use the same generated videos; FVDs and FID the test split.
   config.eval.metrics = ('adherence', 'bpd')
   config.eval.fvd_num_reference = 1000  # FVDs: videos of eval.split the generated ones are compared with (>= 2).
   # fvd_learned, digit_accuracy: workdir of a trained caption classifier (python -m
   # vdm_jax.metrics.train_classifier; moving_digits: --config experiments/digit_classifier.py).
   config.eval.classifier_workdir = ''
   config.eval.i3d_weights = ''  # fvd_i3d: .npz written by python -m vdm_jax.metrics.convert_i3d.
+  # fid_frames, is_frames: .npz written by python -m vdm_jax.metrics.convert_inception.
+  config.eval.inception_weights = ''
+  # fid_frames, is_frames: frames per video, evenly spaced from first to last (0: every frame; <= frames).
+  config.eval.frames_per_video = 4
+  config.eval.is_splits = 10  # is_frames: splits of the frames; IS is the mean (and std) over them (> 0).
 
   # ---------------------------------------------------------------- caption classifier
   # The small video classifier behind 'fvd_learned' and 'digit_accuracy' (vdm_jax/metrics/video_classifier.py),

@@ -211,7 +211,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
            f'config.eval.bpd_num_videos={config.eval.bpd_num_videos} exceeds the {split_size} videos '
            f'of the {config.eval.split!r} split: lower --config.eval.bpd_num_videos.')
   validate_eval_metrics(config.eval, split_size=split_size, dataset=config.data.name,
-                        in_training=bool(config.train.eval_at_end or config.train.eval_every))
+                        in_training=bool(config.train.eval_at_end or config.train.eval_every),
+                        num_frames=frames)
 
   k = config.train.grad_accum_steps
   _require(config.batch_size % k == 0,
@@ -340,10 +341,12 @@ def check_prompts(prompts: Iterable[str], *, max_text_length: int,
 
 
 def validate_eval_metrics(eval_config: ml_collections.ConfigDict, *, split_size: int | None,
-                          dataset: str, in_training: bool = True) -> None:
+                          dataset: str, in_training: bool = True,
+                          num_frames: int | None = None) -> None:
   """`config.eval.metrics` and the fields its metrics need (`split_size`: videos of eval.split,
   None when not yet known; `dataset`: config.data.name; `in_training`: training evaluates, so
-  the I3D weights must be given now; else `--mode eval` refuses a missing file when it starts)."""
+  the I3D and Inception weights must be given now; else `--mode eval` refuses a missing file when
+  it starts; `num_frames`: frames per video, None when not known)."""
   from vdm_jax import metrics  # pylint: disable=g-import-not-at-top
   for name in eval_config.metrics:
     _require(name in metrics.METRICS,
@@ -358,12 +361,15 @@ def validate_eval_metrics(eval_config: ml_collections.ConfigDict, *, split_size:
              "config.eval.metrics has 'digit_accuracy' but config.eval.classifier_workdir is empty: "
              'set it to the workdir of python -m vdm_jax.metrics.train_classifier --config '
              'experiments/digit_classifier.py.')
+  if {'fvd_learned', 'fvd_i3d', 'fid_frames'} & set(eval_config.metrics):
+    n = eval_config.fvd_num_reference
+    _require(n >= 2 and (split_size is None or n <= split_size),
+             f'config.eval.fvd_num_reference={n} must lie in [2, {split_size or "split size"}] '
+             f'(videos of the {eval_config.split!r} split): set --config.eval.fvd_num_reference '
+             'accordingly.')
+  _validate_frame_metrics(eval_config, in_training=in_training, num_frames=num_frames)
   if not {'fvd_learned', 'fvd_i3d'} & set(eval_config.metrics):
     return
-  n = eval_config.fvd_num_reference
-  _require(n >= 2 and (split_size is None or n <= split_size),
-           f'config.eval.fvd_num_reference={n} must lie in [2, {split_size or "split size"}] (videos '
-           f'of the {eval_config.split!r} split): set --config.eval.fvd_num_reference accordingly.')
   _require(eval_config.num_captions >= 2,
            f'config.eval.num_captions={eval_config.num_captions} generated videos are too few for an '
            'FVD (a covariance needs 2): raise --config.eval.num_captions.')
@@ -373,6 +379,33 @@ def validate_eval_metrics(eval_config: ml_collections.ConfigDict, *, split_size:
   _require('fvd_i3d' not in eval_config.metrics or eval_config.i3d_weights or not in_training,
            "config.eval.metrics has 'fvd_i3d' but config.eval.i3d_weights is empty: set it to the "
            '.npz of python -m vdm_jax.metrics.convert_i3d.')
+
+
+def _validate_frame_metrics(eval_config: ml_collections.ConfigDict, *, in_training: bool,
+                            num_frames: int | None) -> None:
+  """'fid_frames' and 'is_frames' (vdm_jax/metrics/inception.py): frames per video, splits, the
+  frame counts they need and the Inception weights."""
+  metrics = set(eval_config.metrics)
+  if not {'fid_frames', 'is_frames'} & metrics:
+    return
+  names = ' and '.join(repr(m) for m in ('fid_frames', 'is_frames') if m in metrics)
+  _require(eval_config.inception_weights or not in_training,
+           f'config.eval.metrics has {names} but config.eval.inception_weights is empty: set it to '
+           'the .npz of python -m vdm_jax.metrics.convert_inception.')
+  f = eval_config.frames_per_video
+  _require(isinstance(f, int) and not isinstance(f, bool) and 0 <= f <= (num_frames or f),
+           f'config.eval.frames_per_video={f!r} must be an integer in [0, '
+           f'{num_frames or "frames per video"}] (0: every frame): set '
+           '--config.eval.frames_per_video accordingly.')
+  frames = eval_config.num_captions * (f or num_frames or 1)  # generated frames (a lower bound)
+  _require('fid_frames' not in metrics or frames >= 2,
+           f'config.eval.num_captions={eval_config.num_captions} generated videos give {frames} '
+           'frame(s), too few for an FID (a covariance needs 2): raise --config.eval.num_captions.')
+  if 'is_frames' in metrics:
+    k = eval_config.is_splits
+    _require(isinstance(k, int) and not isinstance(k, bool) and 0 < k <= frames,
+             f'config.eval.is_splits={k!r} must be an integer in [1, {frames}] (the frames of '
+             'config.eval.num_captions generated videos): set --config.eval.is_splits accordingly.')
 
 
 def validate_classifier(config: ml_collections.ConfigDict) -> None:

@@ -16,18 +16,25 @@ Frechet video distances (vdm_jax/metrics/fvd.py) of the same generated videos ag
 split: 'fvd_learned' on the features of a small classifier trained on the dataset's captions,
 'fvd_i3d' on I3D's (FVD proper; user-supplied weights).
 
+Frame-level metrics (vdm_jax/metrics/inception.py; Inception-v3 with user-supplied weights):
+'fid_frames', the FID of `config.eval.frames_per_video` evenly spaced frames of each generated video
+against those of the FVDs' reference videos, with the floor of as many videos of the other split;
+'is_frames', the Inception Score of the generated frames (mean over `config.eval.is_splits`
+splits), with the true videos' frames of the same captions as the ceiling.
+
 Digit accuracy (moving_digits, whose captions the tracker cannot read): the fraction of the
 generated videos in which a classifier trained on moving_digits (eval.classifier_workdir) finds
 the caption's digits and no other, with the true videos of the same captions as the ceiling.
 
 Repeats (the papers' protocols, e.g. BAIR's FVD of 100 x 256 samples): the generated videos are
 sampled `config.eval.num_repeats` times from seeds derived from `config.eval.seed`; adherence, the
-FVDs and digit accuracy are the mean over repeats, with their standard deviation as `<name>_std`.
-Repeat 0 is the only one with one repeat, so a single-repeat evaluation is unchanged by the field.
+FVDs, FID, IS and digit accuracy are the mean over repeats, with their standard deviation as
+`<name>_std`. Repeat 0 is the only one with one repeat, so a single-repeat evaluation is unchanged
+by the field.
 
-`config.eval.metrics` picks which of adherence, bpd, the FVDs and digit accuracy are computed. A
-report PNG (vdm_jax/eval_report.py) shows the metric table, the metric curves over training steps
-from the run's TensorBoard logs, and generated next to true videos.
+`config.eval.metrics` picks which of adherence, bpd, the FVDs, FID, IS and digit accuracy are
+computed. A report PNG (vdm_jax/eval_report.py) shows the metric table, the metric curves over
+training steps from the run's TensorBoard logs, and generated next to true videos.
 """
 
 import json
@@ -52,9 +59,11 @@ from vdm_jax.data import pipeline
 from vdm_jax.data import tracker
 from vdm_jax.errors import UserError
 from vdm_jax.metrics import convert_i3d
+from vdm_jax.metrics import convert_inception
 from vdm_jax.metrics import frechet
 from vdm_jax.metrics import fvd
 from vdm_jax.metrics import i3d
+from vdm_jax.metrics import inception
 from vdm_jax.metrics import video_classifier
 
 
@@ -166,6 +175,19 @@ def fvd_feature_fn(config: ml_collections.ConfigDict, metric: str,
   raise ValueError(f'metric={metric!r}; allowed values: {FVD_METRICS}.')
 
 
+def reference_and_floor(config: ml_collections.ConfigDict, builder,
+                        num_generated: int) -> tuple[np.ndarray, np.ndarray]:
+  """(reference, floor) videos uint8 [N, T, H, W, 3] of the FVDs and the frame FID: the first
+  `eval.fvd_num_reference` videos of eval.split, and the first `num_generated` of the other
+  split."""
+  reference, _ = pipeline.make_eval_source(builder=builder, split=config.eval.split,
+                                           num_examples=config.eval.fvd_num_reference)
+  other_split = 'train' if config.eval.split == 'test' else 'test'
+  floor, _ = pipeline.make_eval_source(builder=builder, split=other_split,
+                                       num_examples=num_generated)
+  return reference, floor
+
+
 class FvdEvaluator:
   """The FVDs of `config.eval.metrics` against the first `eval.fvd_num_reference` videos of
   eval.split, with the reference features and the floor (the first `num_generated` videos of the
@@ -178,11 +200,7 @@ class FvdEvaluator:
     self.summary, self._reference, self._feature_fns = {}, {}, {}
     if not self.metrics:
       return
-    reference, _ = pipeline.make_eval_source(builder=builder, split=config.eval.split,
-                                             num_examples=config.eval.fvd_num_reference)
-    other_split = 'train' if config.eval.split == 'test' else 'test'
-    floor, _ = pipeline.make_eval_source(builder=builder, split=other_split,
-                                         num_examples=num_generated)
+    reference, floor = reference_and_floor(config, builder, num_generated)
     for metric in self.metrics:
       logging.info('Computing %s features of %d %s videos (the reference)', metric,
                    len(reference), config.eval.split)
@@ -201,6 +219,81 @@ class FvdEvaluator:
   def __call__(self, generated: np.ndarray) -> dict[str, float]:
     """{metric/generated: FD(generated, reference)} for generated uint8 [N, T, H, W, 3]."""
     return {f'{metric}/generated': self._distance(metric, generated) for metric in self.metrics}
+
+
+FRAME_METRICS = ('fid_frames', 'is_frames')
+
+
+def inception_feature_fn(config: ml_collections.ConfigDict):
+  """Inception-v3 with the weights in eval.inception_weights: images uint8 [B, H, W, 3] ->
+  {'pool': [B, 2048], 'logits_unbiased': [B, 1008], ...} (inception.make_feature_fn)."""
+  path = config.eval.inception_weights
+  if not os.path.isfile(path):
+    raise UserError(f'config.eval.inception_weights={path!r} is not a file: convert '
+                    'pt_inception-2015-12-05-6726825d.pth with python -m '
+                    'vdm_jax.metrics.convert_inception and point it at the .npz.')
+  return inception.make_feature_fn(convert_inception.load_variables(path))
+
+
+class FrameEvaluator:
+  """The frame-level metrics of `config.eval.metrics` on `eval.frames_per_video` frames of each
+  video (inception.video_frames): 'fid_frames' against the frames of the FVDs' reference videos,
+  with the floor (the frames of `num_generated` videos of the other split); 'is_frames' over
+  `eval.is_splits` splits, with the ceiling of the first `num_generated` videos of eval.split (the
+  true videos of the captions). Reference features, floor and ceiling are computed once. (A
+  frame-conditioned model's given frames count among its frames where they are selected.)"""
+
+  def __init__(self, run, builder, num_generated: int):
+    config = run.config
+    self.batch_size = config.sample.batch_size
+    self.metrics = [m for m in FRAME_METRICS if m in config.eval.get('metrics', ())]
+    self.summary = {}
+    if not self.metrics:
+      return
+    self.frames_per_video = config.eval.frames_per_video
+    self.splits = config.eval.is_splits
+    self._feature_fn = inception_feature_fn(config)
+    per_video = len(inception.frame_indices(run.video_shape[0], self.frames_per_video))
+    if 'fid_frames' in self.metrics:
+      reference, floor = reference_and_floor(config, builder, num_generated)
+      logging.info('Computing Inception features of %d frames of %d %s videos (the reference)',
+                   per_video, len(reference), config.eval.split)
+      self._reference = self._features(reference)['pool']
+      self.summary.update({'fid_frames/floor': self._fid(self._features(floor)),
+                           'fid_frames/num_generated': num_generated * per_video,
+                           'fid_frames/num_reference': len(reference) * per_video})
+    if 'is_frames' in self.metrics:
+      true_videos, _ = pipeline.make_eval_source(builder=builder, split=config.eval.split,
+                                                 num_examples=num_generated)
+      mean, std = self._inception_score(self._features(true_videos))
+      self.summary.update({'is_frames/ground_truth': mean,
+                           'is_frames/ground_truth_split_std': std,
+                           'is_frames/num_frames': num_generated * per_video,
+                           'is_frames/splits': self.splits})
+
+  def _features(self, videos: np.ndarray) -> dict[str, np.ndarray]:
+    frames = inception.video_frames(videos, self.frames_per_video)
+    return fvd.features_in_batches(self._feature_fn, frames, batch_size=self.batch_size)
+
+  def _fid(self, features: dict[str, np.ndarray]) -> float:
+    return frechet.frechet_distance_of_features(features['pool'], self._reference)
+
+  def _inception_score(self, features: dict[str, np.ndarray]) -> tuple[float, float]:
+    return inception.inception_score(features['logits_unbiased'], splits=self.splits)
+
+  def __call__(self, generated: np.ndarray) -> dict[str, float]:
+    """{fid_frames/generated, is_frames/generated (the mean over splits), and
+    is_frames/generated_split_std} of `config.eval.metrics`, for generated uint8 [N, T, H, W, 3]."""
+    if not self.metrics:
+      return {}
+    features = self._features(generated)
+    scores = {}
+    if 'fid_frames' in self.metrics:
+      scores['fid_frames/generated'] = self._fid(features)
+    if 'is_frames' in self.metrics:
+      mean, std = self._inception_score(features)
+      scores.update({'is_frames/generated': mean, 'is_frames/generated_split_std': std})
+    return scores
 
 
 def evaluate_fvd(run, builder, generated: np.ndarray) -> dict[str, float]:
@@ -266,6 +359,7 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
   # A config made before eval.metrics existed evaluates what evaluation did then.
   metrics = tuple(config.eval.get('metrics', ('adherence', 'bpd')))
   fvd_evaluator = FvdEvaluator(run, builder, len(captions))
+  frame_evaluator = FrameEvaluator(run, builder, len(captions))
 
   per_repeat = []
   for repeat in range(repeats):  # One set at a time: 100 x 256 BAIR videos would be 5 GB.
@@ -278,6 +372,7 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
       scores.update({f'caption_adherence/{k}': float(v)
                      for k, v in tracker.score_caption_adherence(videos, captions).items()})
     scores.update(fvd_evaluator(videos))
+    scores.update(frame_evaluator(videos))
     digits = evaluate_digit_accuracy(run, generated=videos, true_videos=true_videos,
                                      captions=captions)
     if repeat == 0:  # The true videos' ceiling and the count are the same in every repeat.
@@ -298,6 +393,7 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
   }
   results.update(mean_over_repeats(per_repeat))
   results.update(fvd_evaluator.summary)
+  results.update(frame_evaluator.summary)
   results.update(fixed)
   if 'adherence' in metrics:
     true_scores = tracker.score_caption_adherence(true_videos, captions)
@@ -342,6 +438,18 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
                   f'{reference} {config.eval.split} videos; floor: {len(captions)} videos of the '
                   'other split)', {m: {k: results[f'{m}/{k}'] for k in ('generated', 'floor')}
                                    for m in fvds})
+    if 'fid_frames/generated' in results:
+      print_table(f'FID of video frames at step {run.step} ({results["fid_frames/num_generated"]} '
+                  f'frames vs {results["fid_frames/num_reference"]} {config.eval.split} frames; '
+                  'floor: as many frames of the other split)',
+                  {'fid_frames': {k: results[f'fid_frames/{k}'] for k in ('generated', 'floor')}})
+    if 'is_frames/generated' in results:
+      print_table(f'Inception Score of video frames at step {run.step} '
+                  f'({results["is_frames/num_frames"]} frames, {results["is_frames/splits"]} '
+                  'splits)', {name: {'IS': results[f'is_frames/{key}'],
+                                     'split std': results[f'is_frames/{key}_split_std']}
+                              for name, key in (('generated', 'generated'),
+                                                ('ground truth', 'ground_truth'))})
     if 'bpd/total' in results:
       print_table(f'Bits per dimension at step {run.step} ({results["bpd/num_videos"]} '
                   f'{config.eval.split} videos, {results["bpd/num_t"]} t samples each)',
