@@ -316,24 +316,40 @@ def mean_over_repeats(per_repeat: list[dict[str, float]]) -> dict[str, float]:
   return out
 
 
+class DigitAccuracyEvaluator:
+  """Digit accuracy (video_classifier.caption_accuracy: the set of digits the classifier finds is
+  the caption's) by the classifier in eval.classifier_workdir, loaded once; its ceiling, the
+  accuracy on `true_videos` (uint8 [N, T, H, W, 3], video i of caption i), computed once into
+  `summary`. Does nothing unless config.eval.metrics asks for 'digit_accuracy'."""
+
+  def __init__(self, run, *, true_videos: np.ndarray, captions: list[str]):
+    config = run.config
+    self.summary, self._captions = {}, captions
+    self._batch_size = config.sample.batch_size
+    self.enabled = 'digit_accuracy' in config.eval.get('metrics', ())
+    if not self.enabled:
+      return
+    self._logits_fn = video_classifier.make_logits_fn(
+        *load_classifier(config, run.video_shape, dataset='moving_digits'))
+    self.summary = {'digit_accuracy/ground_truth': self._accuracy(true_videos),
+                    'digit_accuracy/num_videos': len(captions)}
+
+  def _accuracy(self, videos: np.ndarray) -> float:
+    return video_classifier.caption_accuracy(self._logits_fn, videos, self._captions,
+                                             dataset='moving_digits',
+                                             batch_size=self._batch_size)['all']
+
+  def __call__(self, generated: np.ndarray) -> dict[str, float]:
+    """{'digit_accuracy/generated': accuracy} of generated uint8 [N, T, H, W, 3]."""
+    return {'digit_accuracy/generated': self._accuracy(generated)} if self.enabled else {}
+
+
 def evaluate_digit_accuracy(run, *, generated: np.ndarray, true_videos: np.ndarray,
                             captions: list[str]) -> dict[str, float]:
-  """Digit accuracy (video_classifier.caption_accuracy: the set of digits the classifier finds is
-  the caption's) of `generated` and, the ceiling, of `true_videos` (both uint8 [N, T, H, W, 3],
-  video i of caption i), by the classifier in eval.classifier_workdir; {} when not asked for."""
-  config = run.config
-  if 'digit_accuracy' not in config.eval.get('metrics', ()):
-    return {}
-  logits_fn = video_classifier.make_logits_fn(
-      *load_classifier(config, run.video_shape, dataset='moving_digits'))
-
-  def accuracy(videos):
-    return video_classifier.caption_accuracy(logits_fn, videos, captions, dataset='moving_digits',
-                                             batch_size=config.sample.batch_size)['all']
-
-  return {'digit_accuracy/generated': accuracy(generated),
-          'digit_accuracy/ground_truth': accuracy(true_videos),
-          'digit_accuracy/num_videos': len(captions)}
+  """Digit accuracy of `generated` and, the ceiling, of `true_videos` (both uint8 [N, T, H, W, 3],
+  video i of caption i; DigitAccuracyEvaluator); {} when not asked for."""
+  evaluator = DigitAccuracyEvaluator(run, true_videos=true_videos, captions=captions)
+  return {**evaluator(generated), **evaluator.summary}
 
 
 def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
@@ -360,6 +376,7 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
   metrics = tuple(config.eval.get('metrics', ('adherence', 'bpd')))
   fvd_evaluator = FvdEvaluator(run, builder, len(captions))
   frame_evaluator = FrameEvaluator(run, builder, len(captions))
+  digit_evaluator = DigitAccuracyEvaluator(run, true_videos=true_videos, captions=captions)
 
   per_repeat = []
   for repeat in range(repeats):  # One set at a time: 100 x 256 BAIR videos would be 5 GB.
@@ -373,11 +390,7 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
                      for k, v in tracker.score_caption_adherence(videos, captions).items()})
     scores.update(fvd_evaluator(videos))
     scores.update(frame_evaluator(videos))
-    digits = evaluate_digit_accuracy(run, generated=videos, true_videos=true_videos,
-                                     captions=captions)
-    if repeat == 0:  # The true videos' ceiling and the count are the same in every repeat.
-      fixed = {k: v for k, v in digits.items() if k != 'digit_accuracy/generated'}
-    scores.update({k: v for k, v in digits.items() if k == 'digit_accuracy/generated'})
+    scores.update(digit_evaluator(videos))
     per_repeat.append(scores)
     if repeats > 1:
       logging.info('Repeat %d/%d: %s', repeat + 1, repeats,
@@ -394,7 +407,7 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
   results.update(mean_over_repeats(per_repeat))
   results.update(fvd_evaluator.summary)
   results.update(frame_evaluator.summary)
-  results.update(fixed)
+  results.update(digit_evaluator.summary)
   if 'adherence' in metrics:
     true_scores = tracker.score_caption_adherence(true_videos, captions)
     results.update({f'ground_truth/{k}': float(v) for k, v in true_scores.items()})

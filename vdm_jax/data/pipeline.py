@@ -42,9 +42,9 @@ def to_model_inputs(batch: dict[str, Any], *, max_text_length: int,
 
   Returns:
     {'video': float32 [B, T, H, W, 3] in [-1, 1] (x / 127.5 - 1: 0 -> -1 and
-    255 -> 1 exactly), 'tokens': int32 [B, L] (tokens of `text_tokenizer`, 0-padded)}, and where the batch
-    has them (make_train_dataset(labels=True, text_embeddings=True)): 'label' int32 [B],
-    'text_embedding' float32 [B, L, D] and 'text_embedding_mask' bool [B, L] (cut or
+    255 -> 1 exactly), 'tokens': int32 [B, L] (tokens of `text_tokenizer`, 0-padded)}, and
+    where the batch has them (make_train_dataset(labels=True, text_embeddings=True)): 'label'
+    int32 [B], 'text_embedding' float32 [B, L, D] and 'text_embedding_mask' bool [B, L] (cut or
     zero-padded to L; without a stored mask, rows that are all zero are padding).
   """
   video = np.asarray(batch['video'])
@@ -142,8 +142,8 @@ class WithAppendedImages(grain.transforms.RandomMap):
   video's own (for video_folder an example is a clip, so another clip of the same file may be
   drawn); or, with `images` (config.data.image_dataset), K distinct images of that dataset.
   Processes other than 0 draw them from a stream of their own: grain seeds by position in the
-  process's shard, which is the same on every process. The train step tells the model (`num_images=K`), whose temporal layers then keep every
-  image to itself.
+  process's shard, which is the same on every process. The train step tells the model
+  (`num_images=K`), whose temporal layers then keep every image to itself.
 
   Captions: the whole clip is trained under the video's caption. The U-Net's text conditioning
   (cross-attention and the pooled embedding) is per example, shared by all T + K frames, so the
