@@ -70,6 +70,12 @@ def get_base_config() -> ml_collections.ConfigDict:
   # the noise level and text, after the first conv: the caption can say where and when content is
   # ("moving left": on the right in frame 0, on the left in the last).
   config.model.layout_embedding = False
+  # 'sigma2': scaled by sigmoid(layout_embedding_gate_center - logsnr) (sigma^2 for center 0),
+  # so that it acts at high noise only.
+  config.model.layout_embedding_gate = 'none'
+  config.model.layout_embedding_gate_center = 0.0
+  # Read the noise-level + text embedding through stop_gradient (its gradients train only itself).
+  config.model.layout_embedding_detach = False
   config.model.patch_size = 1  # Space-to-depth of p x p pixels around the U-Net (p^2 cheaper convs; output stays full-res).
   # How 3x3 convs are computed (same results): 'auto' (CPU: 'matmul_grad', else 'xla'), 'xla' (lax.conv),
   # 'matmul_grad' (lax.conv, kernel gradient as an im2col matmul) or 'im2col' (shifted copies + matmul).
@@ -226,6 +232,12 @@ def get_base_config() -> ml_collections.ConfigDict:
   # adherence, FVDs, FID, IS and digit accuracy are means over repeats, with <name>_std (BAIR's protocol: 100 x 256).
   config.eval.num_repeats = 1
   config.eval.seed = 0  # Seed of the evaluation's sampling noise (repeat r > 0 folds in r).
+  # What evaluation samples: 'generate' (one video per caption from noise; a frame-conditioned model is given
+  # the true video's first train.num_cond_frames frames) or a conditional task of vdm_jax/tasks.py on the
+  # true video of each caption ('predict', 'interpolate', 'super_resolve', 'inpaint'; settings from
+  # config.sample: num_known_frames, conditioning_method, ...), e.g. Kinetics-600's 5 -> 11 protocol:
+  # --config.eval.task=predict --config.sample.num_known_frames=5.
+  config.eval.task = 'generate'
   # What --mode eval (and evaluation during training) computes, any of: 'adherence' (caption adherence
   # of eval.num_captions generated videos, the tracker; moving_shapes), 'bpd' (bits/dim), 'fvd_learned'
   # (Frechet distance on the features of the classifier in eval.classifier_workdir), 'fvd_i3d' (FVD with

@@ -101,6 +101,16 @@ REFUSED = {
                         "config.data.name='moving_shape' is neither a built-in dataset"),
     'unknown dataset in sample mode': (['--config.data.name=moving_shape', *NO_EVAL, '--mode=sample'],
                                        "config.data.name='moving_shape' is neither"),
+    'layout gate without the layout embedding': (
+        ['--config.model.layout_embedding_gate=sigma2'],
+        "gates the layout embedding, which is off: add --config.model.layout_embedding=True"),
+    'layout detach without the layout embedding': (
+        ['--config.model.layout_embedding_detach=True'],
+        'detaches the layout embedding, which is off: add --config.model.layout_embedding=True'),
+    'unknown layout gate': (['--config.model.layout_embedding=True',
+                             '--config.model.layout_embedding_gate=sigma'],
+                            "config.model.layout_embedding_gate='sigma' is not allowed"),
+    'unknown eval task': (['--config.eval.task=extend'], "config.eval.task='extend' is not allowed"),
     'sample without checkpoint': (['--mode=sample'], 'no checkpoint in '),
     'eval without checkpoint': (['--mode=eval'], 'no checkpoint in '),
     'empty prompt': (['--mode=sample', '--prompt='], "--prompt '' (prompt 1) is empty"),

@@ -380,6 +380,51 @@ def test_conditional_layout_embedding_starts_at_zero_and_reads_its_coordinates()
   assert np.abs(out[1] - out[0]).max() > 1e-3  # conditioning
 
 
+def test_sigma2_gate_scales_the_layout_embedding_by_the_noise_variance():
+  """gate='sigma2' (same parameters) gives sigmoid(-logsnr) times the ungated embedding, per
+  example: the full embedding at high noise, almost none where the video is visible."""
+  emb = jnp.asarray(np.random.default_rng(0).standard_normal((3, 12)), jnp.float32)
+  logsnr = jnp.array([-8.0, 0.0, 6.0])
+  ungated = layers.ConditionalLayoutEmbedding(8, num_frequencies=16)
+  gated = layers.ConditionalLayoutEmbedding(8, num_frequencies=16, gate='sigma2')
+  params = ungated.init(jax.random.PRNGKey(0), emb, 3, 4, 4)
+  rng = np.random.default_rng(1)
+  params = jax.tree.map(lambda x: jnp.asarray(0.3 * rng.standard_normal(x.shape), x.dtype), params)
+  full = np.asarray(ungated.apply(params, emb, 3, 4, 4))
+  out = np.asarray(gated.apply(params, emb, 3, 4, 4, logsnr=logsnr))
+  sigma2 = 1.0 / (1.0 + np.exp(np.asarray(logsnr)))
+  np.testing.assert_allclose(out, sigma2[:, None, None, None, None] * full, rtol=1e-5, atol=1e-7)
+  assert np.abs(out[0]).max() > 0.99 * np.abs(full[0]).max() > 1e-3
+  assert np.abs(out[2]).max() < 0.003 * np.abs(full[2]).max()
+  shifted = layers.ConditionalLayoutEmbedding(8, num_frequencies=16, gate='sigma2', gate_center=-4.0)
+  out = np.asarray(shifted.apply(params, emb, 3, 4, 4, logsnr=logsnr))
+  np.testing.assert_allclose(out, (1.0 / (1.0 + np.exp(np.asarray(logsnr) + 4.0)))[:, None, None, None, None]
+                             * full, rtol=1e-5, atol=1e-6)
+
+
+
+def test_detached_layout_embedding_trains_itself_but_not_the_text_encoder_through_it():
+  """layout_embedding_detach=True: the same outputs and the same gradient of the layout
+  embedding's own parameters; the text encoder's gradient loses the part that came through it."""
+  z, kw = inputs()
+  grads = {}
+  for detach in (False, True):
+    model = VideoUNet(**{**TINY, 'layout_embedding': True, 'layout_embedding_detach': detach})
+    params = host_params(model, z, **kw)
+    loss = lambda p: jnp.mean(model.apply(p, z, **kw) ** 2)
+    grads[detach] = jax.jit(jax.value_and_grad(loss)).lower(params).compile(FAST_COMPILE)(params)
+  (loss_a, a), (loss_b, b) = grads[False], grads[True]
+  np.testing.assert_allclose(loss_a, loss_b, rtol=1e-6)
+  for x, y in zip(jax.tree.leaves(a['params']['layout_embedding']),
+                  jax.tree.leaves(b['params']['layout_embedding'])):
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-7)
+  text = [k for k in a['params'] if 'text' in k]
+  assert text
+  difference = max(float(np.abs(np.asarray(x) - np.asarray(y)).max()) for k in text for x, y in
+                   zip(jax.tree.leaves(a['params'][k]), jax.tree.leaves(b['params'][k])))
+  assert difference > 1e-6
+
+
 # ------------------------------------------------- attention implementations, remat, precision
 
 

@@ -26,6 +26,7 @@ ALLOWED = {
     'model.conv_impl': layers.CONV_IMPLS,
     'model.attention_impl': ('dot_product_attention', 'einsum'),  # models.attention.ATTENTION_IMPLS
     'model.remat': ('none', 'block', 'full'),  # models.unet.REMAT_MODES
+    'model.layout_embedding_gate': layers.LAYOUT_EMBEDDING_GATES,
     'model.dtype': ('float32', 'bfloat16'),
     'model.param_dtype': ('float32', 'bfloat16'),
     'diffusion.schedule': schedules.SCHEDULES,
@@ -36,6 +37,7 @@ ALLOWED = {
     'sample.sampler': samplers.SAMPLERS,
     'sample.time_spacing': samplers.TIME_SPACINGS,
     'sample.task': tasks.TASKS,
+    'eval.task': ('generate',) + tasks.TEST_CLIP_TASKS,
     'sample.conditioning_method': guidance.CONDITIONING_METHODS,
     'eval.split': ('train', 'test'),
     'classifier.pool': ('mean', 'max'),  # metrics.video_classifier.POOLS
@@ -163,6 +165,12 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   _require(0 <= d.train_time_uniform_fraction <= 1,
            f'config.diffusion.train_time_uniform_fraction={d.train_time_uniform_fraction!r} must lie '
            'in [0, 1]: set --config.diffusion.train_time_uniform_fraction accordingly.')
+  _require(config.model.layout_embedding_gate == 'none' or config.model.layout_embedding,
+           f'config.model.layout_embedding_gate={config.model.layout_embedding_gate!r} gates the layout '
+           'embedding, which is off: add --config.model.layout_embedding=True.')
+  _require(not config.model.layout_embedding_detach or config.model.layout_embedding,
+           'config.model.layout_embedding_detach=True detaches the layout embedding, which is off: '
+           'add --config.model.layout_embedding=True.')
   _require(d.train_time_distribution == 'uniform' or d.loss_weighting != 'vlb',
            f"config.diffusion.train_time_distribution={d.train_time_distribution!r} reweights the loss "
            "by p(t), so it is no longer the VLB: use --config.diffusion.train_time_distribution=uniform "
@@ -203,6 +211,12 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
              f'(levels are {level_sizes} for {height}x{height} videos): use sizes from that list.')
   _require(frames >= 1, f'the dataset has {frames} frames; need at least 1.')
   validate_task(config.sample, frames=frames, height=height)
+  if config.eval.task != 'generate':
+    validate_task(config.sample, frames=frames, height=height, task=config.eval.task)
+    _require(not model.frame_conditioning,
+             f'config.eval.task={config.eval.task!r} guides a model that is not frame-conditioned '
+             "(vdm_jax/guidance.py), but config.model.frame_conditioning=True: use "
+             "--config.eval.task=generate (the model is given its first frames) for this model.")
   split_size = registry.split_size(config, config.eval.split)  # None: known once prepared.
   _require(split_size is None or config.eval.num_captions <= split_size,
            f'config.eval.num_captions={config.eval.num_captions} exceeds the {split_size} videos of '
@@ -249,9 +263,11 @@ def validate_mesh(mesh: ml_collections.ConfigDict, *, num_devices: int | None = 
            'devices: use --config.mesh.data=-1 (the rest).')
 
 
-def validate_task(sample: ml_collections.ConfigDict, *, frames: int, height: int) -> None:
-  """The fields of `config.sample.task` (vdm_jax/tasks.py) for videos of `frames` x `height`^2."""
-  task = sample.task
+def validate_task(sample: ml_collections.ConfigDict, *, frames: int, height: int,
+                  task: str | None = None) -> None:
+  """The fields of `task` (default `config.sample.task`; vdm_jax/tasks.py) for videos of `frames`
+  x `height`^2."""
+  task = sample.task if task is None else task
   _require(sample.reconstruction_weight >= 0,
            f'config.sample.reconstruction_weight={sample.reconstruction_weight!r} must be >= 0: set '
            '--config.sample.reconstruction_weight (e.g. 5; 0: the observation imposed only).')

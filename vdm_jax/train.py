@@ -90,6 +90,9 @@ def create_model(config: ml_collections.ConfigDict) -> unet.VideoUNet:
       frame_embedding=model_config.frame_embedding,
       coord_channels=model_config.coord_channels,
       layout_embedding=model_config.layout_embedding,
+      layout_embedding_gate=model_config.layout_embedding_gate,
+      layout_embedding_gate_center=model_config.layout_embedding_gate_center,
+      layout_embedding_detach=model_config.layout_embedding_detach,
       conv_impl=model_config.conv_impl,
       attention_impl=model_config.attention_impl,
       remat=model_config.remat,
@@ -381,6 +384,9 @@ class Run:
   # evaluate.make_bpd_fn(run), built at the first bits/dim estimate and kept (like `generate`)
   # until the schedule changes, so periodic evaluations compile it once.
   bpd_fn: Callable | None = None
+  # tasks.make_conditional_generate_fn for config.eval.task, built at its first evaluation and
+  # kept until the schedule changes (as bpd_fn).
+  eval_task_generate: Callable | None = None
 
 
 def setup(config: ml_collections.ConfigDict) -> Run:
@@ -411,6 +417,7 @@ def use_schedule(run: Run, schedule_params: Any) -> None:
   run.generate = sample_lib.make_generate_fn(run.model, logsnr_fn=run.logsnr_fn, config=run.config,
                                              video_shape=run.video_shape, mesh=run.mesh)
   run.bpd_fn = None
+  run.eval_task_generate = None
 
 
 def make_mesh_checked(config):

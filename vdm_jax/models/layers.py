@@ -209,6 +209,10 @@ def coordinate_channels(B: int, T: int, H: int, W: int, *, num_images: int = 0,
   return jnp.broadcast_to(grid[None], (B, T, H, W, 3)).astype(dtype)
 
 
+# 'none': the layout embedding acts at every noise level; 'sigma2': scaled by sigma^2.
+LAYOUT_EMBEDDING_GATES = ('none', 'sigma2')
+
+
 class ConditionalLayoutEmbedding(nn.Module):
   """An embedding of each position's (frame, row, column) whose coefficients are a function of
   the conditioning embedding (noise level and text): out[b, p] = sum_k f_k(p) A_k(emb_b).
@@ -222,17 +226,28 @@ class ConditionalLayoutEmbedding(nn.Module):
   content at absolute positions and times early in training ("moving left": on the right in the
   first frame, on the left in the last), which translation-equivariant convolutions and
   relative-position attention cannot express from a noise input.
+
+  gate='sigma2' multiplies the embedding by sigmoid(gate_center - logsnr) (sigma^2 for center 0):
+  it acts at high noise, where the caption alone decides the layout, and fades where the object is
+  visible (center 0: 0.12 at log-SNR 2, 0.018 at 4; center -4: 0.12 at -2, 0.018 at 0), so it
+  cannot disturb the lower-noise levels that the rest of the network handles (ungated, trained
+  over all levels, it did: README, Results).
   """
   features: int
   num_frequencies: int = 64
   scale: float = 3.0
+  gate: str = 'none'  # See LAYOUT_EMBEDDING_GATES.
+  gate_center: float = 0.0  # The log-SNR where the gate is 1/2.
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, emb: jax.Array, T: int, H: int, W: int, num_images: int = 0) -> jax.Array:
+  def __call__(self, emb: jax.Array, T: int, H: int, W: int, num_images: int = 0,
+               logsnr: jax.Array | None = None) -> jax.Array:
     """emb: [B, E] -> [B, T, H, W, features]; the last `num_images` frames are images (see
-    coordinate_channels)."""
+    coordinate_channels); logsnr: float32 [B], needed by gate='sigma2'."""
+    if self.gate not in LAYOUT_EMBEDDING_GATES:
+      raise ValueError(f'Unknown layout embedding gate {self.gate!r}; allowed: {LAYOUT_EMBEDDING_GATES}.')
     B = emb.shape[0]
     coords = coordinate_channels(1, T, H, W, num_images=num_images)[0]
     frequencies = self.param('frequencies', nn.initializers.normal(self.scale),
@@ -243,6 +258,10 @@ class ConditionalLayoutEmbedding(nn.Module):
     coefficients = nn.Dense(K * self.features, kernel_init=nn.initializers.zeros, name='coefficients',
                             dtype=self.dtype, param_dtype=self.param_dtype)(nn.silu(emb))
     coefficients = coefficients.reshape(B, K, self.features)
+    if self.gate == 'sigma2':
+      coefficients = coefficients * jax.nn.sigmoid(
+          self.gate_center - logsnr.astype(jnp.float32))[:, None, None].astype(
+          coefficients.dtype)
     out = jnp.einsum('thwk,bkc->bthwc', fourier.astype(self.dtype), coefficients)
     assert out.shape == (B, T, H, W, self.features), out.shape
     return out

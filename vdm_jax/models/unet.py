@@ -96,6 +96,13 @@ class VideoUNet(nn.Module):
   # (noise level + text), so the caption can say where and when content is
   # (layers.ConditionalLayoutEmbedding). Not in Ho et al. 2022.
   layout_embedding: bool = False
+  # 'sigma2': the layout embedding scaled by sigma^2, so it acts at high noise only (see
+  # layers.LAYOUT_EMBEDDING_GATES).
+  layout_embedding_gate: str = 'none'
+  layout_embedding_gate_center: float = 0.0  # The log-SNR where the 'sigma2' gate is 1/2.
+  # The layout embedding reads the conditioning embedding through stop_gradient: its gradients
+  # then train only itself, not the text encoder and noise-level MLP that every block shares.
+  layout_embedding_detach: bool = False
   attention_impl: str = 'dot_product_attention'  # See attention.ATTENTION_IMPLS.
   # Rematerialisation (gradient checkpointing), see REMAT_MODES: 'none'; 'block': every residual
   # block and attention block keeps only its inputs for the backward pass and recomputes the
@@ -263,8 +270,11 @@ class VideoUNet(nn.Module):
       frames = layers.sinusoidal_embedding(index.astype(jnp.float32), self.channels)
       h = h + nn.Dense(self.channels, name='frame_embedding', **kw)(frames)[None, :, None, None, :]
     if self.layout_embedding:
-      h = h + layers.ConditionalLayoutEmbedding(self.channels, name='layout_embedding', **kw)(
-          emb, T, H // p, W // p, num_images)
+      h = h + layers.ConditionalLayoutEmbedding(
+          self.channels, gate=self.layout_embedding_gate,
+          gate_center=self.layout_embedding_gate_center, name='layout_embedding', **kw)(
+              jax.lax.stop_gradient(emb) if self.layout_embedding_detach else emb,
+              T, H // p, W // p, num_images, logsnr=logsnr)
     skips = [h]
     for level, mult in enumerate(self.channel_mult):
       for i in range(self.num_res_blocks):
