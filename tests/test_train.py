@@ -1,7 +1,9 @@
 """End to end: the smoke experiment trains, resumes exactly, samples and evaluates."""
 
+import html
 import json
 import os
+import re
 
 import imageio.v2 as imageio
 import jax
@@ -15,6 +17,7 @@ from vdm_jax import config_validation
 from vdm_jax import evaluate
 from vdm_jax import sample
 from vdm_jax import train
+from vdm_jax.data import pipeline
 from vdm_jax.errors import UserError
 
 # One pytest-xdist worker runs the tests that share the session's resumed smoke run.
@@ -70,6 +73,58 @@ def test_eval_reports_adherence(smoke_data_dir, resumed_workdir):
   assert results['bpd/total'] > 1.0
   with open(os.path.join(resumed_workdir, 'eval', 'step_4.json')) as f:
     assert json.load(f)['num_captions'] == config.eval.num_captions
+
+
+def test_eval_of_a_prediction_task_conditions_on_the_true_frames(smoke_data_dir, resumed_workdir,
+                                                                 tmp_path):
+  """config.eval.task='predict' (Kinetics-600's protocol, here 2 -> 2 frames): with replacement the
+  sampled videos hold the true first frames, the rest generated; the picture of what the model was
+  given is those frames and grey; the results carry the task's scores; the HTML page shows, per
+  caption, given / generated / true GIFs that exist."""
+  config = smoke_config(smoke_data_dir, 4)
+  config.eval.task = 'predict'
+  config.sample.num_known_frames = 2
+  config.sample.conditioning_method = 'replacement'
+  config.eval.metrics = ('adherence',)
+  config.eval.bpd_num_videos = 0
+  config_validation.validate(config)
+  run = train.restore_for_inference(config, str(resumed_workdir))
+  builder = train.load_dataset_builder(config)
+  true_videos, captions = pipeline.make_eval_source(builder=builder, split='test', num_examples=4)
+  sampler = evaluate.EvalVideoSampler(run, true_videos=true_videos, captions=captions)
+  videos = sampler.sample(jax.random.PRNGKey(0))
+  known = videos[:, :2].astype(int) - true_videos[:, :2]
+  unknown = videos[:, 2:].astype(int) - true_videos[:, 2:]
+  assert np.abs(known).max() <= 1  # uint8 rounding
+  assert np.abs(unknown).mean() > 5  # a 4-step model does not reproduce the rest
+  np.testing.assert_array_equal(sampler.given[:, :2], true_videos[:, :2])
+  assert np.all(sampler.given[:, 2:] == 128)  # mid-grey: not given
+  assert set(sampler.scores(videos)) >= {'predict/psnr', 'predict/ssim'}
+
+  results = evaluate.evaluate_run(run, str(tmp_path), builder=builder)
+  assert results['task'] == 'predict' and np.isfinite(results['predict/psnr'])
+  page = tmp_path / 'eval' / 'step_4_report.html'
+  text = page.read_text()
+  sources = re.findall(r'<img src="([^"]+)"', text)
+  assert len(sources) == 1 + 3 * config.eval.num_captions  # the report PNG, then 3 GIFs a caption
+  assert all((page.parent / src).is_file() for src in sources)
+  assert html.escape(captions[0]) in text and '<th>given</th><th>generated</th><th>true</th>' in text
+  gif = [np.asarray(f)[..., :3].astype(int) for f in imageio.mimread(page.parent / sources[1])]
+  # Caption 0, given: two true frames, then grey (Pillow writes repeated frames once, held longer).
+  assert np.abs(gif[0] - 128).max() > 50 and np.abs(gif[-1] - 128).max() <= 1
+
+
+def test_eval_task_with_a_frame_conditioned_model_is_refused(smoke_data_dir):
+  config = smoke_config(smoke_data_dir, 4)
+  config.eval.task = 'predict'
+  config.model.frame_conditioning = True
+  config.eval.bpd_num_videos = 0
+  with pytest.raises(UserError, match='eval.task=generate'):
+    config_validation.validate(config)
+  config.model.frame_conditioning = False
+  config.eval.task = 'extend'
+  with pytest.raises(UserError, match='eval.task'):
+    config_validation.validate(config)
 
 
 def test_sample_without_checkpoint_is_a_user_error(tmp_path, smoke_data_dir):

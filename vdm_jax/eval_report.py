@@ -1,5 +1,7 @@
 """The picture of an evaluation: the metric table, metric curves over training steps read from the
-run's TensorBoard logs, and generated videos next to true ones, in one PNG (Pillow only).
+run's TensorBoard logs, and generated videos next to true ones, in one PNG (Pillow only); and an
+HTML page with the same table and PNG plus, per caption, the videos as GIFs (what the model was
+given, for conditional generation; generated; true).
 
 TensorBoard event files are TFRecord files of `Event` protos: each record is a little-endian
 uint64 length, a uint32 masked CRC of it, the bytes, and a uint32 masked CRC of them. They are read
@@ -8,6 +10,7 @@ tensorboardX's `add_scalar` carry `simple_value`.
 """
 
 import glob
+import html
 import os
 import struct
 from typing import Mapping, Sequence
@@ -98,9 +101,11 @@ def _plot(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], title: str,
 
 def write_report_png(path: str, *, title: str, table: Mapping[str, float],
                      curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
-                     videos_png: str | None = None) -> None:
+                     videos_png: str | None = None,
+                     rows_caption: str = 'generated | true') -> None:
   """One PNG: `title`, the metric `table` ({name: value}), a plot for each group of `CURVES` with
-  data in `curves` ({tag: (steps, values)}), and the image `videos_png` (e.g. generated vs true)."""
+  data in `curves` ({tag: (steps, values)}), and the image `videos_png` (e.g. generated vs true,
+  its rows in the order `rows_caption` says, per caption)."""
   font = ImageFont.load_default()
   width, plot_w, plot_h, row_h = 1200, 400, 220, 14
   panels = [(name, [(label, *curves[tag], color) for tag, label, color in group if tag in curves])
@@ -126,7 +131,33 @@ def write_report_png(path: str, *, title: str, table: Mapping[str, float],
     x, y = (i % columns) * plot_w, plots_top + (i // columns) * plot_h
     _plot(draw, (x, y, x + plot_w, y + plot_h - 8), name, lines, font)
   if videos is not None:
-    draw.text((10, plots_bottom + 8), 'rows alternate: generated, true (same caption)', fill=_INK,
-              font=font)
+    draw.text((10, plots_bottom + 8), f'rows per caption: {rows_caption}', fill=_INK, font=font)
     image.paste(videos, (0, plots_bottom + 24))
   image.save(path)
+
+
+def _shown(value) -> str:
+  return f'{value:.4g}' if isinstance(value, float) else str(value)
+
+
+def write_report_html(path: str, *, title: str, table: Mapping[str, float], report_png: str,
+                      rows: Sequence[tuple[str, Mapping[str, str]]]) -> None:
+  """A self-contained page next to its files: `title`, the metric `table`, the image `report_png`
+  (a path relative to the page) and one table row per (caption, {kind: GIF path relative to the
+  page}), the kinds as columns in their order."""
+  kinds = list(rows[0][1]) if rows else []
+  esc = html.escape
+  lines = ['<!DOCTYPE html>', '<html><head><meta charset="utf-8">', f'<title>{esc(title)}</title>',
+           '<style>body{font-family:sans-serif} td,th{padding:2px 8px;text-align:left} '
+           'img{image-rendering:pixelated}</style></head><body>', f'<h1>{esc(title)}</h1>',
+           '<h2>Metrics</h2>', '<table>']
+  lines += [f'<tr><td>{esc(name)}</td><td>{esc(_shown(value))}</td></tr>' for name, value in table.items()]
+  lines += ['</table>', '<h2>Curves and frames</h2>', f'<img src="{esc(report_png)}">',
+            '<h2>Videos</h2>', '<table>', '<tr><th>caption</th>' + ''.join(
+                f'<th>{esc(kind)}</th>' for kind in kinds) + '</tr>']
+  for caption, gifs in rows:
+    lines.append(f'<tr><td>{esc(caption)}</td>' + ''.join(
+        f'<td><img src="{esc(gifs[kind])}"></td>' for kind in kinds) + '</tr>')
+  lines += ['</table>', '</body></html>']
+  with open(path, 'w', encoding='utf-8') as f:
+    f.write('\n'.join(lines) + '\n')

@@ -26,6 +26,17 @@ Digit accuracy (moving_digits, whose captions the tracker cannot read): the frac
 generated videos in which a classifier trained on moving_digits (eval.classifier_workdir) finds
 the caption's digits and no other, with the true videos of the same captions as the ceiling.
 
+What is sampled: by default (`config.eval.task='generate'`) one video per caption from noise, a
+frame-conditioned model given the true video's first `config.train.num_cond_frames` frames (BAIR's
+1 -> 15). With a conditional task of vdm_jax/tasks.py (`config.eval.task`: 'predict', 'interpolate',
+'super_resolve' or 'inpaint', with config.sample's settings for it: num_known_frames,
+conditioning_method, reconstruction_weight, ...) each video is generated from the observation of
+the true video of its caption, by reconstruction guidance (or replacement) with a model that is not
+frame-conditioned: Kinetics-600's 5 -> 11 protocol is `eval.task='predict'` with
+`sample.num_known_frames=5`. Every metric then scores these videos, and `<task>/psnr`,
+`<task>/ssim` (and on moving_shapes `<task>/trajectory_error_px`) compare their unknown part with
+the truth (tasks.score), averaged over repeats like the rest.
+
 Repeats (the papers' protocols, e.g. BAIR's FVD of 100 x 256 samples): the generated videos are
 sampled `config.eval.num_repeats` times from seeds derived from `config.eval.seed`; adherence, the
 FVDs, FID, IS and digit accuracy are the mean over repeats, with their standard deviation as
@@ -33,8 +44,9 @@ FVDs, FID, IS and digit accuracy are the mean over repeats, with their standard 
 by the field.
 
 `config.eval.metrics` picks which of adherence, bpd, the FVDs, FID, IS and digit accuracy are
-computed. A report PNG (vdm_jax/eval_report.py) shows the metric table, the metric curves over
-training steps from the run's TensorBoard logs, and generated next to true videos.
+computed. A report PNG and an HTML page (vdm_jax/eval_report.py) show the metric table, the metric
+curves over training steps from the run's TensorBoard logs, and generated next to true videos (with
+what the model was given, for conditional generation).
 """
 
 import json
@@ -54,6 +66,7 @@ from vdm_jax import conditioning
 from vdm_jax import eval_report
 from vdm_jax import likelihood
 from vdm_jax import mesh as mesh_lib
+from vdm_jax import tasks
 from vdm_jax import video_io
 from vdm_jax.data import pipeline
 from vdm_jax.data import tracker
@@ -352,6 +365,51 @@ def evaluate_digit_accuracy(run, *, generated: np.ndarray, true_videos: np.ndarr
   return {**evaluator(generated), **evaluator.summary}
 
 
+class EvalVideoSampler:
+  """The videos an evaluation scores, for the captions of `true_videos` (uint8 [N, T, H, W, 3],
+  video i of caption i): `sample(key)` -> uint8 [N, T, H, W, 3] (see the module docstring, "What
+  is sampled"). `given`: uint8 [N, T, H, W, 3], what the model was given of each true video
+  (pixels not given mid-grey, as tasks.conditioning_picture), or None when it was given nothing but the caption; `scores(videos)`:
+  the conditional task's reconstruction scores ({} for 'generate')."""
+
+  def __init__(self, run, *, true_videos: np.ndarray, captions: list[str]):
+    config, c = run.config, run.config.sample
+    self.task = config.eval.get('task', 'generate')
+    self._captions, self._run, self._dataset = captions, run, config.data.name
+    self.given, self._conditioning = None, None
+    if self.task == 'generate':
+      if config.model.frame_conditioning:  # The first frames of the true videos (video prediction).
+        known = np.arange(true_videos.shape[1]) < config.train.num_cond_frames
+        self.given = np.where(known[None, :, None, None, None], true_videos, 128).astype(np.uint8)
+      self._frames = {'frames': true_videos} if config.model.frame_conditioning else {}
+      return
+    truth = (true_videos.astype(np.float32) * 2 - 255) / 255  # As pipeline.to_model_inputs.
+    self._conditioning = tasks.task_conditioning(
+        self.task, truth, num_known_frames=c.num_known_frames,
+        super_resolution_factor=c.super_resolution_factor, inpaint_fraction=c.inpaint_fraction)
+    self.given = tasks.conditioning_picture(self._conditioning, video_shape=true_videos.shape[1:])
+    self._true_videos = true_videos
+    if run.eval_task_generate is None:
+      run.eval_task_generate = tasks.make_conditional_generate_fn(
+          run.model, logsnr_fn=run.logsnr_fn, config=config, video_shape=run.video_shape,
+          mesh=run.mesh, factor=self._conditioning.factor)
+
+  def sample(self, key: jax.Array) -> np.ndarray:
+    run = self._run
+    if self._conditioning is None:
+      return run.generate(run.ema_params, self._captions, key, **self._frames)
+    return video_io.to_uint8(run.eval_task_generate(
+        run.ema_params, self._captions, self._conditioning.observation, self._conditioning.mask,
+        key))
+
+  def scores(self, videos: np.ndarray) -> dict[str, float]:
+    if self._conditioning is None:
+      return {}
+    per_clip = tasks.score(videos, self._true_videos, self._conditioning, dataset=self._dataset)
+    return {f'{self.task}/{k}': float(np.nanmean(v)) if np.any(np.isfinite(v)) else float('nan')
+            for k, v in per_clip.items()}
+
+
 def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
   """Caption adherence of `run.ema_params` (a `train.Run`); returns the scores of generated videos."""
   config: ml_collections.ConfigDict = run.config
@@ -367,11 +425,11 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
   # Configs made before eval.seed / eval.num_repeats existed sampled once from sample.seed.
   rng = jax.random.fold_in(jax.random.PRNGKey(config.eval.get('seed', config.sample.seed)), 1)
   repeats = config.eval.get('num_repeats', 1)
-  logging.info('Evaluating %d %s captions x %d repeat(s) (%s, %d steps, guidance %.2f)',
+  sampler = EvalVideoSampler(run, true_videos=true_videos, captions=captions)
+  logging.info('Evaluating %d %s captions x %d repeat(s) (%s%s, %d steps, guidance %.2f)',
                len(captions), config.eval.split, repeats, config.sample.sampler,
+               '' if sampler.task == 'generate' else f', task {sampler.task}',
                config.sample.num_steps, config.sample.guidance_weight)
-  # A frame-conditioned model is given the first frames of the true videos (video prediction).
-  frames = {'frames': true_videos} if config.model.frame_conditioning else {}
   # A config made before eval.metrics existed evaluates what evaluation did then.
   metrics = tuple(config.eval.get('metrics', ('adherence', 'bpd')))
   fvd_evaluator = FvdEvaluator(run, builder, len(captions))
@@ -381,10 +439,10 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
   per_repeat = []
   for repeat in range(repeats):  # One set at a time: 100 x 256 BAIR videos would be 5 GB.
     key = rng if repeat == 0 else jax.random.fold_in(rng, repeat)
-    videos = run.generate(run.ema_params, captions, key, **frames)
+    videos = sampler.sample(key)
     if repeat == 0:
       generated = videos  # The one shown in the pictures.
-    scores = {}
+    scores = sampler.scores(videos)
     if 'adherence' in metrics:
       scores.update({f'caption_adherence/{k}': float(v)
                      for k, v in tracker.score_caption_adherence(videos, captions).items()})
@@ -403,6 +461,7 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
       'sampler': config.sample.sampler,
       'sample_steps': config.sample.num_steps,
       'guidance_weight': config.sample.guidance_weight,
+      'task': sampler.task,
   }
   results.update(mean_over_repeats(per_repeat))
   results.update(fvd_evaluator.summary)
@@ -420,10 +479,15 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
     with open(os.path.join(directory, f'step_{run.step}.json'), 'w') as f:
       json.dump({**results, 'captions': captions}, f, indent=2)
     shown = min(8, len(captions))
-    # Rows alternate generated / true for the same caption.
-    pairs = np.stack([generated[:shown], true_videos[:shown]], axis=1).reshape(-1, *generated.shape[1:])
+    # Per caption: (what the model was given,) generated, true.
+    kinds = (('given',) if sampler.given is not None else ()) + ('generated', 'true')
+    sets = {'given': sampler.given, 'generated': generated, 'true': true_videos}
+    rows = np.stack([sets[kind][:shown] for kind in kinds], axis=1).reshape(-1, *generated.shape[1:])
     grid_png = os.path.join(directory, f'step_{run.step}_generated_vs_true.png')
-    video_io.write_grid_png(grid_png, pairs)
+    if sampler.given is None:
+      video_io.write_grid_png(grid_png, rows)
+    else:
+      video_io.write_labelled_grid_png(grid_png, [kind for _ in range(shown) for kind in kinds], rows)
     numbers = {k: v for k, v in results.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)}
     curves = eval_report.read_scalars(os.path.join(workdir, 'tensorboard'))
@@ -434,7 +498,23 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
     eval_report.write_report_png(
         os.path.join(directory, f'step_{run.step}_report.png'), curves=curves, videos_png=grid_png,
         title=f'Evaluation at step {run.step} ({len(captions)} {config.eval.split} captions)',
-        table=numbers)
+        table=numbers, rows_caption=' | '.join(kinds))
+    video_dir = os.path.join(directory, f'step_{run.step}_videos')
+    os.makedirs(video_dir, exist_ok=True)
+    html_rows = []
+    for i in range(shown):
+      gifs = {}
+      for kind in kinds:
+        name = f'{i:02d}_{kind}.gif'
+        video_io.write_gif(os.path.join(video_dir, name), video_io.upscale(sets[kind][i], min_size=96),
+                           fps=config.sample.fps)
+        gifs[kind] = os.path.join(os.path.basename(video_dir), name)
+      html_rows.append((captions[i], gifs))
+    eval_report.write_report_html(
+        os.path.join(directory, f'step_{run.step}_report.html'),
+        title=f'Evaluation at step {run.step} ({len(captions)} {config.eval.split} captions'
+              f'{"" if sampler.task == "generate" else ", task " + sampler.task})',
+        table=numbers, report_png=f'step_{run.step}_report.png', rows=html_rows)
     if 'adherence' in metrics:
       print_table(f'Caption adherence at step {run.step} ({len(captions)} {config.eval.split} '
                   'captions)', {'generated': {k: float(v) for k, v in generated_scores.items()},
