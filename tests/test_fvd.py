@@ -133,6 +133,39 @@ def test_evaluate_fvd_learned(classifier_workdir):
     evaluate.evaluate_fvd(run, builder, noise[:, :8])
 
 
+def test_reference_features_are_computed_once_per_workdir(classifier_workdir, tmp_path, monkeypatch):
+  """A second evaluator with the same cache directory reads the reference's and floor's features
+  instead of computing them, and gives the same distances; another reference set is computed."""
+  import copy  # pylint: disable=g-import-not-at-top
+  workdir, config, builder, *_ = classifier_workdir
+  config = copy.deepcopy(config)
+  config.eval.metrics = ('fvd_learned',)
+  config.eval.classifier_workdir = workdir
+  config.eval.fvd_num_reference = 16
+  run = types.SimpleNamespace(config=config, video_shape=(16, 32, 32, 3))
+  computed = []
+  real = evaluate.fvd_feature_fn
+
+  def counting(*args):
+    feature_fn = real(*args)
+    return lambda videos: computed.append(len(videos)) or feature_fn(videos)
+
+  monkeypatch.setattr(evaluate, 'fvd_feature_fn', counting)
+  noise = np.random.default_rng(0).integers(0, 256, (8, 16, 32, 32, 3), dtype=np.uint8)
+  cache = str(tmp_path / 'cache')
+  first = evaluate.FvdEvaluator(run, builder, 8, cache_dir=cache)
+  assert sum(computed) == 16 + 8
+  second = evaluate.FvdEvaluator(run, builder, 8, cache_dir=cache)
+  assert sum(computed) == 16 + 8  # read back
+  assert second.summary == first.summary
+  np.testing.assert_allclose(second(noise)['fvd_learned/generated'],
+                             first(noise)['fvd_learned/generated'], rtol=1e-6)
+  computed.clear()
+  config.eval.fvd_num_reference = 12
+  evaluate.FvdEvaluator(run, builder, 8, cache_dir=cache)
+  assert sum(computed) == 12  # a new reference; the floor's 8 videos are the same
+
+
 def test_validation_of_eval_metrics_and_classifier():
   config = feature_classifier.get_config('smoke')
   config.eval.metrics = ('adherence', 'fvd')

@@ -14,7 +14,8 @@ captions, in bits per dimension (an upper bound on -log2 p(video | caption) / di
 Frechet video distances (vdm_jax/metrics/fvd.py) of the same generated videos against the first
 `config.eval.fvd_num_reference` videos of the split, with the floor of as many videos of the other
 split: 'fvd_learned' on the features of a small classifier trained on the dataset's captions,
-'fvd_i3d' on I3D's (FVD proper; user-supplied weights).
+'fvd_i3d' on I3D's (FVD proper; user-supplied weights). The reference's and the floor's features are kept in
+WORKDIR/eval/reference_features/ for the next evaluation (vdm_jax/metrics/feature_cache.py).
 
 Frame-level metrics (vdm_jax/metrics/inception.py; Inception-v3 with user-supplied weights):
 'fid_frames', the FID of `config.eval.frames_per_video` evenly spaced frames of each generated video
@@ -73,6 +74,7 @@ from vdm_jax.data import tracker
 from vdm_jax.errors import UserError
 from vdm_jax.metrics import convert_i3d
 from vdm_jax.metrics import convert_inception
+from vdm_jax.metrics import feature_cache
 from vdm_jax.metrics import frechet
 from vdm_jax.metrics import fvd
 from vdm_jax.metrics import i3d
@@ -206,7 +208,9 @@ class FvdEvaluator:
   eval.split, with the reference features and the floor (the first `num_generated` videos of the
   other split against the same reference) computed once, for any number of generated sets."""
 
-  def __init__(self, run, builder, num_generated: int):
+  def __init__(self, run, builder, num_generated: int, *, cache_dir: str | None = None):
+    """cache_dir: where the reference's and floor's features are kept between evaluations
+    (vdm_jax/metrics/feature_cache.py); None: computed each time."""
     config = run.config
     self.batch_size = config.sample.batch_size
     self.metrics = [m for m in FVD_METRICS if m in config.eval.get('metrics', ())]
@@ -215,19 +219,28 @@ class FvdEvaluator:
       return
     reference, floor = reference_and_floor(config, builder, num_generated)
     for metric in self.metrics:
-      logging.info('Computing %s features of %d %s videos (the reference)', metric,
-                   len(reference), config.eval.split)
       feature_fn = self._feature_fns[metric] = fvd_feature_fn(config, metric, run.video_shape)
-      self._reference[metric] = fvd.features_in_batches(feature_fn, reference,
-                                                        batch_size=self.batch_size)
-      self.summary.update({f'{metric}/floor': self._distance(metric, floor),
-                           f'{metric}/num_generated': num_generated,
-                           f'{metric}/num_reference': len(reference)})
+      weights = feature_cache.path_digest(config.eval.classifier_workdir if metric == 'fvd_learned'
+                                          else config.eval.i3d_weights)
+      cached = lambda videos, what, metric=metric, weights=weights: feature_cache.cached_features(
+          cache_dir, name=metric, weights=weights, videos=videos,
+          compute=lambda v: self._features(metric, v, what))
+      self._reference[metric] = cached(reference, f'{len(reference)} {config.eval.split} videos (the reference)')
+      floor_features = cached(floor, f'{len(floor)} videos of the other split (the floor)')
+      self.summary.update({
+          f'{metric}/floor': frechet.frechet_distance_of_features(floor_features,
+                                                                  self._reference[metric]),
+          f'{metric}/num_generated': num_generated,
+          f'{metric}/num_reference': len(reference)})
+
+  def _features(self, metric: str, videos: np.ndarray, what: str = '') -> np.ndarray:
+    if what:
+      logging.info('Computing %s features of %s', metric, what)
+    return fvd.features_in_batches(self._feature_fns[metric], videos, batch_size=self.batch_size)
 
   def _distance(self, metric: str, videos: np.ndarray) -> float:
-    features = fvd.features_in_batches(self._feature_fns[metric], videos,
-                                       batch_size=self.batch_size)
-    return frechet.frechet_distance_of_features(features, self._reference[metric])
+    return frechet.frechet_distance_of_features(self._features(metric, videos),
+                                                self._reference[metric])
 
   def __call__(self, generated: np.ndarray) -> dict[str, float]:
     """{metric/generated: FD(generated, reference)} for generated uint8 [N, T, H, W, 3]."""
@@ -256,7 +269,8 @@ class FrameEvaluator:
   true videos of the captions). Reference features, floor and ceiling are computed once. (A
   frame-conditioned model's given frames count among its frames where they are selected.)"""
 
-  def __init__(self, run, builder, num_generated: int):
+  def __init__(self, run, builder, num_generated: int, *, cache_dir: str | None = None):
+    """cache_dir: as FvdEvaluator's, for the reference's, floor's and ceiling's features."""
     config = run.config
     self.batch_size = config.sample.batch_size
     self.metrics = [m for m in FRAME_METRICS if m in config.eval.get('metrics', ())]
@@ -266,19 +280,23 @@ class FrameEvaluator:
     self.frames_per_video = config.eval.frames_per_video
     self.splits = config.eval.is_splits
     self._feature_fn = inception_feature_fn(config)
+    weights = feature_cache.path_digest(config.eval.inception_weights)
+    cached = lambda videos: feature_cache.cached_features(
+        cache_dir, name=f'inception_{self.frames_per_video}_frames', weights=weights,
+        videos=videos, compute=self._features)
     per_video = len(inception.frame_indices(run.video_shape[0], self.frames_per_video))
     if 'fid_frames' in self.metrics:
       reference, floor = reference_and_floor(config, builder, num_generated)
-      logging.info('Computing Inception features of %d frames of %d %s videos (the reference)',
+      logging.info('Inception features of %d frames of %d %s videos (the reference)',
                    per_video, len(reference), config.eval.split)
-      self._reference = self._features(reference)['pool']
-      self.summary.update({'fid_frames/floor': self._fid(self._features(floor)),
+      self._reference = cached(reference)['pool']
+      self.summary.update({'fid_frames/floor': self._fid(cached(floor)),
                            'fid_frames/num_generated': num_generated * per_video,
                            'fid_frames/num_reference': len(reference) * per_video})
     if 'is_frames' in self.metrics:
       true_videos, _ = pipeline.make_eval_source(builder=builder, split=config.eval.split,
                                                  num_examples=num_generated)
-      mean, std = self._inception_score(self._features(true_videos))
+      mean, std = self._inception_score(cached(true_videos))
       self.summary.update({'is_frames/ground_truth': mean,
                            'is_frames/ground_truth_split_std': std,
                            'is_frames/num_frames': num_generated * per_video,
@@ -432,8 +450,10 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
                config.sample.num_steps, config.sample.guidance_weight)
   # A config made before eval.metrics existed evaluates what evaluation did then.
   metrics = tuple(config.eval.get('metrics', ('adherence', 'bpd')))
-  fvd_evaluator = FvdEvaluator(run, builder, len(captions))
-  frame_evaluator = FrameEvaluator(run, builder, len(captions))
+  # Reference features do not depend on the model: kept for the next evaluation of this workdir.
+  cache_dir = os.path.join(workdir, 'eval', 'reference_features')
+  fvd_evaluator = FvdEvaluator(run, builder, len(captions), cache_dir=cache_dir)
+  frame_evaluator = FrameEvaluator(run, builder, len(captions), cache_dir=cache_dir)
   digit_evaluator = DigitAccuracyEvaluator(run, true_videos=true_videos, captions=captions)
 
   per_repeat = []
