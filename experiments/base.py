@@ -246,9 +246,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   # the true videos' fraction is its ceiling), 'fid_frames' (FID of eval.frames_per_video frames of each
   # generated video vs those of the eval.fvd_num_reference test videos; Inception-v3 of
   # eval.inception_weights), 'is_frames' (Inception Score of the generated frames; the true videos'
-  # is its ceiling). All use the same generated videos; FVDs and FID the test split.
+  # is its ceiling), 'fid_c3d' and 'is_c3d' (FID and IS of whole 16-frame videos by the C3D of
+  # eval.c3d_weights: UCF-101's protocol). All use the same generated videos; FVDs and FIDs the test split.
   config.eval.metrics = ('adherence', 'bpd')
-  config.eval.fvd_num_reference = 1000  # FVDs: videos of eval.split the generated ones are compared with (>= 2).
+  config.eval.fvd_num_reference = 1000  # FVDs, FIDs: videos of eval.split the generated ones are compared with (>= 2).
   # fvd_learned, digit_accuracy: workdir of a trained caption classifier (python -m
   # vdm_jax.metrics.train_classifier; moving_digits: --config experiments/digit_classifier.py).
   config.eval.classifier_workdir = ''
@@ -257,7 +258,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.eval.inception_weights = ''
   # fid_frames, is_frames: frames per video, evenly spaced from first to last (0: every frame; <= frames).
   config.eval.frames_per_video = 4
-  config.eval.is_splits = 10  # is_frames: splits of the frames; IS is the mean (and std) over them (> 0).
+  config.eval.is_splits = 10  # is_frames, is_c3d: splits of the frames or videos; IS is the mean (and std) over them (> 0).
+  # fid_c3d, is_c3d: .npz written by python -m vdm_jax.metrics.convert_c3d (TGANv2's UCF-101 C3D).
+  config.eval.c3d_weights = ''
 
   # ---------------------------------------------------------------- caption classifier
   # The small video classifier behind 'fvd_learned' and 'digit_accuracy' (vdm_jax/metrics/video_classifier.py),

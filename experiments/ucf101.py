@@ -3,11 +3,13 @@
   python launch.py --config experiments/ucf101.py --workdir runs/ucf101 --mode inspect
   python launch.py --config experiments/ucf101.py --workdir runs/ucf101
   python launch.py --config experiments/ucf101.py:laptop --workdir runs/ucf101_laptop
+  python launch.py --config experiments/ucf101.py --workdir runs/ucf101 --mode eval \
+      --config.eval.c3d_weights=c3d.npz  # FID and IS by C3D (README: Video FID and IS)
 
 Needs the TFDS `ucf101` dataset prepared in config.data.data_dir (see README, Data). The paper's
 model is unconditional, as here (model.conditioning 'none'); the class-conditional variant is
 --config.model.conditioning=class --config.model.num_classes=101 (prompts: class names such as
-'ApplyEyeMakeup' or 'apply eye makeup', or indices). Paper result: FVD 256 / IS 57 (unconditional, 16x64x64); not
+'ApplyEyeMakeup' or 'apply eye makeup', or indices). Paper result (Table 1): IS 57 (unconditional, 16x64x64); not
 reproduced here: it took 60k steps of batch 128 on 128 TPU-v4 chips. Rows not expressible here
 are listed in experiments/_video_diffusion_paper.py. `:laptop` trains a small model on 8x32x32
 clips of the same dataset; nothing has been measured with it yet.
@@ -29,6 +31,17 @@ def get_config(variant: str = ''):
   config.model.cond_drop_prob = 0.0  # No conditioning to drop.
   config.sample.prompts = ('unconditional',)  # 'none': a prompt only counts videos.
   config.sample.num_videos = 4
+  # The paper's protocol (Table 1, after TGANv2: Saito et al. 2020): FID and IS by TGANv2's
+  # UCF-101-finetuned C3D (vdm_jax/metrics/c3d.py) of 10,000 samples, here 5 repeats of 2,000 (as
+  # TGANv2's script: IS of each set of 2,048 in one split, mean +- std over 10 sets); FID against
+  # 2,000 test videos (TGANv2: statistics of training clips), with the user's weights:
+  # --mode eval --config.eval.c3d_weights=c3d.npz. The split of 10,000 is this config's.
+  config.eval.metrics = ('fid_c3d', 'is_c3d')
+  config.eval.num_captions = 2_000  # Unconditional: the count of videos per repeat.
+  config.eval.num_repeats = 5
+  config.eval.is_splits = 1
+  config.eval.fvd_num_reference = 2_000
   if variant == 'laptop':
     paper.shrink_for_laptop(config)
+    config.eval.metrics = ('bpd',)  # C3D reads 16-frame clips, not the laptop's 8 frames.
   return config

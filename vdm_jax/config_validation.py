@@ -356,13 +356,18 @@ def check_prompts(prompts: Iterable[str], *, max_text_length: int,
              'limit is fixed by the checkpoint\'s model).')
 
 
+# The FID and IS of config.eval.metrics by network (evaluate.py's FRAME_METRICS, C3D_METRICS).
+_FRAME_METRICS = ('fid_frames', 'is_frames')  # Inception-v3 on frames
+_C3D_METRICS = ('fid_c3d', 'is_c3d')  # C3D on 16-frame videos
+
+
 def validate_eval_metrics(eval_config: ml_collections.ConfigDict, *, split_size: int | None,
                           dataset: str, in_training: bool = True,
                           num_frames: int | None = None) -> None:
   """`config.eval.metrics` and the fields its metrics need (`split_size`: videos of eval.split,
   None when not yet known; `dataset`: config.data.name; `in_training`: training evaluates, so
-  the I3D and Inception weights must be given now; else `--mode eval` refuses a missing file when
-  it starts; `num_frames`: frames per video, None when not known)."""
+  the I3D, Inception and C3D weights must be given now; else `--mode eval` refuses a missing file
+  when it starts; `num_frames`: frames per video, None when not known)."""
   from vdm_jax import metrics  # pylint: disable=g-import-not-at-top
   for name in eval_config.metrics:
     _require(name in metrics.METRICS,
@@ -377,13 +382,14 @@ def validate_eval_metrics(eval_config: ml_collections.ConfigDict, *, split_size:
              "config.eval.metrics has 'digit_accuracy' but config.eval.classifier_workdir is empty: "
              'set it to the workdir of python -m vdm_jax.metrics.train_classifier --config '
              'experiments/digit_classifier.py.')
-  if {'fvd_learned', 'fvd_i3d', 'fid_frames'} & set(eval_config.metrics):
+  if {'fvd_learned', 'fvd_i3d', 'fid_frames', 'fid_c3d'} & set(eval_config.metrics):
     n = eval_config.fvd_num_reference
     _require(n >= 2 and (split_size is None or n <= split_size),
              f'config.eval.fvd_num_reference={n} must lie in [2, {split_size or "split size"}] '
              f'(videos of the {eval_config.split!r} split): set --config.eval.fvd_num_reference '
              'accordingly.')
   _validate_frame_metrics(eval_config, in_training=in_training, num_frames=num_frames)
+  _validate_c3d_metrics(eval_config, in_training=in_training, num_frames=num_frames)
   if not {'fvd_learned', 'fvd_i3d'} & set(eval_config.metrics):
     return
   _require(eval_config.num_captions >= 2,
@@ -401,27 +407,62 @@ def _validate_frame_metrics(eval_config: ml_collections.ConfigDict, *, in_traini
                             num_frames: int | None) -> None:
   """'fid_frames' and 'is_frames' (vdm_jax/metrics/inception.py): frames per video, splits, the
   frame counts they need and the Inception weights."""
-  metrics = set(eval_config.metrics)
-  if not {'fid_frames', 'is_frames'} & metrics:
+  if not _requested(eval_config, _FRAME_METRICS, weights='inception_weights',
+                    converter='convert_inception', in_training=in_training):
     return
-  names = ' and '.join(repr(m) for m in ('fid_frames', 'is_frames') if m in metrics)
-  _require(eval_config.inception_weights or not in_training,
-           f'config.eval.metrics has {names} but config.eval.inception_weights is empty: set it to '
-           'the .npz of python -m vdm_jax.metrics.convert_inception.')
   f = eval_config.frames_per_video
   _require(isinstance(f, int) and not isinstance(f, bool) and 0 <= f <= (num_frames or f),
            f'config.eval.frames_per_video={f!r} must be an integer in [0, '
            f'{num_frames or "frames per video"}] (0: every frame): set '
            '--config.eval.frames_per_video accordingly.')
   frames = eval_config.num_captions * (f or num_frames or 1)  # generated frames (a lower bound)
-  _require('fid_frames' not in metrics or frames >= 2,
-           f'config.eval.num_captions={eval_config.num_captions} generated videos give {frames} '
-           'frame(s), too few for an FID (a covariance needs 2): raise --config.eval.num_captions.')
-  if 'is_frames' in metrics:
+  _validate_fid_and_is(eval_config, _FRAME_METRICS, count=frames, unit='frame')
+
+
+def _validate_c3d_metrics(eval_config: ml_collections.ConfigDict, *, in_training: bool,
+                          num_frames: int | None) -> None:
+  """'fid_c3d' and 'is_c3d' (vdm_jax/metrics/c3d.py): 16-frame videos, the counts they need and
+  the C3D weights."""
+  names = _requested(eval_config, _C3D_METRICS, weights='c3d_weights', converter='convert_c3d',
+                     in_training=in_training)
+  if not names:
+    return
+  _require(num_frames in (None, 16),  # c3d.NUM_FRAMES
+           f'config.eval.metrics has {names}, whose C3D reads 16-frame clips, but the videos '
+           f'have {num_frames} frames: set --config.data.num_frames=16, or drop {names} from '
+           '--config.eval.metrics.')
+  _validate_fid_and_is(eval_config, _C3D_METRICS, count=eval_config.num_captions, unit='video')
+
+
+def _requested(eval_config: ml_collections.ConfigDict, names: tuple[str, ...], *, weights: str,
+               converter: str, in_training: bool) -> str:
+  """The metrics of `names` that config.eval.metrics asks for, quoted and joined ("'fid_c3d' and
+  'is_c3d'"; '' for none), once config.eval.<weights> is checked: set when training evaluates
+  (python -m vdm_jax.metrics.<converter> writes it)."""
+  asked = ' and '.join(repr(m) for m in names if m in eval_config.metrics)
+  _require(not asked or eval_config[weights] or not in_training,
+           f'config.eval.metrics has {asked} but config.eval.{weights} is empty: set '
+           f'--config.eval.{weights} to the .npz of python -m vdm_jax.metrics.{converter}.')
+  return asked
+
+
+def _validate_fid_and_is(eval_config: ml_collections.ConfigDict, names: tuple[str, str], *,
+                         count: int, unit: str) -> None:
+  """`count` generated items ('frame' or 'video' `unit`s, of config.eval.num_captions videos)
+  are enough for the FID of names[0] (2: a covariance) and for config.eval.is_splits splits of the
+  IS of names[1]."""
+  fid, score = names
+  metrics = set(eval_config.metrics)
+  _require(fid not in metrics or count >= 2,
+           f'config.eval.num_captions={eval_config.num_captions} generated videos give {count} '
+           f'{unit}(s), too few for an FID (a covariance needs 2): raise '
+           '--config.eval.num_captions.')
+  if score in metrics:
     k = eval_config.is_splits
-    _require(isinstance(k, int) and not isinstance(k, bool) and 0 < k <= frames,
-             f'config.eval.is_splits={k!r} must be an integer in [1, {frames}] (the frames of '
-             'config.eval.num_captions generated videos): set --config.eval.is_splits accordingly.')
+    _require(isinstance(k, int) and not isinstance(k, bool) and 0 < k <= count,
+             f'config.eval.is_splits={k!r} must be an integer in [1, {count}] (the {unit}s of '
+             'config.eval.num_captions generated videos): set --config.eval.is_splits '
+             'accordingly.')
 
 
 def validate_classifier(config: ml_collections.ConfigDict) -> None:

@@ -30,6 +30,10 @@ CURVES = (
                              ('eval/fvd_learned/floor', 'floor', (127, 127, 127))]),
     ('FVD (I3D)', [('eval/fvd_i3d/generated', 'generated', (31, 119, 180)),
                    ('eval/fvd_i3d/floor', 'floor', (127, 127, 127))]),
+    ('FID (C3D)', [('eval/fid_c3d/generated', 'generated', (31, 119, 180)),
+                   ('eval/fid_c3d/floor', 'floor', (127, 127, 127))]),
+    ('IS (C3D)', [('eval/is_c3d/generated', 'generated', (31, 119, 180)),
+                  ('eval/is_c3d/ground_truth', 'ground truth', (127, 127, 127))]),
 )
 
 _BACKGROUND = (255, 255, 255)

@@ -23,6 +23,11 @@ against those of the FVDs' reference videos, with the floor of as many videos of
 'is_frames', the Inception Score of the generated frames (mean over `config.eval.is_splits`
 splits), with the true videos' frames of the same captions as the ceiling.
 
+Video-level FID and IS (vdm_jax/metrics/c3d.py; C3D with user-supplied weights, UCF-101's protocol
+after TGANv2): 'fid_c3d', the FID of C3D's fc7 features of the generated 16-frame videos against
+those of the FVDs' reference videos, with the same floor; 'is_c3d', the Inception Score of C3D's
+class predictions (`config.eval.is_splits` splits), with the true videos as the ceiling.
+
 Digit accuracy (moving_digits, whose captions the tracker cannot read): the fraction of the
 generated videos in which a classifier trained on moving_digits (eval.classifier_workdir) finds
 the caption's digits and no other, with the true videos of the same captions as the ceiling.
@@ -44,7 +49,7 @@ FVDs, FID, IS and digit accuracy are the mean over repeats, with their standard 
 `<name>_std`. Repeat 0 is the only one with one repeat, so a single-repeat evaluation is unchanged
 by the field.
 
-`config.eval.metrics` picks which of adherence, bpd, the FVDs, FID, IS and digit accuracy are
+`config.eval.metrics` picks which of adherence, bpd, the FVDs, FIDs, ISs and digit accuracy are
 computed. A report PNG and an HTML page (vdm_jax/eval_report.py) show the metric table, the metric
 curves over training steps from the run's TensorBoard logs, and generated next to true videos (with
 what the model was given, for conditional generation).
@@ -72,6 +77,8 @@ from vdm_jax import video_io
 from vdm_jax.data import pipeline
 from vdm_jax.data import tracker
 from vdm_jax.errors import UserError
+from vdm_jax.metrics import c3d
+from vdm_jax.metrics import convert_c3d
 from vdm_jax.metrics import convert_i3d
 from vdm_jax.metrics import convert_inception
 from vdm_jax.metrics import feature_cache
@@ -248,6 +255,7 @@ class FvdEvaluator:
 
 
 FRAME_METRICS = ('fid_frames', 'is_frames')
+C3D_METRICS = ('fid_c3d', 'is_c3d')
 
 
 def inception_feature_fn(config: ml_collections.ConfigDict):
@@ -261,70 +269,147 @@ def inception_feature_fn(config: ml_collections.ConfigDict):
   return inception.make_feature_fn(convert_inception.load_variables(path))
 
 
-class FrameEvaluator:
-  """The frame-level metrics of `config.eval.metrics` on `eval.frames_per_video` frames of each
-  video (inception.video_frames): 'fid_frames' against the frames of the FVDs' reference videos,
-  with the floor (the frames of `num_generated` videos of the other split); 'is_frames' over
-  `eval.is_splits` splits, with the ceiling of the first `num_generated` videos of eval.split (the
-  true videos of the captions). Reference features, floor and ceiling are computed once. (A
-  frame-conditioned model's given frames count among its frames where they are selected.)"""
+def c3d_feature_fn(config: ml_collections.ConfigDict):
+  """C3D with the weights in eval.c3d_weights, read as their protocol says: videos uint8
+  [B, 16, H, W, 3] -> {'fc7': [B, 4096], 'logits': [B, num_classes]} (c3d.make_feature_fn)."""
+  path = config.eval.c3d_weights
+  if not os.path.isfile(path):
+    raise UserError(f'config.eval.c3d_weights={path!r} is not a file: convert TGANv2\'s '
+                    'conv3d_deepnetA_ucf.npz (with --mean mean2.npz) with python -m '
+                    'vdm_jax.metrics.convert_c3d and point --config.eval.c3d_weights at the .npz.')
+  variables, protocol = convert_c3d.load_variables(path)
+  return c3d.make_feature_fn(variables, protocol=protocol)
+
+
+class _FidAndIsEvaluator:
+  """FID and Inception Score of one network's features, for the metrics of `config.eval.metrics`
+  among (`fid_metric`, `is_metric`): the FID against the features of the FVDs' reference videos,
+  with the floor (`num_generated` videos of the other split); the IS over `eval.is_splits` splits,
+  with the ceiling of the first `num_generated` videos of eval.split (the true videos of the
+  captions). Reference features, floor and ceiling are computed once (and kept in `cache_dir`,
+  as FvdEvaluator's). Subclasses name the network (`_network`) and what it reads of a video
+  (`_inputs`, `_per_video` items of `unit` each)."""
+  fid_metric: str
+  is_metric: str
+  fid_key: str  # the features FID compares
+  is_key: str  # the logits IS reads
+  unit: str  # what the network scores: 'frames' or 'videos'
+  network: str  # its name, for the log
+  title: str  # what the printed tables score
 
   def __init__(self, run, builder, num_generated: int, *, cache_dir: str | None = None):
     """cache_dir: as FvdEvaluator's, for the reference's, floor's and ceiling's features."""
     config = run.config
     self.batch_size = config.sample.batch_size
-    self.metrics = [m for m in FRAME_METRICS if m in config.eval.get('metrics', ())]
+    metrics = config.eval.get('metrics', ())
+    self.metrics = [m for m in (self.fid_metric, self.is_metric) if m in metrics]
     self.summary = {}
     if not self.metrics:
       return
-    self.frames_per_video = config.eval.frames_per_video
     self.splits = config.eval.is_splits
-    self._feature_fn = inception_feature_fn(config)
-    weights = feature_cache.path_digest(config.eval.inception_weights)
+    self._feature_fn, weights_path, cache_name = self._network(config)
+    weights = feature_cache.path_digest(weights_path)
     cached = lambda videos: feature_cache.cached_features(
-        cache_dir, name=f'inception_{self.frames_per_video}_frames', weights=weights,
-        videos=videos, compute=self._features)
-    per_video = len(inception.frame_indices(run.video_shape[0], self.frames_per_video))
-    if 'fid_frames' in self.metrics:
+        cache_dir, name=cache_name, weights=weights, videos=videos, compute=self._features)
+    per_video = self._per_video(run.video_shape)
+    fid, score = self.fid_metric, self.is_metric
+    if fid in self.metrics:
       reference, floor = reference_and_floor(config, builder, num_generated)
-      logging.info('Inception features of %d frames of %d %s videos (the reference)',
-                   per_video, len(reference), config.eval.split)
-      self._reference = cached(reference)['pool']
-      self.summary.update({'fid_frames/floor': self._fid(cached(floor)),
-                           'fid_frames/num_generated': num_generated * per_video,
-                           'fid_frames/num_reference': len(reference) * per_video})
-    if 'is_frames' in self.metrics:
+      logging.info('%s features of %d %s of %d %s videos (the reference)', self.network,
+                   per_video * len(reference), self.unit, len(reference), config.eval.split)
+      self._reference = cached(reference)[self.fid_key]
+      self.summary.update({f'{fid}/floor': self._fid(cached(floor)),
+                           f'{fid}/num_generated': num_generated * per_video,
+                           f'{fid}/num_reference': len(reference) * per_video})
+    if score in self.metrics:
       true_videos, _ = pipeline.make_eval_source(builder=builder, split=config.eval.split,
                                                  num_examples=num_generated)
       mean, std = self._inception_score(cached(true_videos))
-      self.summary.update({'is_frames/ground_truth': mean,
-                           'is_frames/ground_truth_split_std': std,
-                           'is_frames/num_frames': num_generated * per_video,
-                           'is_frames/splits': self.splits})
+      self.summary.update({f'{score}/ground_truth': mean,
+                           f'{score}/ground_truth_split_std': std,
+                           f'{score}/num_{self.unit}': num_generated * per_video,
+                           f'{score}/splits': self.splits})
+
+  def _network(self, config: ml_collections.ConfigDict):
+    """(feature_fn of `_inputs`' batches, the weights' path, the name of its cached features)."""
+    raise NotImplementedError
+
+  def _per_video(self, video_shape: tuple[int, ...]) -> int:
+    return 1
+
+  def _inputs(self, videos: np.ndarray) -> np.ndarray:
+    return videos
 
   def _features(self, videos: np.ndarray) -> dict[str, np.ndarray]:
-    frames = inception.video_frames(videos, self.frames_per_video)
-    return fvd.features_in_batches(self._feature_fn, frames, batch_size=self.batch_size)
+    return fvd.features_in_batches(self._feature_fn, self._inputs(videos),
+                                   batch_size=self.batch_size)
 
   def _fid(self, features: dict[str, np.ndarray]) -> float:
-    return frechet.frechet_distance_of_features(features['pool'], self._reference)
+    return frechet.frechet_distance_of_features(features[self.fid_key], self._reference)
 
   def _inception_score(self, features: dict[str, np.ndarray]) -> tuple[float, float]:
-    return inception.inception_score(features['logits_unbiased'], splits=self.splits)
+    return inception.inception_score(features[self.is_key], splits=self.splits)
 
   def __call__(self, generated: np.ndarray) -> dict[str, float]:
-    """{fid_frames/generated, is_frames/generated (the mean over splits), and
-    is_frames/generated_split_std} of `config.eval.metrics`, for generated uint8 [N, T, H, W, 3]."""
+    """{<fid>/generated, <is>/generated (the mean over splits), <is>/generated_split_std} of
+    `config.eval.metrics`, for generated uint8 [N, T, H, W, 3]."""
     if not self.metrics:
       return {}
     features = self._features(generated)
     scores = {}
-    if 'fid_frames' in self.metrics:
-      scores['fid_frames/generated'] = self._fid(features)
-    if 'is_frames' in self.metrics:
+    if self.fid_metric in self.metrics:
+      scores[f'{self.fid_metric}/generated'] = self._fid(features)
+    if self.is_metric in self.metrics:
       mean, std = self._inception_score(features)
-      scores.update({'is_frames/generated': mean, 'is_frames/generated_split_std': std})
+      scores.update({f'{self.is_metric}/generated': mean,
+                     f'{self.is_metric}/generated_split_std': std})
     return scores
+
+  def print_tables(self, results: dict[str, Any], *, step: int, split: str) -> None:
+    """The FID (with its floor) and the IS (with its ceiling) of `results`, where present."""
+    fid, score, unit = self.fid_metric, self.is_metric, self.unit
+    if f'{fid}/generated' in results:
+      print_table(f'FID of {self.title} at step {step} ({results[f"{fid}/num_generated"]} {unit} '
+                  f'vs {results[f"{fid}/num_reference"]} {split} {unit}; floor: as many {unit} '
+                  'of the other split)',
+                  {fid: {k: results[f'{fid}/{k}'] for k in ('generated', 'floor')}})
+    if f'{score}/generated' in results:
+      print_table(f'Inception Score of {self.title} at step {step} '
+                  f'({results[f"{score}/num_{unit}"]} {unit}, {results[f"{score}/splits"]} '
+                  'splits)', {name: {'IS': results[f'{score}/{key}'],
+                                     'split std': results[f'{score}/{key}_split_std']}
+                              for name, key in (('generated', 'generated'),
+                                                ('ground truth', 'ground_truth'))})
+
+
+class FrameEvaluator(_FidAndIsEvaluator):
+  """'fid_frames' and 'is_frames' (_FidAndIsEvaluator) by Inception-v3 on `eval.frames_per_video`
+  frames of each video (inception.video_frames). (A frame-conditioned model's given frames count
+  among its frames where they are selected.)"""
+  (fid_metric, is_metric), fid_key, is_key = FRAME_METRICS, 'pool', 'logits_unbiased'
+  unit, network, title = 'frames', 'Inception', 'video frames'
+
+  def _network(self, config):
+    self.frames_per_video = config.eval.frames_per_video
+    return (inception_feature_fn(config), config.eval.inception_weights,
+            f'inception_{self.frames_per_video}_frames')
+
+  def _per_video(self, video_shape):
+    return len(inception.frame_indices(video_shape[0], self.frames_per_video))
+
+  def _inputs(self, videos):
+    return inception.video_frames(videos, self.frames_per_video)
+
+
+class C3dEvaluator(_FidAndIsEvaluator):
+  """'fid_c3d' and 'is_c3d' (_FidAndIsEvaluator) by C3D on whole 16-frame videos
+  (vdm_jax/metrics/c3d.py; the UCF-101 protocol of TGANv2 and Ho et al. 2022): FID of fc7, IS of
+  the softmax of fc8."""
+  (fid_metric, is_metric), fid_key, is_key = C3D_METRICS, c3d.FEATURE_LAYER, 'logits'
+  unit, network, title = 'videos', 'C3D', 'videos (C3D)'
+
+  def _network(self, config):
+    return c3d_feature_fn(config), config.eval.c3d_weights, 'c3d'
 
 
 def evaluate_fvd(run, builder, generated: np.ndarray) -> dict[str, float]:
@@ -454,6 +539,7 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
   cache_dir = os.path.join(workdir, 'eval', 'reference_features')
   fvd_evaluator = FvdEvaluator(run, builder, len(captions), cache_dir=cache_dir)
   frame_evaluator = FrameEvaluator(run, builder, len(captions), cache_dir=cache_dir)
+  c3d_evaluator = C3dEvaluator(run, builder, len(captions), cache_dir=cache_dir)
   digit_evaluator = DigitAccuracyEvaluator(run, true_videos=true_videos, captions=captions)
 
   per_repeat = []
@@ -468,6 +554,7 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
                      for k, v in tracker.score_caption_adherence(videos, captions).items()})
     scores.update(fvd_evaluator(videos))
     scores.update(frame_evaluator(videos))
+    scores.update(c3d_evaluator(videos))
     scores.update(digit_evaluator(videos))
     per_repeat.append(scores)
     if repeats > 1:
@@ -486,6 +573,7 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
   results.update(mean_over_repeats(per_repeat))
   results.update(fvd_evaluator.summary)
   results.update(frame_evaluator.summary)
+  results.update(c3d_evaluator.summary)
   results.update(digit_evaluator.summary)
   if 'adherence' in metrics:
     true_scores = tracker.score_caption_adherence(true_videos, captions)
@@ -551,18 +639,8 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
                   f'{reference} {config.eval.split} videos; floor: {len(captions)} videos of the '
                   'other split)', {m: {k: results[f'{m}/{k}'] for k in ('generated', 'floor')}
                                    for m in fvds})
-    if 'fid_frames/generated' in results:
-      print_table(f'FID of video frames at step {run.step} ({results["fid_frames/num_generated"]} '
-                  f'frames vs {results["fid_frames/num_reference"]} {config.eval.split} frames; '
-                  'floor: as many frames of the other split)',
-                  {'fid_frames': {k: results[f'fid_frames/{k}'] for k in ('generated', 'floor')}})
-    if 'is_frames/generated' in results:
-      print_table(f'Inception Score of video frames at step {run.step} '
-                  f'({results["is_frames/num_frames"]} frames, {results["is_frames/splits"]} '
-                  'splits)', {name: {'IS': results[f'is_frames/{key}'],
-                                     'split std': results[f'is_frames/{key}_split_std']}
-                              for name, key in (('generated', 'generated'),
-                                                ('ground truth', 'ground_truth'))})
+    for evaluator in (frame_evaluator, c3d_evaluator):
+      evaluator.print_tables(results, step=run.step, split=config.eval.split)
     if 'bpd/total' in results:
       print_table(f'Bits per dimension at step {run.step} ({results["bpd/num_videos"]} '
                   f'{config.eval.split} videos, {results["bpd/num_t"]} t samples each)',
