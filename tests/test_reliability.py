@@ -264,7 +264,10 @@ def test_disk_full_while_saving_is_one_error_and_earlier_checkpoints_stay(
   before = tree_digest(ckpt)
   soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
   previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-  resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
+  # Room for config.json (~4 KB, rewritten at start) and the small files, not for the checkpoint's
+  # arrays (50 KB and up): it is the save that fails.
+  limit = 8 * os.path.getsize(os.path.join(workdir, 'config.json'))
+  resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
   try:
     with pytest.raises(checkpoints.CheckpointWriteError,
                        match=r'could not write checkpoint .*/6 .*checkpoints \[2, 4\] .* are intact'):
