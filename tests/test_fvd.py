@@ -2,6 +2,7 @@
 train_classifier.py), its save/load, the FVD with its floor (fvd.py) and its place in evaluation
 (evaluate.evaluate_fvd) and config validation."""
 
+import json
 import types
 
 import jax
@@ -164,6 +165,34 @@ def test_reference_features_are_computed_once_per_workdir(classifier_workdir, tm
   config.eval.fvd_num_reference = 12
   evaluate.FvdEvaluator(run, builder, 8, cache_dir=cache)
   assert sum(computed) == 12  # a new reference; the floor's 8 videos are the same
+
+
+def test_another_evaluation_of_a_step_never_overwrites_the_first(classifier_workdir, tmp_path):
+  """Evaluating a step again with other settings (here the guidance weight) writes new files
+  beside the first evaluation's, which stay as they were; the same settings again rewrite them."""
+  import copy  # pylint: disable=g-import-not-at-top
+  from vdm_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  _, config, builder, *_ = classifier_workdir
+  config = copy.deepcopy(config)
+  config.eval.metrics = ('adherence',)
+  config.eval.num_captions = 4
+  config.sample.batch_size = 4
+  true_videos, _ = pipeline.make_eval_source(builder=builder, split='test', num_examples=4)
+  run = types.SimpleNamespace(config=config, step=7, video_shape=(16, 32, 32, 3), ema_params=None,
+                              generate=lambda params, prompts, key: true_videos)
+  evaluate.evaluate_run(run, str(tmp_path), builder=builder)
+  first = (tmp_path / 'eval' / 'step_7.json').read_bytes()
+  config.sample.guidance_weight = 7.0
+  evaluate.evaluate_run(run, str(tmp_path), builder=builder)
+  assert (tmp_path / 'eval' / 'step_7.json').read_bytes() == first
+  others = sorted(p.name for p in (tmp_path / 'eval').glob('step_7_*.json'))
+  assert len(others) == 1
+  other = json.loads((tmp_path / 'eval' / others[0]).read_text())
+  assert other['settings']['guidance_weight'] == 7.0
+  assert (tmp_path / 'eval' / others[0].replace('.json', '_report.html')).is_file()
+  config.sample.guidance_weight = json.loads(first)['settings']['guidance_weight']
+  evaluate.evaluate_run(run, str(tmp_path), builder=builder)  # the first settings: step_7 again
+  assert sorted(p.name for p in (tmp_path / 'eval').glob('step_7_*.json')) == others
 
 
 def test_validation_of_eval_metrics_and_classifier():

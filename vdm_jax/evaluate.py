@@ -55,6 +55,7 @@ curves over training steps from the run's TensorBoard logs, and generated next t
 what the model was given, for conditional generation).
 """
 
+import hashlib
 import json
 import math
 import os
@@ -513,6 +514,31 @@ class EvalVideoSampler:
             for k, v in per_clip.items()}
 
 
+def evaluation_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """What decides an evaluation's results besides the checkpoint: its sampler and its protocol."""
+  c, e = config.sample, config.eval
+  return {'sampler': c.sampler, 'sample_steps': c.num_steps, 'guidance_weight': c.guidance_weight,
+          'eta': c.eta, 'gamma': c.gamma, 'time_spacing': c.time_spacing, 'split': e.split,
+          'num_captions': e.num_captions, 'num_repeats': e.get('num_repeats', 1),
+          'seed': e.get('seed', c.seed), 'metrics': list(e.get('metrics', ('adherence', 'bpd'))),
+          'task': e.get('task', 'generate'), 'fvd_num_reference': e.fvd_num_reference}
+
+
+def output_stem(directory: str, step: int, settings: dict[str, Any]) -> str:
+  """`step_<step>` for the first evaluation of a step, and for any evaluation with the same
+  settings (it would give the same results); another evaluation of the step with other settings
+  gets `step_<step>_<digest of its settings>`, so it never overwrites an earlier one's files."""
+  stem = f'step_{step}'
+  path = os.path.join(directory, f'{stem}.json')
+  if os.path.isfile(path):
+    with open(path) as f:
+      earlier = json.load(f).get('settings')
+    if earlier != json.loads(json.dumps(settings)):
+      digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+      stem = f'{stem}_{digest}'
+  return stem
+
+
 def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
   """Caption adherence of `run.ema_params` (a `train.Run`); returns the scores of generated videos."""
   config: ml_collections.ConfigDict = run.config
@@ -584,14 +610,16 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
   if jax.process_index() == 0:
     directory = os.path.join(workdir, 'eval')
     os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, f'step_{run.step}.json'), 'w') as f:
+    stem = output_stem(directory, run.step, evaluation_settings(config))
+    results['settings'] = evaluation_settings(config)
+    with open(os.path.join(directory, f'{stem}.json'), 'w') as f:
       json.dump({**results, 'captions': captions}, f, indent=2)
     shown = min(8, len(captions))
     # Per caption: (what the model was given,) generated, true.
     kinds = (('given',) if sampler.given is not None else ()) + ('generated', 'true')
     sets = {'given': sampler.given, 'generated': generated, 'true': true_videos}
     rows = np.stack([sets[kind][:shown] for kind in kinds], axis=1).reshape(-1, *generated.shape[1:])
-    grid_png = os.path.join(directory, f'step_{run.step}_generated_vs_true.png')
+    grid_png = os.path.join(directory, f'{stem}_generated_vs_true.png')
     if sampler.given is None:
       video_io.write_grid_png(grid_png, rows)
     else:
@@ -604,10 +632,10 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
       keep = steps != run.step
       curves[f'eval/{name}'] = (np.append(steps[keep], run.step), np.append(values[keep], value))
     eval_report.write_report_png(
-        os.path.join(directory, f'step_{run.step}_report.png'), curves=curves, videos_png=grid_png,
+        os.path.join(directory, f'{stem}_report.png'), curves=curves, videos_png=grid_png,
         title=f'Evaluation at step {run.step} ({len(captions)} {config.eval.split} captions)',
         table=numbers, rows_caption=' | '.join(kinds))
-    video_dir = os.path.join(directory, f'step_{run.step}_videos')
+    video_dir = os.path.join(directory, f'{stem}_videos')
     os.makedirs(video_dir, exist_ok=True)
     html_rows = []
     for i in range(shown):
@@ -619,10 +647,10 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
         gifs[kind] = os.path.join(os.path.basename(video_dir), name)
       html_rows.append((captions[i], gifs))
     eval_report.write_report_html(
-        os.path.join(directory, f'step_{run.step}_report.html'),
+        os.path.join(directory, f'{stem}_report.html'),
         title=f'Evaluation at step {run.step} ({len(captions)} {config.eval.split} captions'
               f'{"" if sampler.task == "generate" else ", task " + sampler.task})',
-        table=numbers, report_png=f'step_{run.step}_report.png', rows=html_rows)
+        table=numbers, report_png=f'{stem}_report.png', rows=html_rows)
     if 'adherence' in metrics:
       print_table(f'Caption adherence at step {run.step} ({len(captions)} {config.eval.split} '
                   'captions)', {'generated': {k: float(v) for k, v in generated_scores.items()},
@@ -646,7 +674,7 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
                   f'{config.eval.split} videos, {results["bpd/num_t"]} t samples each)',
                   {'test videos': {k: results[f'bpd/{k}'] for k in
                                    ('total', 'total_stderr', 'prior', 'diffusion', 'reconstruction')}})
-    logging.info('Wrote %s', os.path.join(directory, f'step_{run.step}.json'))
+    logging.info('Wrote %s', os.path.join(directory, f'{stem}.json'))
   return results
 
 
