@@ -9,7 +9,8 @@ downloaded Kinetics-600 clips, each with its class name as caption in <stem>.txt
 captions.jsonl; see README, Data). The paper evaluates video prediction (FVD 16.2 with
 reconstruction guidance from 5 conditioning frames), sampled from an unconditional model as here
 (model.conditioning 'none'); reconstruction guidance is config.sample.task / vdm_jax/tasks.py,
-and `--mode eval` runs the 5 -> 11 protocol (config.eval.task='predict', below). Rows not expressible here are listed in experiments/_video_diffusion_paper.py.
+and `--mode eval` runs the 5 -> 11 protocol (config.eval.task='predict', below). Rows not
+expressible here are listed in experiments/_video_diffusion_paper.py.
 `:laptop`: a small model on 8x32x32 clips of the same folder; nothing measured with it yet.
 """
 

@@ -9,8 +9,9 @@
 Needs the TFDS `ucf101` dataset prepared in config.data.data_dir (see README, Data). The paper's
 model is unconditional, as here (model.conditioning 'none'); the class-conditional variant is
 --config.model.conditioning=class --config.model.num_classes=101 (prompts: class names such as
-'ApplyEyeMakeup' or 'apply eye makeup', or indices). Paper result (Table 1): IS 57 (unconditional, 16x64x64); not
-reproduced here: it took 60k steps of batch 128 on 128 TPU-v4 chips. Rows not expressible here
+'ApplyEyeMakeup' or 'apply eye makeup', or indices). Paper result (Table 1): IS 57
+(unconditional, 16x64x64); not reproduced here: it took 60k steps of batch 128 on 128 TPU-v4
+chips. Rows not expressible here
 are listed in experiments/_video_diffusion_paper.py. `:laptop` trains a small model on 8x32x32
 clips of the same dataset; nothing has been measured with it yet.
 """

@@ -10,11 +10,13 @@ import ml_collections
 from vdm_jax import diffusion
 from vdm_jax import frame_conditioning
 from vdm_jax import guidance
+from vdm_jax import metrics as metrics_lib
 from vdm_jax import tasks
 from vdm_jax import schedules
 from vdm_jax import samplers
 from vdm_jax.data import tokenizer
 from vdm_jax.errors import UserError
+from vdm_jax.metrics import c3d
 from vdm_jax.models import layers
 from vdm_jax.models import unet
 
@@ -356,11 +358,6 @@ def check_prompts(prompts: Iterable[str], *, max_text_length: int,
              'limit is fixed by the checkpoint\'s model).')
 
 
-# The FID and IS of config.eval.metrics by network (evaluate.py's FRAME_METRICS, C3D_METRICS).
-_FRAME_METRICS = ('fid_frames', 'is_frames')  # Inception-v3 on frames
-_C3D_METRICS = ('fid_c3d', 'is_c3d')  # C3D on 16-frame videos
-
-
 def validate_eval_metrics(eval_config: ml_collections.ConfigDict, *, split_size: int | None,
                           dataset: str, in_training: bool = True,
                           num_frames: int | None = None) -> None:
@@ -368,11 +365,10 @@ def validate_eval_metrics(eval_config: ml_collections.ConfigDict, *, split_size:
   None when not yet known; `dataset`: config.data.name; `in_training`: training evaluates, so
   the I3D, Inception and C3D weights must be given now; else `--mode eval` refuses a missing file
   when it starts; `num_frames`: frames per video, None when not known)."""
-  from vdm_jax import metrics  # pylint: disable=g-import-not-at-top
   for name in eval_config.metrics:
-    _require(name in metrics.METRICS,
+    _require(name in metrics_lib.METRICS,
              f'config.eval.metrics contains {name!r}, which is not a metric: use any of '
-             f'{", ".join(map(repr, metrics.METRICS))}.')
+             f'{", ".join(map(repr, metrics_lib.METRICS))}.')
   if 'digit_accuracy' in eval_config.metrics:
     _require(dataset == 'moving_digits',
              f"config.eval.metrics has 'digit_accuracy', which reads moving_digits captions, but "
@@ -407,7 +403,7 @@ def _validate_frame_metrics(eval_config: ml_collections.ConfigDict, *, in_traini
                             num_frames: int | None) -> None:
   """'fid_frames' and 'is_frames' (vdm_jax/metrics/inception.py): frames per video, splits, the
   frame counts they need and the Inception weights."""
-  if not _requested(eval_config, _FRAME_METRICS, weights='inception_weights',
+  if not _requested(eval_config, metrics_lib.FRAME_METRICS, weights='inception_weights',
                     converter='convert_inception', in_training=in_training):
     return
   f = eval_config.frames_per_video
@@ -416,22 +412,24 @@ def _validate_frame_metrics(eval_config: ml_collections.ConfigDict, *, in_traini
            f'{num_frames or "frames per video"}] (0: every frame): set '
            '--config.eval.frames_per_video accordingly.')
   frames = eval_config.num_captions * (f or num_frames or 1)  # generated frames (a lower bound)
-  _validate_fid_and_is(eval_config, _FRAME_METRICS, count=frames, unit='frame')
+  _validate_fid_and_is(eval_config, metrics_lib.FRAME_METRICS, count=frames, unit='frame')
 
 
 def _validate_c3d_metrics(eval_config: ml_collections.ConfigDict, *, in_training: bool,
                           num_frames: int | None) -> None:
   """'fid_c3d' and 'is_c3d' (vdm_jax/metrics/c3d.py): 16-frame videos, the counts they need and
   the C3D weights."""
-  names = _requested(eval_config, _C3D_METRICS, weights='c3d_weights', converter='convert_c3d',
-                     in_training=in_training)
+  names = _requested(eval_config, metrics_lib.C3D_METRICS, weights='c3d_weights',
+                     converter='convert_c3d', in_training=in_training)
   if not names:
     return
-  _require(num_frames in (None, 16),  # c3d.NUM_FRAMES
-           f'config.eval.metrics has {names}, whose C3D reads 16-frame clips, but the videos '
-           f'have {num_frames} frames: set --config.data.num_frames=16, or drop {names} from '
+  clip = c3d.NUM_FRAMES
+  _require(num_frames in (None, clip),
+           f'config.eval.metrics has {names}, whose C3D reads {clip}-frame clips, but the videos '
+           f'have {num_frames} frames: set --config.data.num_frames={clip}, or drop {names} from '
            '--config.eval.metrics.')
-  _validate_fid_and_is(eval_config, _C3D_METRICS, count=eval_config.num_captions, unit='video')
+  _validate_fid_and_is(eval_config, metrics_lib.C3D_METRICS, count=eval_config.num_captions,
+                       unit='video')
 
 
 def _requested(eval_config: ml_collections.ConfigDict, names: tuple[str, ...], *, weights: str,

@@ -155,7 +155,8 @@ def write_report_html(path: str, *, title: str, table: Mapping[str, float], repo
            '<style>body{font-family:sans-serif} td,th{padding:2px 8px;text-align:left} '
            'img{image-rendering:pixelated}</style></head><body>', f'<h1>{esc(title)}</h1>',
            '<h2>Metrics</h2>', '<table>']
-  lines += [f'<tr><td>{esc(name)}</td><td>{esc(_shown(value))}</td></tr>' for name, value in table.items()]
+  lines += [f'<tr><td>{esc(name)}</td><td>{esc(_shown(value))}</td></tr>'
+            for name, value in table.items()]
   lines += ['</table>', '<h2>Curves and frames</h2>', f'<img src="{esc(report_png)}">',
             '<h2>Videos</h2>', '<table>', '<tr><th>caption</th>' + ''.join(
                 f'<th>{esc(kind)}</th>' for kind in kinds) + '</tr>']

@@ -14,8 +14,8 @@ captions, in bits per dimension (an upper bound on -log2 p(video | caption) / di
 Frechet video distances (vdm_jax/metrics/fvd.py) of the same generated videos against the first
 `config.eval.fvd_num_reference` videos of the split, with the floor of as many videos of the other
 split: 'fvd_learned' on the features of a small classifier trained on the dataset's captions,
-'fvd_i3d' on I3D's (FVD proper; user-supplied weights). The reference's and the floor's features are kept in
-WORKDIR/eval/reference_features/ for the next evaluation (vdm_jax/metrics/feature_cache.py).
+'fvd_i3d' on I3D's (FVD proper; user-supplied weights). The reference's and the floor's features
+are kept in WORKDIR/eval/reference_features/ for the next evaluation (feature_cache.py).
 
 Frame-level metrics (vdm_jax/metrics/inception.py; Inception-v3 with user-supplied weights):
 'fid_frames', the FID of `config.eval.frames_per_video` evenly spaced frames of each generated video
@@ -77,6 +77,7 @@ from vdm_jax import tasks
 from vdm_jax import video_io
 from vdm_jax.data import pipeline
 from vdm_jax.data import tracker
+from vdm_jax import metrics as metrics_lib
 from vdm_jax.errors import UserError
 from vdm_jax.metrics import c3d
 from vdm_jax.metrics import convert_c3d
@@ -227,13 +228,14 @@ class FvdEvaluator:
       return
     reference, floor = reference_and_floor(config, builder, num_generated)
     for metric in self.metrics:
-      feature_fn = self._feature_fns[metric] = fvd_feature_fn(config, metric, run.video_shape)
+      self._feature_fns[metric] = fvd_feature_fn(config, metric, run.video_shape)
       weights = feature_cache.path_digest(config.eval.classifier_workdir if metric == 'fvd_learned'
                                           else config.eval.i3d_weights)
       cached = lambda videos, what, metric=metric, weights=weights: feature_cache.cached_features(
           cache_dir, name=metric, weights=weights, videos=videos,
           compute=lambda v: self._features(metric, v, what))
-      self._reference[metric] = cached(reference, f'{len(reference)} {config.eval.split} videos (the reference)')
+      self._reference[metric] = cached(reference,
+                                       f'{len(reference)} {config.eval.split} videos (the reference)')
       floor_features = cached(floor, f'{len(floor)} videos of the other split (the floor)')
       self.summary.update({
           f'{metric}/floor': frechet.frechet_distance_of_features(floor_features,
@@ -255,8 +257,7 @@ class FvdEvaluator:
     return {f'{metric}/generated': self._distance(metric, generated) for metric in self.metrics}
 
 
-FRAME_METRICS = ('fid_frames', 'is_frames')
-C3D_METRICS = ('fid_c3d', 'is_c3d')
+FRAME_METRICS, C3D_METRICS = metrics_lib.FRAME_METRICS, metrics_lib.C3D_METRICS
 
 
 def inception_feature_fn(config: ml_collections.ConfigDict):
@@ -473,8 +474,9 @@ class EvalVideoSampler:
   """The videos an evaluation scores, for the captions of `true_videos` (uint8 [N, T, H, W, 3],
   video i of caption i): `sample(key)` -> uint8 [N, T, H, W, 3] (see the module docstring, "What
   is sampled"). `given`: uint8 [N, T, H, W, 3], what the model was given of each true video
-  (pixels not given mid-grey, as tasks.conditioning_picture), or None when it was given nothing but the caption; `scores(videos)`:
-  the conditional task's reconstruction scores ({} for 'generate')."""
+  (pixels not given mid-grey, as tasks.conditioning_picture), or None when it was given nothing
+  but the caption; `scores(videos)`: the conditional task's reconstruction scores ({} for
+  'generate')."""
 
   def __init__(self, run, *, true_videos: np.ndarray, captions: list[str]):
     config, c = run.config, run.config.sample
@@ -610,8 +612,8 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
   if jax.process_index() == 0:
     directory = os.path.join(workdir, 'eval')
     os.makedirs(directory, exist_ok=True)
-    stem = output_stem(directory, run.step, evaluation_settings(config))
     results['settings'] = evaluation_settings(config)
+    stem = output_stem(directory, run.step, results['settings'])
     with open(os.path.join(directory, f'{stem}.json'), 'w') as f:
       json.dump({**results, 'captions': captions}, f, indent=2)
     shown = min(8, len(captions))

@@ -247,7 +247,8 @@ class ConditionalLayoutEmbedding(nn.Module):
     """emb: [B, E] -> [B, T, H, W, features]; the last `num_images` frames are images (see
     coordinate_channels); logsnr: float32 [B], needed by gate='sigma2'."""
     if self.gate not in LAYOUT_EMBEDDING_GATES:
-      raise ValueError(f'Unknown layout embedding gate {self.gate!r}; allowed: {LAYOUT_EMBEDDING_GATES}.')
+      raise ValueError(f'Unknown layout embedding gate {self.gate!r}; allowed: '
+                       f'{LAYOUT_EMBEDDING_GATES}.')
     B = emb.shape[0]
     coords = coordinate_channels(1, T, H, W, num_images=num_images)[0]
     frequencies = self.param('frequencies', nn.initializers.normal(self.scale),
