@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vdm_jax import diffusion
+from vdm_jax.noise_prior import NoisePrior
 from vdm_jax.data import moving_shapes
 from vdm_jax.data import pipeline
 from vdm_jax.data import tokenizer
@@ -63,7 +64,9 @@ def probe(run, videos: np.ndarray, captions: list[str], *, batch_size: int, seed
   """
   config = run.config
   x_all = videos.astype(np.float32) / 127.5 - 1.0
-  noise_all = np.asarray(jax.random.normal(jax.random.PRNGKey(seed), x_all.shape, jnp.float32))
+  # The noise the model was trained with (correlated across frames under a noise prior).
+  noise_all = np.asarray(NoisePrior.from_config(config).sample(jax.random.PRNGKey(seed),
+                                                               x_all.shape, jnp.float32))
   rng = np.random.default_rng(seed)
   variants = {'true': captions, **{a: [swap_attribute(c, a, rng) for c in captions]
                                    for a in ATTRIBUTES}, 'null': captions}

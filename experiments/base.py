@@ -143,6 +143,12 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.diffusion.train_time_logit_std = 1.0  # s of 'logit_normal' (> 0).
   # 'logit_normal': the fraction of each batch that keeps uniform t, so every level stays trained, in [0, 1].
   config.diffusion.train_time_uniform_fraction = 0.0
+  # How the noise is correlated across frames (vdm_jax/noise_prior.py; Ge et al. 2023, PYoCo):
+  # 'independent' (the usual), 'mixed' (a noise image shared by all frames plus one per frame) or
+  # 'progressive' (each frame's noise continues the previous one's). It defines the model: training,
+  # sampling and the bound all use it.
+  config.diffusion.noise_prior = 'independent'
+  config.diffusion.noise_prior_alpha = 1.0  # alpha of 'mixed'/'progressive' (> 0): shared / own noise scale.
 
   # ---------------------------------------------------------------- optimizer
   config.optim = ml_collections.ConfigDict()
@@ -165,6 +171,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.train.log_every = 25  # Steps between logged metrics (TensorBoard + console).
   config.train.checkpoint_every = 250  # Steps between checkpoints (and one at the end).
   config.train.keep_checkpoints = 3  # Number of most recent checkpoints kept.
+  # Also keep every checkpoint whose step is a multiple of this (0: none), beyond keep_checkpoints.
+  config.train.keep_checkpoints_every = 0
   # Steps whose loss or gradients are not finite are skipped (params, EMA, optimizer unchanged);
   # this many in a row stop the run, with the last checkpoint intact.
   config.train.max_consecutive_skips = 10

@@ -4,6 +4,7 @@ import hashlib
 import os
 
 import flax.linen
+import jax
 
 from experiments import moving_shapes as moving_shapes_experiment
 from vdm_jax import checkpoints
@@ -50,3 +51,17 @@ def tree_digest(path) -> dict[str, str]:
       with open(os.path.join(root, name), 'rb') as f:
         digest[os.path.relpath(os.path.join(root, name), path)] = hashlib.sha256(f.read()).hexdigest()
   return digest
+
+
+def stand_in_train_step(model, config, video_shape):
+  """(state, step, mesh) of a compiled train step of `model` (a stand-in such as LinearDenoiser)
+  on videos [frames, height, width, channels] = video_shape, with the fixed schedule of `config`."""
+  from vdm_jax import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  mesh = mesh_lib.make_mesh(config)
+  tx, _ = train.create_optimizer(config)
+  state = jax.jit(lambda: train.create_train_state(model, tx, config, video_shape,
+                                                   jax.random.PRNGKey(0)),
+                  out_shardings=mesh_lib.replicated(mesh))()
+  step = train.make_train_step(model, logsnr_fn=train.create_logsnr_fn(config), tx=tx,
+                               config=config, mesh=mesh)
+  return state, step, mesh

@@ -63,3 +63,28 @@ def test_training_objective_fields_may_change_but_the_schedule_may_not(tmp_path)
   with pytest.raises(UserError, match=r'config\.diffusion\.logsnr_shift=0\.0 but this run has -1\.0'):
     checkpointer.check_compatible(1, current)
   checkpointer.close()
+
+
+@pytest.mark.parametrize('keep_every,kept', [(0, [5, 6]), (2, [2, 4, 5, 6])])
+def test_milestone_checkpoints_survive_the_rotation(tmp_path, keep_every, kept):
+  """`keep` latest checkpoints, plus (train.keep_checkpoints_every) every multiple of keep_every."""
+  checkpointer = checkpoints.Checkpointer(str(tmp_path), keep=2, keep_every=keep_every)
+  config = base.get_base_config()
+  iterator = iter(grain.MapDataset.range(4).to_iter_dataset())
+  for step in range(1, 7):
+    checkpointer.save(step, state={'w': jnp.full(3, step)}, data_iterator=iterator, config=config)
+    checkpointer.wait()
+  assert checkpointer.all_steps() == kept
+  checkpointer.close()
+  # A later run (or --mode sample) opening the workdir read-only sees the same steps.
+  assert checkpoints.Checkpointer(str(tmp_path), read_only=True).all_steps() == kept
+
+
+def test_noise_prior_defines_the_model(tmp_path):
+  """A model trained to predict noise correlated across frames samples and scores only with it."""
+  checkpointer = _save(tmp_path, base.get_base_config())
+  current = base.get_base_config()
+  current.diffusion.noise_prior = 'mixed'
+  with pytest.raises(UserError, match=r"config\.diffusion\.noise_prior='independent' but this run has 'mixed'"):
+    checkpointer.check_compatible(1, current)
+  checkpointer.close()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from experiments import moving_shapes as moving_shapes_experiment
-from tests.smoke import smoke_config
+from tests.smoke import smoke_config, stand_in_train_step
 from tests.test_data_registry import data_config  # Also registers TinyLabelledVideos with TFDS.
 from tests.test_data_registry import encoded_video
 from tests.test_inspect_model import tiny_config as tiny_inspect_config
@@ -23,7 +23,6 @@ from tests.test_pipeline import _ids, _iterator, NUM_TRAIN
 from vdm_jax import config_validation
 from vdm_jax import inspect_model
 from vdm_jax import mesh as mesh_lib
-from vdm_jax import train
 from vdm_jax.data import image_dataset
 from vdm_jax.data import pipeline
 from vdm_jax.data import registry
@@ -284,13 +283,7 @@ def test_train_step_flags_the_images_and_its_loss_covers_them(tmp_path):
     config = smoke_config(tmp_path, 10)
     config.optim.warmup_steps = 0
     config.data.num_images_per_video = num_images
-    model, mesh = ImageAwareDenoiser(), mesh_lib.make_mesh(config)
-    tx, _ = train.create_optimizer(config)
-    state = jax.jit(lambda: train.create_train_state(model, tx, config, video_shape,
-                                                     jax.random.PRNGKey(0)),
-                    out_shardings=mesh_lib.replicated(mesh))()
-    step = train.make_train_step(model, logsnr_fn=train.create_logsnr_fn(config), tx=tx,
-                                 config=config, mesh=mesh)
+    state, step, mesh = stand_in_train_step(ImageAwareDenoiser(), config, video_shape)
     tokens = np.zeros((config.batch_size, 4), np.int32)
     state, metrics = step(state, mesh_lib.global_batch({'video': video, 'tokens': tokens}, mesh))
     return {k: float(v) for k, v in state.params.items()}, float(metrics['train/loss'])

@@ -12,7 +12,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from benchmarks import preemption
-from tests.smoke import LinearDenoiser, smoke_config, tree_digest
+from tests.smoke import LinearDenoiser, smoke_config, stand_in_train_step, tree_digest
 from vdm_jax import checkpoints
 from vdm_jax import mesh as mesh_lib
 from vdm_jax import train
@@ -205,12 +205,7 @@ def test_non_finite_step_is_skipped_and_counted_inside_the_jitted_step(tmp_path)
   config = smoke_config(tmp_path, 10)
   config.optim.warmup_steps = 0
   shape = (2, 8, 8, 3)
-  model, mesh = LinearDenoiser(), mesh_lib.make_mesh(config)
-  tx, _ = train.create_optimizer(config)
-  state = jax.jit(lambda: train.create_train_state(model, tx, config, shape, jax.random.PRNGKey(0)),
-                  out_shardings=mesh_lib.replicated(mesh))()
-  step = train.make_train_step(model, logsnr_fn=train.create_logsnr_fn(config), tx=tx,
-                               config=config, mesh=mesh)
+  state, step, mesh = stand_in_train_step(LinearDenoiser(), config, shape)
   video = np.random.default_rng(0).uniform(-1, 1, (config.batch_size, *shape)).astype(np.float32)
   tokens = np.zeros((config.batch_size, 4), np.int32)
   good = lambda: mesh_lib.global_batch({'video': video, 'tokens': tokens}, mesh)

@@ -65,7 +65,8 @@ ADDED_FIELDS = {
     'diffusion': {'betas': [], 'zero_terminal_snr': False, 'learned_num_features': 1024,
                   'antithetic_time_sampling': False, 'learn_endpoints': False,
                   'train_time_distribution': 'uniform', 'train_time_logit_mean': 0.0,
-                  'train_time_logit_std': 1.0, 'train_time_uniform_fraction': 0.0},
+                  'train_time_logit_std': 1.0, 'train_time_uniform_fraction': 0.0,
+                  'noise_prior': 'independent', 'noise_prior_alpha': 1.0},
 }
 # Fields added to the train state after checkpoints were first written: a checkpoint without one
 # restores it as zeros (every such field counts something that was zero in older runs).
@@ -129,12 +130,19 @@ def _normalise(value: Any) -> Any:
 class Checkpointer:
   """Saves and restores `{state, data, config}` checkpoints of one workdir."""
 
-  def __init__(self, workdir: str, *, keep: int = 3, read_only: bool = False):
+  def __init__(self, workdir: str, *, keep: int = 3, keep_every: int = 0,
+               read_only: bool = False):
+    """Keeps the latest `keep` checkpoints and, if `keep_every` > 0, every one whose step is a
+    multiple of it (milestones, e.g. to evaluate a long run at 1,000, 2,000, ... steps later)."""
     self.workdir = os.path.abspath(os.path.expanduser(workdir))
     self.directory = checkpoint_dir(workdir)
     self.read_only = read_only
+    policies = [ocp.checkpoint_managers.LatestN(keep)]
+    if keep_every:
+      policies.append(ocp.checkpoint_managers.EveryNSteps(keep_every))
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=not read_only, read_only=read_only,
+        preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+        create=not read_only, read_only=read_only,
         enable_async_checkpointing=True,
         # Temporary directories of saves that never finished (a kill -9 mid-save): never a
         # checkpoint, and they would block a save of the same step.

@@ -12,6 +12,7 @@ from vdm_jax import frame_conditioning
 from vdm_jax import guidance
 from vdm_jax import metrics as metrics_lib
 from vdm_jax import tasks
+from vdm_jax import noise_prior
 from vdm_jax import schedules
 from vdm_jax import samplers
 from vdm_jax.data import tokenizer
@@ -36,6 +37,7 @@ ALLOWED = {
     'diffusion.parameterization': diffusion.PARAMETERIZATIONS,
     'diffusion.loss_weighting': diffusion.LOSS_WEIGHTINGS,
     'diffusion.train_time_distribution': diffusion.TIME_DISTRIBUTIONS,
+    'diffusion.noise_prior': noise_prior.NOISE_PRIORS,
     'sample.sampler': samplers.SAMPLERS,
     'sample.time_spacing': samplers.TIME_SPACINGS,
     'sample.task': tasks.TASKS,
@@ -130,6 +132,7 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   _positive(config, ['optim.warmup_steps', 'optim.weight_decay', 'optim.grad_clip_norm',
                      'sample.guidance_weight', 'sample.eta', 'sample.gamma', 'model.dropout',
                      'model.cond_drop_prob', 'train.sample_every', 'train.eval_every',
+                     'train.keep_checkpoints_every',
                      'optim.final_lr_fraction'],
             allow_zero=True)
   for field in ('optim.ema_decay', 'optim.b1', 'optim.b2', 'model.cond_drop_prob', 'model.dropout',
@@ -177,6 +180,24 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
            f"config.diffusion.train_time_distribution={d.train_time_distribution!r} reweights the loss "
            "by p(t), so it is no longer the VLB: use --config.diffusion.train_time_distribution=uniform "
            "with loss_weighting='vlb'.")
+  if d.noise_prior != 'independent':
+    correlated = f'config.diffusion.noise_prior={d.noise_prior!r}'
+    _require(d.noise_prior_alpha > 0,
+             f'config.diffusion.noise_prior_alpha={d.noise_prior_alpha!r} must be > 0 for {correlated}: '
+             'set --config.diffusion.noise_prior_alpha (e.g. 1.0).')
+    _require(d.loss_weighting != 'vlb',
+             f"{correlated} is not supported with config.diffusion.loss_weighting='vlb' (the VLB as a "
+             "loss, and the learned schedule, assume independent noise): use another loss_weighting, "
+             'or --config.diffusion.noise_prior=independent.')
+    _require(config.data.num_images_per_video == 0,
+             f'{correlated} correlates the frames of a video, but config.data.num_images_per_video='
+             f'{config.data.num_images_per_video} appends independent images as frames: set it to 0, '
+             'or --config.diffusion.noise_prior=independent.')
+    for field in ('sample.task', 'eval.task'):
+      _require(_get(config, field) == 'generate',
+               f"config.{field}={_get(config, field)!r} conditions by guidance (vdm_jax/guidance.py), "
+               f'which assumes independent noise, but {correlated}: use --config.{field}=generate, or '
+               'a model trained with --config.diffusion.noise_prior=independent.')
   _require(not d.learn_endpoints or d.schedule == 'learned',
            f"config.diffusion.learn_endpoints=True needs config.diffusion.schedule='learned' (got "
            f'{d.schedule!r}): set --config.diffusion.schedule=learned (with loss_weighting=vlb) '

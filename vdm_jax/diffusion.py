@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 import jax
 import jax.numpy as jnp
 
+from vdm_jax.noise_prior import INDEPENDENT, NoisePrior
 from vdm_jax.schedules import ENDPOINT_PARAMS
 from vdm_jax.schedules import alpha_sigma
 
@@ -381,17 +382,18 @@ def batch_loss_and_metrics(per_example: jax.Array,
 def draw_time_and_noise(rng: jax.Array, x: jax.Array, *, antithetic: bool = False,
                         distribution: str = 'uniform', logit_mean: float = 0.0,
                         logit_std: float = 1.0,
-                        uniform_fraction: float = 0.0) -> tuple[jax.Array, jax.Array]:
+                        uniform_fraction: float = 0.0,
+                        noise_prior: NoisePrior = INDEPENDENT) -> tuple[jax.Array, jax.Array]:
   """The random draws of a denoising loss: (t [B] in [0, 1) (sample_time: uniform unless
-  `distribution` says otherwise), noise ~ N(0, I) shaped like x [B, ...]), float32 (float64 for
-  float64 x)."""
+  `distribution` says otherwise), noise ~ N(0, I) shaped like x [B, ...] (N(0, Sigma) across
+  frames under a correlated `noise_prior`, see noise_prior.py)), float32 (float64 for float64 x)."""
   x = jnp.asarray(x)
   dtype = jnp.promote_types(x.dtype, jnp.float32)
   rng_t, rng_noise = jax.random.split(rng)
   t = sample_time(rng_t, x.shape[0], antithetic=antithetic, distribution=distribution,
                   logit_mean=logit_mean, logit_std=logit_std, uniform_fraction=uniform_fraction,
                   dtype=dtype)
-  noise = jax.random.normal(rng_noise, x.shape, dtype=dtype)
+  noise = noise_prior.sample(rng_noise, x.shape, dtype)
   return t, noise
 
 

@@ -79,6 +79,7 @@ from vdm_jax.data import pipeline
 from vdm_jax.data import tracker
 from vdm_jax import metrics as metrics_lib
 from vdm_jax.errors import UserError
+from vdm_jax.noise_prior import NoisePrior
 from vdm_jax.metrics import c3d
 from vdm_jax.metrics import convert_c3d
 from vdm_jax.metrics import convert_i3d
@@ -115,7 +116,8 @@ def make_bpd_fn(run):
                              drop_text=jnp.zeros((video.shape[0],), bool))
     terms = likelihood.vlb(network, video, rng=rng, logsnr_fn=run.logsnr_fn,
                            parameterization=config.diffusion.parameterization,
-                           num_t=config.eval.bpd_num_t, decoder='discrete')
+                           num_t=config.eval.bpd_num_t, decoder='discrete',
+                           noise_prior=NoisePrior.from_config(config))
     dims = math.prod(video.shape[1:])
     return {k: v / (dims * math.log(2.0)) for k, v in terms.items() if k != 'bpd'}
 

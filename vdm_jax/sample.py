@@ -20,6 +20,7 @@ from vdm_jax import frame_conditioning
 from vdm_jax import mesh as mesh_lib
 from vdm_jax import samplers
 from vdm_jax import video_io
+from vdm_jax.noise_prior import NoisePrior
 
 GenerateFn = Callable[[object, Sequence[str], jax.Array], np.ndarray]
 
@@ -44,6 +45,7 @@ def make_generate_fn(model, *, logsnr_fn: Callable, config: ml_collections.Confi
   sample_config = config.sample
   batch = sample_config.batch_size
   frame_conditioned = config.model.frame_conditioning
+  noise_prior = NoisePrior.from_config(config)
 
   def generate_batch(params, cond, rng):
     """cond: conditioning inputs [batch, ...] (and with frame conditioning 'frames' [batch,
@@ -62,7 +64,8 @@ def make_generate_fn(model, *, logsnr_fn: Callable, config: ml_collections.Confi
     videos = samplers.sample(
         denoise_fn, rng=rng, shape=(batch, *video_shape), logsnr_fn=logsnr_fn,
         num_steps=sample_config.num_steps, sampler=sample_config.sampler,
-        time_spacing=sample_config.time_spacing, eta=sample_config.eta, gamma=sample_config.gamma)
+        time_spacing=sample_config.time_spacing, eta=sample_config.eta, gamma=sample_config.gamma,
+        noise_prior=noise_prior)
     if frame_conditioned:  # The given frames are inputs: returned as given, not as sampled.
       videos = jnp.where(cond['cond_mask'][:, :, None, None, None], frames, videos)
     return videos

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vdm_jax.diffusion import check_parameterization, eps_from_x, predict_x_eps
+from vdm_jax.noise_prior import INDEPENDENT, NoisePrior
 from vdm_jax.schedules import alpha_sigma
 
 DenoiseFn = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
@@ -369,6 +370,7 @@ def sample(
     z_init: jax.Array | None = None,
     dtype=jnp.float32,
     denoiser_takes_rng: bool = False,
+    noise_prior: NoisePrior = INDEPENDENT,
 ) -> jax.Array:
   """Generate x [shape] from z ~ N(0, I) by num_steps = N steps over `logsnr_grid`.
 
@@ -402,6 +404,8 @@ def sample(
     denoiser_takes_rng: call denoise_fn(z, logsnr, rng) with a fresh key per evaluation k,
       fold_in(rng_denoise, k), rng_denoise split off rng first (e.g. guidance.replacement, which
       draws noise at every network call). False: denoise_fn(z, logsnr), and rng is used as before.
+    noise_prior: the noise's correlation across frames (axis 1), as the model was trained with
+      (noise_prior.py): z_1 and every fresh noise are drawn from N(0, Sigma), the steps unchanged.
 
   Returns:
     x [shape] in dtype: in [-1, 1] when denoise_fn clips x_hat.
@@ -428,7 +432,7 @@ def sample(
     else:
       x_hat, eps_hat = denoise_fn(z, logsnr)
     x_hat, eps_hat = x_hat.astype(dtype), eps_hat.astype(dtype)
-    noise = (jax.random.normal(jax.random.fold_in(rng_steps, xs['k']), shape, dtype)
+    noise = (noise_prior.sample(jax.random.fold_in(rng_steps, xs['k']), shape, dtype)
              if sampler in ('ancestral', 'ddim', 'pc') else None)
     step = dict(logsnr_t=full(xs['frm']), logsnr_s=full(xs['to']))
     if sampler == 'ancestral':
@@ -452,7 +456,7 @@ def sample(
     # After the last evaluation z is unused: the result is that evaluation's x_hat.
     return (z.astype(dtype), x_base, eps_base, x_hat), None
 
-  z_1 = jax.random.normal(rng_init, shape, dtype) if z_init is None else jnp.asarray(z_init, dtype)
+  z_1 = noise_prior.sample(rng_init, shape, dtype) if z_init is None else jnp.asarray(z_init, dtype)
   zeros = jnp.zeros(shape, dtype)
   (_, _, _, x_hat), _ = jax.lax.scan(body, (z_1, zeros, zeros, zeros), per_eval)
   return x_hat

@@ -28,6 +28,7 @@ from vdm_jax import frame_conditioning
 from vdm_jax import grad_accumulation
 from vdm_jax import likelihood
 from vdm_jax import mesh as mesh_lib
+from vdm_jax import noise_prior as noise_prior_lib
 from vdm_jax import progress
 from vdm_jax import sample as sample_lib
 from vdm_jax import schedules
@@ -332,7 +333,8 @@ def make_train_step(model, *, logsnr_fn, tx, config, mesh, state_sharding=None) 
           distribution=config.diffusion.train_time_distribution,
           logit_mean=config.diffusion.train_time_logit_mean,
           logit_std=config.diffusion.train_time_logit_std,
-          uniform_fraction=config.diffusion.train_time_uniform_fraction)
+          uniform_fraction=config.diffusion.train_time_uniform_fraction,
+          noise_prior=noise_prior_lib.NoisePrior.from_config(config))
       examples = dict(video=batch['video'], t=t, noise=noise, cond=cond, drop_text=drop_text,
                       frame_weights=frame_weights)
       (loss, aux), grads = grad_accumulation.value_and_grad_accumulated(
@@ -566,7 +568,8 @@ def _train_and_evaluate(config, workdir, preemption: PreemptionWatcher) -> dict[
 
   # ---------------------------------------------------------------- state, maybe restored
   tx, learning_rate = create_optimizer(config)
-  checkpointer = checkpoints.Checkpointer(workdir, keep=config.train.keep_checkpoints)
+  checkpointer = checkpoints.Checkpointer(workdir, keep=config.train.keep_checkpoints,
+                                         keep_every=config.train.keep_checkpoints_every)
   abstract_state = abstract_train_state(run, tx)
   state_sharding = jax.tree.map(lambda a: a.sharding, abstract_state)
   latest, state = checkpointer.restore_latest(config, abstract_state=abstract_state,
