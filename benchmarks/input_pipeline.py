@@ -41,7 +41,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from absl import flags
 import grain
 import jax
-import numpy as np
 
 from experiments import moving_digits as moving_digits_experiment
 from experiments import moving_shapes as moving_shapes_experiment

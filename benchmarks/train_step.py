@@ -92,7 +92,6 @@ def measure_jax(name: str, conv_impl: str | None, *, steps: int, sample_steps: i
                 remat: str | None = None, grad_accum_steps: int | None = None) -> dict:
   """One config's row, measured in this process (run by the parent in a fresh one)."""
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from vdm_jax import inspect_model  # pylint: disable=g-import-not-at-top
   from vdm_jax import mesh as mesh_lib  # pylint: disable=g-import-not-at-top

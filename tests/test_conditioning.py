@@ -5,7 +5,6 @@ embeddings, the conditioning-embedding fields, and the checkpoint and config che
 import functools
 
 import flax.linen as nn
-import grain
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -12,7 +12,6 @@ import pytest
 
 from vdm_jax.models import attention
 from vdm_jax.models import layers
-from vdm_jax.models import unet
 from vdm_jax.models.unet import VideoUNet
 
 B, T, H, W = 2, 4, 8, 8
