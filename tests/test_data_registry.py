@@ -10,6 +10,7 @@ from vdm_jax import config_validation
 from vdm_jax.data import pipeline
 from vdm_jax.data import preprocess
 from vdm_jax.data import registry
+from vdm_jax.data import tokenizer
 from vdm_jax.errors import UserError
 
 _NUM_STORED = 12  # Frames per stored synthetic video.
@@ -198,6 +199,81 @@ def test_video_feature_datasets_need_tensorflow(name):
     with pytest.raises(UserError, match='needs tensorflow') as error:
       registry.load_builder(config)
   assert '\n' not in str(error.value)
+
+
+def _expected_clip(stored, *, start, num_frames, frame_skip, resolution):
+  """Frames start, start + k, ... of a stored [N, H, W, 1 or 3] video, gray -> RGB, resized."""
+  frames = np.asarray(stored)[start:start + (num_frames - 1) * frame_skip + 1:frame_skip]
+  if frames.shape[-1] == 1:
+    frames = np.repeat(frames, 3, axis=-1)
+  return preprocess.resize_and_center_crop(frames, resolution=resolution)
+
+
+@pytest.mark.parametrize('name', ['moving_mnist', 'ucf101'])
+def test_video_feature_datasets_with_tensorflow_on_mock_data(name, tmp_path):
+  """With TensorFlow installed, moving_mnist (20 x 64x64x1, unlabelled) and ucf101 (N x 256x256x3,
+  101 labels) load through the registry and the train pipeline at the configured shape."""
+  pytest.importorskip('tensorflow', reason='tfds.features.Video (moving_mnist, ucf101) needs '
+                      'TensorFlow even to build its features')
+  frames, skip, res, n = 3, 2, 8, 3
+  shape = dict(num_frames=frames, frame_skip=skip, resolution=res)
+  config = data_config(name, '/unused', random_flip=False, **shape)
+  labelled = name == 'ucf101'
+  with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, num_examples=n):
+    builder = registry.load_builder(config)
+    video_key = registry.TFDS_VIDEO_SPECS[name].video_key
+    raw = [builder.raw_data_source('train')[i] for i in range(n)]  # The stored (mock) examples.
+    examples = [builder.as_data_source('train')[i] for i in range(n)]
+    ds = pipeline.make_train_dataset(builder=builder, split='train', global_batch_size=n, seed=0,
+                                     max_text_length=32, process_index=0, process_count=1,
+                                     num_epochs=1, labels=labelled)
+    batch = ds[0]
+  assert config_validation.video_shape(config) == (frames, res, res, 3)
+  stored_shape = (20, 64, 64, 1) if name == 'moving_mnist' else (256, 256, 3)
+  assert all(np.shape(r[video_key])[-len(stored_shape):] == stored_shape for r in raw)
+
+  label_names = builder.info.features['label'].names if labelled else None
+  for r, example in zip(raw, examples):
+    assert example['video'].shape == (frames, res, res, 3) and example['video'].dtype == np.uint8
+    np.testing.assert_array_equal(example['video'],
+                                  _expected_clip(r[video_key], start=0, **shape))
+    if labelled:
+      assert example['label'] == int(r['label'])
+      assert example['caption'] == (
+          f'a video of {preprocess.label_to_text(label_names[int(r["label"])])}')
+    else:
+      assert example['caption'] == '' and 'label' not in example
+  if labelled:  # The names come from TFDS's labels file, in its order.
+    assert len(label_names) == 101
+    assert builder.train_preprocessor.caption({'label': 0}) == 'a video of apply eye makeup'
+
+  # Training: each example once (one epoch, one batch), a clip of every `skip`-th frame from some
+  # start, its caption's tokens (and label).
+  assert batch['video'].shape == (n, frames, res, res, 3) and batch['video'].dtype == np.float32
+  seen = []
+  for video, tokens in zip(np.rint((batch['video'] + 1) * 127.5).astype(np.uint8),
+                           batch['tokens']):
+    matches = [(i, start) for i, r in enumerate(raw)
+               for start in range(len(r[video_key]) - (frames - 1) * skip)
+               if np.array_equal(video, _expected_clip(r[video_key], start=start, **shape))]
+    assert len(matches) == 1, matches
+    i = matches[0][0]
+    seen.append(i)
+    np.testing.assert_array_equal(
+        tokens, tokenizer.tokenize([examples[i]['caption']], max_length=32)[0])
+  assert sorted(seen) == list(range(n))
+  if labelled:
+    np.testing.assert_array_equal(batch['label'], [examples[i]['label'] for i in seen])
+
+  # Real (not mock) reading decodes the stored example into a list of frames: the preprocessor
+  # takes that too (ucf101 stores JPEG frames, so compare with the decoded ones).
+  features = tfds.builder(name, data_dir=str(tmp_path)).info.features
+  decoded = features.deserialize_example_np(features.serialize_example(raw[0]))
+  if not labelled:  # PNG frames: lossless.
+    np.testing.assert_array_equal(np.asarray(decoded[video_key]), raw[0][video_key])
+  np.testing.assert_array_equal(builder.train_preprocessor.map(decoded)['video'],
+                                _expected_clip(decoded[video_key], start=0, **shape))
+  assert builder.train_preprocessor.map(decoded)['caption'] == examples[0]['caption']
 
 
 def test_ucf101_spec_maps_labels_to_captions():
