@@ -35,10 +35,13 @@ def define_flags(flag_values: flags.FlagValues, sys_argv: list[str] | None = Non
                       flag_values=flag_values)
   flags.DEFINE_enum('mode', 'train', ['train', 'sample', 'eval', 'inspect'],
                     'train: train (resuming), then sample and evaluate; sample / eval: from the latest '
-                    'checkpoint; inspect: print parameters, FLOPs and memory of the compiled train '
+                    'checkpoint (or --step); inspect: print parameters, FLOPs and memory of the compiled train '
                     'step, without training.', flag_values=flag_values)
   flags.DEFINE_multi_string('prompt', None, 'Prompt(s) for --mode sample (repeatable); default: '
                             'config.sample.prompts.', flag_values=flag_values)
+  flags.DEFINE_integer('step', None, '--mode sample / eval: the checkpoint step to restore (default: '
+                       'the latest; train.keep_checkpoints_every keeps milestones).',
+                       flag_values=flag_values)
   flags.DEFINE_bool('verbose', False, 'Show tracebacks for bad input and libraries\' INFO logs.',
                     flag_values=flag_values)
   # Multi-host runs (vdm_jax/distributed.py): every process runs the same command.
@@ -160,15 +163,18 @@ def run(flag_values: flags.FlagValues = FLAGS) -> int:
     distributed.initialize(coordinator_address=flag_values.coordinator_address,
                            num_processes=flag_values.num_processes,
                            process_id=flag_values.process_id, auto=flag_values.multihost)
+    if flag_values.step is not None and flag_values.mode not in ('sample', 'eval'):
+      raise UserError(f'--step={flag_values.step} picks the checkpoint of --mode sample or eval, not '
+                      f'--mode {flag_values.mode}: drop --step (training resumes from the latest).')
     if flag_values.mode == 'train':
       train.train_and_evaluate(config, workdir)
     elif flag_values.mode == 'sample':
-      sample.sample(config, workdir, flag_values.prompt)
+      sample.sample(config, workdir, flag_values.prompt, step=flag_values.step)
     elif flag_values.mode == 'inspect':
       from vdm_jax import inspect_model  # pylint: disable=g-import-not-at-top
       inspect_model.inspect_and_print(config)
     else:
-      evaluate.evaluate(config, workdir)
+      evaluate.evaluate(config, workdir, step=flag_values.step)
   except (UserError, FloatingPointError) as error:
     if flag_values.verbose:
       raise

@@ -187,7 +187,9 @@ def load_config(spec: str):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--config', required=True, help='experiments/X.py[:variant]')
-  parser.add_argument('--workdir', required=True, help='A trained run (its latest checkpoint).')
+  parser.add_argument('--workdir', required=True, help='A trained run.')
+  parser.add_argument('--step', type=int, default=None,
+                      help='The checkpoint probed (default: the latest).')
   parser.add_argument('--data_dir', default=None,
                       help='Where the dataset is prepared, if not the config\'s data.data_dir.')
   parser.add_argument('--num_videos', type=int, default=64, help='Test videos probed.')
@@ -205,7 +207,7 @@ def main():
   config = apply_overrides(load_config(args.config), args.set)
   if args.data_dir:
     config.data.data_dir = args.data_dir
-  run = train.restore_for_inference(config, args.workdir)
+  run = train.restore_for_inference(config, args.workdir, args.step)
   builder = train.load_dataset_builder(config)
   videos, captions = pipeline.make_eval_source(builder=builder, split='test',
                                                num_examples=args.num_videos)

@@ -111,6 +111,8 @@ REFUSED = {
                              '--config.model.layout_embedding_gate=sigma'],
                             "config.model.layout_embedding_gate='sigma' is not allowed"),
     'unknown eval task': (['--config.eval.task=extend'], "config.eval.task='extend' is not allowed"),
+    'step in train mode': (['--step=2'], '--step=2 picks the checkpoint of --mode sample or eval, '
+                           'not --mode train: drop --step'),
     'sample without checkpoint': (['--mode=sample'], 'no checkpoint in '),
     'eval without checkpoint': (['--mode=eval'], 'no checkpoint in '),
     'empty prompt': (['--mode=sample', '--prompt='], "--prompt '' (prompt 1) is empty"),

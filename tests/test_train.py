@@ -132,6 +132,25 @@ def test_sample_without_checkpoint_is_a_user_error(tmp_path, smoke_data_dir):
     sample.sample(smoke_config(smoke_data_dir, 4), str(tmp_path / 'empty'))
 
 
+def test_inference_restores_the_step_asked_for(smoke_data_dir, resumed_workdir):
+  """launch.py --step: an earlier checkpoint's EMA parameters, not the latest's; a step without a
+  checkpoint is one line naming the steps there are."""
+  config = smoke_config(smoke_data_dir, 4)
+  steps = checkpoints.Checkpointer(str(resumed_workdir), read_only=True).all_steps()
+  assert steps[-1] == 4 and len(steps) >= 2
+  earlier = train.restore_for_inference(config, str(resumed_workdir), steps[0])
+  assert earlier.step == steps[0]
+  expected = restored_state(config, resumed_workdir, steps[0]).ema_params
+  latest = restored_state(config, resumed_workdir).ema_params
+  for a, b, c in zip(jax.tree.leaves(earlier.ema_params), jax.tree.leaves(expected),
+                     jax.tree.leaves(latest)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert any(not np.array_equal(np.asarray(a), np.asarray(c)) for a, c in
+             zip(jax.tree.leaves(earlier.ema_params), jax.tree.leaves(latest)))
+  with pytest.raises(UserError, match=r'no checkpoint of step 3 .*\(it has ' + ', '.join(map(str, steps))):
+    train.restore_for_inference(config, str(resumed_workdir), 3)
+
+
 def test_checkpoint_of_another_model_is_refused_and_kept(smoke_data_dir, resumed_workdir):
   config = smoke_config(smoke_data_dir, 6)
   config.model.channels = 24

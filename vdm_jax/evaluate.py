@@ -682,9 +682,10 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
   return results
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """`--mode eval`: restores the latest checkpoint and evaluates it."""
+def evaluate(config: ml_collections.ConfigDict, workdir: str,
+             step: int | None = None) -> dict[str, Any]:
+  """`--mode eval`: restores the checkpoint at `step` (default: the latest) and evaluates it."""
   from vdm_jax import train  # pylint: disable=g-import-not-at-top
 
-  run = train.restore_for_inference(config, workdir)
+  run = train.restore_for_inference(config, workdir, step)
   return evaluate_run(run, workdir)

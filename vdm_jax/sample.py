@@ -157,8 +157,10 @@ def write_samples(generate: GenerateFn, params, *, prompts: Sequence[str], num_v
   return video_io.write_prompt_videos(directory, prompts, videos, fps=fps)
 
 
-def sample(config: ml_collections.ConfigDict, workdir: str, prompts: Sequence[str] | None = None) -> list[str]:
-  """`--mode sample`: restores the latest checkpoint's EMA parameters and writes sample videos."""
+def sample(config: ml_collections.ConfigDict, workdir: str, prompts: Sequence[str] | None = None,
+           step: int | None = None) -> list[str]:
+  """`--mode sample`: restores the EMA parameters of the checkpoint at `step` (default: the latest)
+  and writes sample videos."""
   from vdm_jax import train  # pylint: disable=g-import-not-at-top  (train builds the pieces)
 
   # Before any model is built or file written: a bad prompt costs nothing.
@@ -166,8 +168,8 @@ def sample(config: ml_collections.ConfigDict, workdir: str, prompts: Sequence[st
                                   text_tokenizer=config.model.text_tokenizer)
   if config.sample.task != 'generate':  # Conditional generation: prediction, extension, ...
     from vdm_jax import tasks  # pylint: disable=g-import-not-at-top
-    return tasks.run_task(config, workdir, prompts)['written']
-  run = train.restore_for_inference(config, workdir)
+    return tasks.run_task(config, workdir, prompts, step=step)['written']
+  run = train.restore_for_inference(config, workdir, step)
   prompts = list(prompts or config.sample.prompts)
   c = config.sample
   # Named by the settings, so sampling again with others never overwrites earlier videos.

@@ -372,9 +372,9 @@ def task_directory(config: ml_collections.ConfigDict, workdir: str, step: int) -
 
 
 def run_task(config: ml_collections.ConfigDict, workdir: str,
-             prompts: Sequence[str] | None = None) -> dict:
-  """`--mode sample` with config.sample.task other than 'generate': restores the latest
-  checkpoint's EMA parameters, runs the task and writes its outputs (see the module docstring).
+             prompts: Sequence[str] | None = None, step: int | None = None) -> dict:
+  """`--mode sample` with config.sample.task other than 'generate': restores the EMA parameters
+  of the checkpoint at `step` (default: the latest), runs the task and writes its outputs (see the module docstring).
   Returns the task's result (run_test_clip_task's or run_extend's) with 'directory' and 'written'
   (the paths written)."""
   from vdm_jax import train  # pylint: disable=g-import-not-at-top
@@ -386,7 +386,7 @@ def run_task(config: ml_collections.ConfigDict, workdir: str,
     raise UserError(f'config.sample.task={c.task!r} guides a model that is not frame-conditioned '
                     '(guidance.py); this one has config.model.frame_conditioning=True: use a '
                     'checkpoint trained without it.')
-  run = train.restore_for_inference(config, workdir)
+  run = train.restore_for_inference(config, workdir, step)
   factor = c.super_resolution_factor if c.task == 'super_resolve' else 1
   generate = make_conditional_generate_fn(run.model, logsnr_fn=run.logsnr_fn, config=config,
                                           video_shape=run.video_shape, mesh=run.mesh, factor=factor)

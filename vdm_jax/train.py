@@ -450,15 +450,28 @@ def abstract_train_state(run: Run, tx) -> TrainState:
                       sharding)
 
 
-def restore_for_inference(config: ml_collections.ConfigDict, workdir: str) -> Run:
-  """Restores the latest checkpoint's EMA parameters (for `--mode sample` and `--mode eval`)."""
+def restore_for_inference(config: ml_collections.ConfigDict, workdir: str,
+                          step: int | None = None) -> Run:
+  """Restores the EMA parameters of the checkpoint at `step` (default: the latest), for
+  `--mode sample` and `--mode eval` (launch.py --step)."""
   run = setup(config)
   if not os.path.isdir(checkpoints.checkpoint_dir(workdir)):
     raise UserError(f'no checkpoint in {checkpoints.checkpoint_dir(workdir)}: train first with '
                     f'--mode train --workdir {workdir}, or point --workdir at a trained run.')
   checkpointer = checkpoints.Checkpointer(workdir, read_only=True)
   tx, _ = create_optimizer(config)
-  step, state = checkpointer.restore_latest(config, abstract_state=abstract_train_state(run, tx))
+  abstract_state = abstract_train_state(run, tx)
+  if step is None:
+    step, state = checkpointer.restore_latest(config, abstract_state=abstract_state)
+  else:
+    steps = checkpointer.all_steps()
+    if step not in steps:
+      checkpointer.close()
+      raise UserError(f'no checkpoint of step {step} in {checkpointer.directory} (it has '
+                      f'{", ".join(map(str, steps)) or "none"}): pick one of those with --step, '
+                      'or leave --step out for the latest.')
+    checkpointer.check_compatible(step, config)
+    state = checkpointer.restore(step, abstract_state=abstract_state)
   checkpointer.close()
   if step is None:
     raise UserError(f'no checkpoint in {checkpointer.directory}: train first with --mode train '
