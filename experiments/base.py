@@ -76,6 +76,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.model.layout_embedding_gate_center = 0.0
   # Read the noise-level + text embedding through stop_gradient (its gradients train only itself).
   config.model.layout_embedding_detach = False
+  # Its Fourier features: number of frequencies, and their scale (std of the trainable frequencies;
+  # lower: smoother layouts).
+  config.model.layout_embedding_frequencies = 64
+  config.model.layout_embedding_scale = 3.0
   config.model.patch_size = 1  # Space-to-depth of p x p pixels around the U-Net (p^2 cheaper convs; output stays full-res).
   # How 3x3 convs are computed (same results): 'auto' (CPU: 'matmul_grad', else 'xla'), 'xla' (lax.conv),
   # 'matmul_grad' (lax.conv, kernel gradient as an im2col matmul) or 'im2col' (shifted copies + matmul).

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments import moving_shapes
 from vdm_jax.models import attention
 from vdm_jax.models import layers
 from vdm_jax.models.unet import VideoUNet
@@ -377,6 +378,22 @@ def test_conditional_layout_embedding_starts_at_zero_and_reads_its_coordinates()
   assert np.abs(out[:, 1] - out[:, 0]).max() > 1e-3  # frames
   assert np.abs(out[:, 0, 1:] - out[:, 0, :1]).max() > 1e-3  # rows
   assert np.abs(out[1] - out[0]).max() > 1e-3  # conditioning
+
+
+def test_layout_embedding_frequencies_and_scale_come_from_the_config():
+  """model.layout_embedding_frequencies / _scale reach the module: [3, F] trainable frequencies
+  drawn with std = scale (a smoother layout for a lower scale)."""
+  from vdm_jax import train  # pylint: disable=g-import-not-at-top
+  config = moving_shapes.get_config('smoke')
+  config.model.layout_embedding = True
+  config.model.layout_embedding_frequencies, config.model.layout_embedding_scale = 96, 0.5
+  model = train.create_model(config)
+  assert (model.layout_embedding_frequencies, model.layout_embedding_scale) == (96, 0.5)
+  params = jax.jit(lambda: train.init_params(model, config, (4, 16, 16, 3),
+                                             jax.random.PRNGKey(0)))()
+  frequencies = np.asarray(params['layout_embedding']['frequencies'])
+  assert frequencies.shape == (3, 96)
+  assert 0.4 < frequencies.std() < 0.6, frequencies.std()
 
 
 def test_sigma2_gate_scales_the_layout_embedding_by_the_noise_variance():

@@ -94,6 +94,8 @@ def create_model(config: ml_collections.ConfigDict) -> unet.VideoUNet:
       layout_embedding_gate=model_config.layout_embedding_gate,
       layout_embedding_gate_center=model_config.layout_embedding_gate_center,
       layout_embedding_detach=model_config.layout_embedding_detach,
+      layout_embedding_frequencies=model_config.layout_embedding_frequencies,
+      layout_embedding_scale=model_config.layout_embedding_scale,
       conv_impl=model_config.conv_impl,
       attention_impl=model_config.attention_impl,
       remat=model_config.remat,

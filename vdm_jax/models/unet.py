@@ -103,6 +103,10 @@ class VideoUNet(nn.Module):
   # The layout embedding reads the conditioning embedding through stop_gradient: its gradients
   # then train only itself, not the text encoder and noise-level MLP that every block shares.
   layout_embedding_detach: bool = False
+  # Its Fourier features: how many frequencies, and their scale (the std of the trainable
+  # frequencies, in cycles per half frame side: lower is smoother, closer to an object's size).
+  layout_embedding_frequencies: int = 64
+  layout_embedding_scale: float = 3.0
   attention_impl: str = 'dot_product_attention'  # See attention.ATTENTION_IMPLS.
   # Rematerialisation (gradient checkpointing), see REMAT_MODES: 'none'; 'block': every residual
   # block and attention block keeps only its inputs for the backward pass and recomputes the
@@ -271,7 +275,8 @@ class VideoUNet(nn.Module):
       h = h + nn.Dense(self.channels, name='frame_embedding', **kw)(frames)[None, :, None, None, :]
     if self.layout_embedding:
       h = h + layers.ConditionalLayoutEmbedding(
-          self.channels, gate=self.layout_embedding_gate,
+          self.channels, num_frequencies=self.layout_embedding_frequencies,
+          scale=self.layout_embedding_scale, gate=self.layout_embedding_gate,
           gate_center=self.layout_embedding_gate_center, name='layout_embedding', **kw)(
               jax.lax.stop_gradient(emb) if self.layout_embedding_detach else emb,
               T, H // p, W // p, num_images, logsnr=logsnr)
