@@ -177,7 +177,8 @@ def _reconstruction_under(noise_prior: NoisePrior, decoder: str, x: jax.Array, *
     return reconstruction_discrete(x, logsnr_0=logsnr_0, noise=noise_prior.color(white_noise))
   # N(x; z_0 / alpha_0, (sigma_0 / alpha_0)^2 Sigma): the density of the whitened x' = L^{-1} x
   # times |det L^{-1}| for each of the D / F (pixel, channel) columns.
-  _, log_det = np.linalg.slogdet(noise_prior.covariance(x.shape[1]) if x.ndim > 1 else np.eye(1))
+  log_det = 0.0 if noise_prior.independent else np.linalg.slogdet(
+      noise_prior.covariance(x.shape[1]))[1]
   pixels_per_frame = math.prod(x.shape[2:])
   return (reconstruction_gaussian(noise_prior.whiten(x), logsnr_0=logsnr_0, noise=white_noise)
           + 0.5 * pixels_per_frame * log_det)
@@ -217,9 +218,7 @@ def vlb(
     logsnr_fn = lambda t: logsnr_0 + (logsnr_1 - logsnr_0) * t
   # Whitened coordinates (identities for independent noise): x' = L^{-1} x, z = L z'.
   x_white = noise_prior.whiten(x)
-  model_fn_white = model_fn
-  if not noise_prior.independent:
-    model_fn_white = lambda z, logsnr: noise_prior.whiten(model_fn(noise_prior.color(z), logsnr))
+  model_fn_white = lambda z, logsnr: noise_prior.whiten(model_fn(noise_prior.color(z), logsnr))
   terms = {
       'prior': prior_kl(x_white, logsnr_1=logsnr_1),
       'diffusion': diffusion_term(model_fn_white, x_white, rng=rng_diffusion, logsnr_fn=logsnr_fn,
