@@ -70,10 +70,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   # the noise level and text, after the first conv: the caption can say where and when content is
   # ("moving left": on the right in frame 0, on the left in the last).
   config.model.layout_embedding = False
-  # 'sigma2': scaled by sigmoid(layout_embedding_gate_center - logsnr) (sigma^2 for center 0),
-  # so that it acts at high noise only.
+  # 'sigma2': scaled by sigmoid(sharpness * (layout_embedding_gate_center - logsnr)) (sigma^2 for
+  # center 0, sharpness 1), so that it acts at high noise only.
   config.model.layout_embedding_gate = 'none'
   config.model.layout_embedding_gate_center = 0.0
+  config.model.layout_embedding_gate_sharpness = 1.0
   # Read the noise-level + text embedding through stop_gradient (its gradients train only itself).
   config.model.layout_embedding_detach = False
   # Its Fourier features: number of frequencies, and their scale (std of the trainable frequencies;

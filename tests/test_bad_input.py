@@ -110,6 +110,10 @@ REFUSED = {
     'unknown layout gate': (['--config.model.layout_embedding=True',
                              '--config.model.layout_embedding_gate=sigma'],
                             "config.model.layout_embedding_gate='sigma' is not allowed"),
+    'non-positive layout gate sharpness': (['--config.model.layout_embedding=True',
+                                            '--config.model.layout_embedding_gate=sigma2',
+                                            '--config.model.layout_embedding_gate_sharpness=0.0'],
+                                           'config.model.layout_embedding_gate_sharpness=0.0 must be > 0'),
     'unknown eval task': (['--config.eval.task=extend'], "config.eval.task='extend' is not allowed"),
     'step in train mode': (['--step=2'], '--step=2 picks the checkpoint of --mode sample or eval, '
                            'not --mode train: drop --step'),

@@ -61,6 +61,7 @@ ADDED_FIELDS = {
               'frame_conditioning': False, 'coord_channels': False,
               'layout_embedding': False, 'text_tokenizer': 'bytes',
               'layout_embedding_gate': 'none', 'layout_embedding_gate_center': 0.0,
+              'layout_embedding_gate_sharpness': 1.0,
               'layout_embedding_detach': False, 'layout_embedding_frequencies': 64,
               'layout_embedding_scale': 3.0},
     'diffusion': {'betas': [], 'zero_terminal_snr': False, 'learned_num_features': 1024,

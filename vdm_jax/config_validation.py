@@ -121,7 +121,8 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
            f'caption-adherence evaluation reads moving_shapes captions only, not '
            f'config.data.name={config.data.name!r}: set --config.train.eval_at_end=False and '
            "--config.train.eval_every=0, or leave 'adherence' out of --config.eval.metrics.")
-  _positive(config, ['model.layout_embedding_frequencies', 'model.layout_embedding_scale'])
+  _positive(config, ['model.layout_embedding_frequencies', 'model.layout_embedding_scale',
+                     'model.layout_embedding_gate_sharpness'])
   _positive(config, ['batch_size', 'data.max_text_length', 'model.channels', 'model.num_res_blocks',
                      'model.head_dim', 'model.text_width', 'model.text_layers', 'model.text_heads',
                      'optim.learning_rate', 'train.num_steps', 'train.log_every',

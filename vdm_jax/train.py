@@ -93,6 +93,7 @@ def create_model(config: ml_collections.ConfigDict) -> unet.VideoUNet:
       layout_embedding=model_config.layout_embedding,
       layout_embedding_gate=model_config.layout_embedding_gate,
       layout_embedding_gate_center=model_config.layout_embedding_gate_center,
+      layout_embedding_gate_sharpness=model_config.layout_embedding_gate_sharpness,
       layout_embedding_detach=model_config.layout_embedding_detach,
       layout_embedding_frequencies=model_config.layout_embedding_frequencies,
       layout_embedding_scale=model_config.layout_embedding_scale,

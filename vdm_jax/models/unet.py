@@ -100,6 +100,7 @@ class VideoUNet(nn.Module):
   # layers.LAYOUT_EMBEDDING_GATES).
   layout_embedding_gate: str = 'none'
   layout_embedding_gate_center: float = 0.0  # The log-SNR where the 'sigma2' gate is 1/2.
+  layout_embedding_gate_sharpness: float = 1.0  # Its slope in log-SNR (1: sigma^2 when centered at 0).
   # The layout embedding reads the conditioning embedding through stop_gradient: its gradients
   # then train only itself, not the text encoder and noise-level MLP that every block shares.
   layout_embedding_detach: bool = False
@@ -277,7 +278,8 @@ class VideoUNet(nn.Module):
       h = h + layers.ConditionalLayoutEmbedding(
           self.channels, num_frequencies=self.layout_embedding_frequencies,
           scale=self.layout_embedding_scale, gate=self.layout_embedding_gate,
-          gate_center=self.layout_embedding_gate_center, name='layout_embedding', **kw)(
+          gate_center=self.layout_embedding_gate_center,
+          gate_sharpness=self.layout_embedding_gate_sharpness, name='layout_embedding', **kw)(
               jax.lax.stop_gradient(emb) if self.layout_embedding_detach else emb,
               T, H // p, W // p, num_images, logsnr=logsnr)
     skips = [h]
