@@ -81,6 +81,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   # lower: smoother layouts).
   config.model.layout_embedding_frequencies = 64
   config.model.layout_embedding_scale = 3.0
+  # A layout residual head at the output (models/unet.py): a gated (sigma^2) x-space correction
+  # from Fourier features of (frame, row, column) read out by the noise level and text, trained on
+  # what the network leaves, so the network itself trains as without it. Its Fourier scale.
+  config.model.layout_head = False
+  config.model.layout_head_scale = 1.0
   config.model.patch_size = 1  # Space-to-depth of p x p pixels around the U-Net (p^2 cheaper convs; output stays full-res).
   # How 3x3 convs are computed (same results): 'auto' (CPU: 'matmul_grad', else 'xla'), 'xla' (lax.conv),
   # 'matmul_grad' (lax.conv, kernel gradient as an im2col matmul) or 'im2col' (shifted copies + matmul).
@@ -165,11 +170,19 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.optim.b1 = 0.9  # Adam beta1.
   config.optim.b2 = 0.99  # Adam beta2.
   config.optim.grad_clip_norm = 1.0  # Clip the global gradient norm to this (0 disables).
+  # Top-level parameter names to train (comma-separated, e.g. 'layout_head'; '' trains all): the
+  # others stay as they are (fine-tuning a part of a model restored by train.init_from).
+  config.optim.trainable = ''
   config.optim.ema_decay = 0.999  # EMA of parameters (sampling uses the EMA); warmed up as min(decay, (1+s)/(10+s)).
 
   # ---------------------------------------------------------------- training
   config.train = ml_collections.ConfigDict()
   config.train.num_steps = 2000  # Total training steps.
+  # A workdir whose latest checkpoint initialises a new run (fine-tuning; '' : from scratch): its
+  # EMA parameters become the new run's parameters and EMA wherever the names match (the rest,
+  # e.g. a new layout_head, are freshly initialised); optimizer, step and data start afresh. Its
+  # model must be this config's, but for the added modules. Ignored when the workdir resumes.
+  config.train.init_from = ''
   # Gradient accumulation: each step's batch is split into this many microbatches whose gradients are
   # summed in one compiled step (same update, ~1/k the activation memory; batch_size divisible by k x devices).
   config.train.grad_accum_steps = 1

@@ -273,3 +273,50 @@ def test_uniform_fraction_keeps_part_of_the_batch_uniform():
   density = diffusion.logit_normal_density(jnp.asarray(grid, jnp.float32), logit_mean=3.0,
                                            logit_std=0.5, uniform_fraction=0.5)
   assert abs(np.trapezoid(np.asarray(density, np.float64), grid) - 1) < 1e-3
+
+
+@pytest.mark.parametrize('parameterization', ['eps', 'x', 'v'])
+def test_layout_correction_moves_the_x_prediction_by_exactly_dx(x64, parameterization):
+  """unet.layout_correction converts an x-space correction into the output's parameterization:
+  the x prediction of (out + correction) is x_hat(out) + dx, at every noise level (float64)."""
+  from vdm_jax.models import unet  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  z, out, dx = (jnp.asarray(rng.standard_normal((4, 3, 5)), jnp.float64) for _ in range(3))
+  logsnr = jnp.array([-12.0, -3.0, 0.5, 7.0], jnp.float64)
+  x_hat = lambda o: diffusion.predict_x_eps(o, z=z, logsnr=logsnr,
+                                            parameterization=parameterization)[0]
+  corrected = out + unet.layout_correction(dx, logsnr, parameterization)
+  np.testing.assert_allclose(x_hat(corrected), x_hat(out) + dx, rtol=1e-9, atol=1e-9)
+
+
+def test_a_residual_head_learns_what_the_network_leaves_and_leaves_its_gradient_alone(x64):
+  """A model_fn returning (network, correction): the network's gradient is that of the loss
+  without the head, the head's that of the x-error of stop_gradient(network) + correction."""
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.uniform(-1, 1, (6, 2, 4, 4, 3)), jnp.float64)
+  t = jnp.asarray(rng.uniform(0.05, 0.95, 6), jnp.float64)
+  noise = jnp.asarray(rng.standard_normal(x.shape), jnp.float64)
+  logsnr_fn = lambda u: CosineSchedule().apply({}, u)
+  weight = diffusion.target_loss_weight_fn('eps_mse', parameterization='eps')
+
+  def loss(a, b, with_head):
+    def model_fn(z, logsnr):
+      network = a * z
+      return (network, b * z * jnp.exp(0.5 * logsnr)[:, None, None, None, None]) if with_head else network
+    per_example, _ = diffusion.per_example_loss_at(model_fn, x, t=t, noise=noise, logsnr_fn=logsnr_fn,
+                                                   parameterization='eps', loss_weighting=weight)
+    return jnp.mean(per_example)
+
+  a, b = jnp.float64(0.7), jnp.float64(0.3)
+  grad_a, grad_b = jax.grad(loss, argnums=(0, 1))(a, b, True)
+  np.testing.assert_allclose(grad_a, jax.grad(loss)(a, b, False), rtol=1e-12)
+
+  def head_x_error(b):
+    logsnr = logsnr_fn(t)
+    z = diffusion.q_sample(x, logsnr=logsnr, noise=noise)
+    out = a * z + b * z * jnp.exp(0.5 * logsnr)[:, None, None, None, None]
+    x_hat = diffusion.x_from_eps(z=z, eps=out, logsnr=logsnr)
+    return jnp.mean(jnp.mean(jnp.square(x - x_hat), axis=(1, 2, 3, 4)))
+
+  np.testing.assert_allclose(grad_b, jax.grad(head_x_error)(b), rtol=1e-10)
+  assert abs(float(grad_b)) > 1e-6

@@ -198,3 +198,43 @@ def test_train_step_updates_the_learned_schedule(tmp_path):
       jnp.linspace(0, 1, 1001)))
   np.testing.assert_allclose(logsnr[[0, -1]], [10.0, -12.0], atol=1e-4)
   assert np.all(np.diff(logsnr) < 0)
+
+
+def test_fine_tuning_only_a_new_layout_head_keeps_the_restored_network(tmp_path, smoke_data_dir,
+                                                                       resumed_workdir):
+  """train.init_from + optim.trainable='layout_head': the new run starts from the source's EMA
+  parameters, leaves every one of them (and their EMA) exactly as restored, and trains only the
+  added head; it samples through the head; and --mode sample without the same optim.trainable
+  is refused in one line, naming the field."""
+  source = restored_state(smoke_config(smoke_data_dir, 4), resumed_workdir)
+  config = smoke_config(smoke_data_dir, 3)
+  config.model.layout_head = True
+  config.optim.trainable = 'layout_head'
+  config.train.init_from = str(resumed_workdir)
+  config.train.sample_at_end = False
+  assert train.train_and_evaluate(config, str(tmp_path))['step'] == 3
+  tuned = restored_state(config, tmp_path)
+  assert set(tuned.params) == set(source.ema_params) | {'layout_head'}
+  for name in source.ema_params:
+    for tree in (tuned.params, tuned.ema_params):
+      for x, y in zip(jax.tree.leaves(tree[name]), jax.tree.leaves(source.ema_params[name])):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  # The head's read-out starts at zero (layers.ConditionalLayoutEmbedding) and has moved.
+  readout = [np.abs(np.asarray(v)).max() for k, v in
+             jax.tree_util.tree_leaves_with_path(tuned.params['layout_head']) if 'coefficients' in str(k)]
+  assert readout and max(readout) > 0
+  assert sample.sample(config, str(tmp_path), ['a red circle moving left'])
+  config.optim.trainable = ''
+  with pytest.raises(UserError, match="config.optim.trainable='layout_head'"):
+    sample.sample(config, str(tmp_path), ['a red circle moving left'])
+
+
+def test_init_from_a_workdir_without_checkpoints_and_unknown_trainable_names_are_refused(
+    tmp_path, smoke_data_dir):
+  config = smoke_config(smoke_data_dir, 1)
+  config.train.init_from = str(tmp_path / 'nothing')
+  with pytest.raises(UserError, match='has no checkpoints'):
+    train.initialise_from(config, None, None)
+  config.optim.trainable = 'layout_hed'
+  with pytest.raises(UserError, match='names layout_hed, which the model does not have'):
+    train.check_trainable(config, {'conv_in': {}, 'layout_head': {}})

@@ -40,7 +40,7 @@ from vdm_jax.errors import UserError
 MODEL_DEFINING_SECTIONS = ('model', 'diffusion')
 # Fields of other sections that shape parameters too (the null text embedding is
 # [max_text_length, text_width]).
-MODEL_DEFINING_FIELDS = {'data': ('max_text_length',)}
+MODEL_DEFINING_FIELDS = {'data': ('max_text_length',), 'optim': ('trainable',)}
 # Fields of those sections that only choose how the same computation runs (kernels, precision of
 # the compute, memory-for-FLOPs trades): a run may resume or sample with other values.
 EXECUTION_ONLY_FIELDS = {
@@ -63,12 +63,13 @@ ADDED_FIELDS = {
               'layout_embedding_gate': 'none', 'layout_embedding_gate_center': 0.0,
               'layout_embedding_gate_sharpness': 1.0,
               'layout_embedding_detach': False, 'layout_embedding_frequencies': 64,
-              'layout_embedding_scale': 3.0},
+              'layout_embedding_scale': 3.0, 'layout_head': False, 'layout_head_scale': 1.0},
     'diffusion': {'betas': [], 'zero_terminal_snr': False, 'learned_num_features': 1024,
                   'antithetic_time_sampling': False, 'learn_endpoints': False,
                   'train_time_distribution': 'uniform', 'train_time_logit_mean': 0.0,
                   'train_time_logit_std': 1.0, 'train_time_uniform_fraction': 0.0,
                   'noise_prior': 'independent', 'noise_prior_alpha': 1.0},
+    'optim': {'trainable': ''},
 }
 # Fields added to the train state after checkpoints were first written: a checkpoint without one
 # restores it as zeros (every such field counts something that was zero in older runs).

@@ -122,7 +122,11 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
            f'config.data.name={config.data.name!r}: set --config.train.eval_at_end=False and '
            "--config.train.eval_every=0, or leave 'adherence' out of --config.eval.metrics.")
   _positive(config, ['model.layout_embedding_frequencies', 'model.layout_embedding_scale',
-                     'model.layout_embedding_gate_sharpness'])
+                     'model.layout_embedding_gate_sharpness', 'model.layout_head_scale'])
+  _require(not (config.optim.trainable.strip() and config.diffusion.schedule == 'learned'),
+           f'config.optim.trainable={config.optim.trainable!r} freezes part of the network, which '
+           "the learned schedule's training does not support: set --config.optim.trainable='' or "
+           'another --config.diffusion.schedule.')
   _positive(config, ['batch_size', 'data.max_text_length', 'model.channels', 'model.num_res_blocks',
                      'model.head_dim', 'model.text_width', 'model.text_layers', 'model.text_heads',
                      'optim.learning_rate', 'train.num_steps', 'train.log_every',

@@ -233,6 +233,11 @@ def denoising_terms(
   unclipped) and 'mse_eps' (of (noise - eps_hat)^2), and 'mse_x_clipped' (x_hat clipped to
   [-1, 1], as the sampler does).
 
+  A model_fn may return a pair (network, correction) whose sum is the prediction (a residual
+  head, models/unet.py layout_head): 'mse_target' is then the network's alone, and 'mse_head_x'
+  the x-error of stop_gradient(network) + correction, so that the head learns what the network
+  leaves and the network trains as it would without the head.
+
   frame_weights: None, or [B, T] for videos x [B, T, ...]: each mean becomes the weighted mean
   over frames, sum_t w_t sum_i a_ti^2 / (sum_t w_t * elements per frame) (frame conditioning
   leaves the given frames out with w = 0, see frame_conditioning.loss_frame_weights).
@@ -245,8 +250,12 @@ def denoising_terms(
   noise = jnp.asarray(noise, dtype)
   logsnr, dlogsnr_dt = logsnr_and_derivative(lambda u: jnp.asarray(logsnr_fn(u), dtype), t)
   z = q_sample(x, logsnr=logsnr, noise=noise)
-  out = jnp.asarray(model_fn(z, logsnr)).astype(dtype)
-  assert out.shape == x.shape, f'model output {out.shape} != data {x.shape}'
+  out = model_fn(z, logsnr)
+  # A network with a residual head returns (network, correction) (models/unet.py layout_head).
+  network, correction = out if isinstance(out, tuple) else (out, None)
+  network = jnp.asarray(network).astype(dtype)
+  assert network.shape == x.shape, f'model output {network.shape} != data {x.shape}'
+  out = network if correction is None else network + jnp.asarray(correction).astype(dtype)
   x_hat, eps_hat = predict_x_eps(out, z=z, logsnr=logsnr, parameterization=parameterization)
   target = {'eps': lambda: noise, 'x': lambda: x,
             'v': lambda: v_from_x_eps(x=x, eps=noise, logsnr=logsnr)}[parameterization]()
@@ -256,9 +265,17 @@ def denoising_terms(
     assert w.shape == x.shape[:2], (w.shape, x.shape)
     per_frame = lambda a: jnp.mean(jnp.square(a), axis=tuple(range(2, x.ndim)))  # [B, T]
     mean = lambda a: jnp.sum(w * per_frame(a), 1) / jnp.maximum(jnp.sum(w, 1), 1e-12)
-  return {'logsnr': logsnr, 'dlogsnr_dt': dlogsnr_dt, 'mse_target': mean(out - target),
-          'mse_x': mean(x - x_hat), 'mse_eps': mean(noise - eps_hat),
-          'mse_x_clipped': mean(x - jnp.clip(x_hat, -1.0, 1.0))}
+  terms = {'logsnr': logsnr, 'dlogsnr_dt': dlogsnr_dt, 'mse_target': mean(network - target),
+           'mse_x': mean(x - x_hat), 'mse_eps': mean(noise - eps_hat),
+           'mse_x_clipped': mean(x - jnp.clip(x_hat, -1.0, 1.0))}
+  if correction is not None:
+    # The head learns what the network leaves: the x-error of network + correction with the
+    # network held fixed, unweighted (the x-error is what it corrects, at high noise where the
+    # usual weights are ~SNR); the network's own term, and so its gradient, is unchanged by it.
+    head_out = jax.lax.stop_gradient(network) + jnp.asarray(correction).astype(dtype)
+    terms['mse_head_x'] = mean(x - predict_x_eps(head_out, z=z, logsnr=logsnr,
+                                                 parameterization=parameterization)[0])
+  return terms
 
 
 def vlb_diffusion_term(*, mse_x: jax.Array, logsnr: jax.Array, dlogsnr_dt: jax.Array) -> jax.Array:
@@ -376,6 +393,8 @@ def batch_loss_and_metrics(per_example: jax.Array,
       'mse_eps': jnp.mean(terms['mse_eps']),
       'mse_x': jnp.mean(terms['mse_x_clipped']),
   }
+  if 'mse_head_x' in terms:
+    metrics['mse_head_x'] = jnp.mean(terms['mse_head_x'])
   return loss, metrics
 
 
@@ -436,4 +455,6 @@ def per_example_loss_at(
   if loss_weighting is not None:
     weight = loss_weighting(terms['logsnr'], terms['dlogsnr_dt'])
     per_example = per_example * jnp.asarray(weight, per_example.dtype)
+  if 'mse_head_x' in terms:  # A residual head's own loss (denoising_terms): trains it only.
+    per_example = per_example + terms['mse_head_x']
   return per_example, terms

@@ -97,6 +97,9 @@ def create_model(config: ml_collections.ConfigDict) -> unet.VideoUNet:
       layout_embedding_detach=model_config.layout_embedding_detach,
       layout_embedding_frequencies=model_config.layout_embedding_frequencies,
       layout_embedding_scale=model_config.layout_embedding_scale,
+      layout_head=model_config.layout_head,
+      layout_head_scale=model_config.layout_head_scale,
+      parameterization=config.diffusion.parameterization,
       conv_impl=model_config.conv_impl,
       attention_impl=model_config.attention_impl,
       remat=model_config.remat,
@@ -160,7 +163,25 @@ def create_optimizer(config: ml_collections.ConfigDict, *, weight_decay: float |
     learning_rate = optax.warmup_constant_schedule(0.0, o.learning_rate, o.warmup_steps)
   chain = [optax.clip_by_global_norm(o.grad_clip_norm)] if o.grad_clip_norm > 0 else []
   chain.append(optax.adamw(learning_rate, b1=o.b1, b2=o.b2, weight_decay=weight_decay))
-  return optax.chain(*chain), learning_rate
+  tx = optax.chain(*chain)
+  trainable = trainable_names(config)
+  if trainable:  # The other top-level parameters get zero updates (and no optimizer state).
+    labels = lambda params: {k: jax.tree.map(lambda _: 'train' if k in trainable else 'frozen', v)
+                             for k, v in params.items()}
+    tx = optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, labels)
+  return tx, learning_rate
+
+
+def trainable_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """config.optim.trainable as a tuple of top-level parameter names (empty: train them all)."""
+  return tuple(name.strip() for name in config.optim.trainable.split(',') if name.strip())
+
+
+def check_trainable(config: ml_collections.ConfigDict, params: Any) -> None:
+  unknown = sorted(set(trainable_names(config)) - set(params))
+  if unknown:
+    raise UserError(f'config.optim.trainable names {", ".join(unknown)}, which the model does not '
+                    f'have: use top-level parameter names among {", ".join(sorted(params))}.')
 
 
 def _dummy_inputs(model, config, video_shape, batch: int = 1):
@@ -259,6 +280,8 @@ def make_train_step(model, *, logsnr_fn, tx, config, mesh, state_sharding=None) 
   # Weight decay would pull the endpoints towards log-SNR 0 whatever the VLB says (same state layout).
   schedule_tx = create_optimizer(config, weight_decay=0.0)[0] if learn_endpoints else tx
   frame_conditioned = config.model.frame_conditioning
+  layout_head = config.model.layout_head  # Its own loss term (diffusion.denoising_terms).
+  trainable = trainable_names(config)
   # Gradient accumulation: the batch's gradient a microbatch at a time (less activation memory).
   grad_accum_steps = config.train.grad_accum_steps
 
@@ -280,12 +303,14 @@ def make_train_step(model, *, logsnr_fn, tx, config, mesh, state_sharding=None) 
       def network(z, logsnr):
         return model.apply({'params': params}, z, logsnr=logsnr, **cond,
                            drop_text=drop_text, train=True, num_images=num_images,
-                           rngs={'dropout': dropout_rng})
+                           layout_head_parts=layout_head, rngs={'dropout': dropout_rng})
       return network
 
     def loss_fn(params, examples, dropout_rng):
       """Batch-mean loss and metrics of `examples` (per-example arrays; a microbatch of them
       under gradient accumulation)."""
+      if trainable:  # Frozen parameters: no backward pass through what only they need.
+        params = {k: v if k in trainable else jax.lax.stop_gradient(v) for k, v in params.items()}
       network = network_of(params, examples['cond'], examples['drop_text'], dropout_rng)
       return diffusion.batch_loss_and_metrics(*diffusion.per_example_loss_at(
           network, examples['video'], t=examples['t'], noise=examples['noise'],
@@ -346,6 +371,8 @@ def make_train_step(model, *, logsnr_fn, tx, config, mesh, state_sharding=None) 
     params = optax.apply_updates(state.params, updates)
     decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))
     ema_params = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
+    if trainable:  # Frozen parameters keep their EMA bit for bit (the update would round it).
+      ema_params = {k: v if k in trainable else state.ema_params[k] for k, v in ema_params.items()}
     grad_norm = optax.global_norm(grads)
     metrics = {'train/loss': loss, 'train/grad_norm': grad_norm}
     metrics.update({f'train/{k}': v for k, v in aux.items() if k != 'loss'})
@@ -486,6 +513,43 @@ def restore_for_inference(config: ml_collections.ConfigDict, workdir: str,
   return run
 
 
+# Model fields that a run initialised from a checkpoint (train.init_from) may add to it: their
+# modules are new parameters, freshly initialised.
+ADDABLE_MODEL_FIELDS = {'layout_head': False}
+
+
+def initialise_from(config: ml_collections.ConfigDict, state: TrainState, tx) -> TrainState:
+  """`state` (freshly initialised) with the EMA parameters of the latest checkpoint of
+  config.train.init_from as its parameters and EMA wherever the names match; a fresh optimizer
+  state. The checkpoint's model must be config's but for ADDABLE_MODEL_FIELDS."""
+  source = config.train.init_from
+  base_config = config.copy_and_resolve_references()
+  if not os.path.isdir(checkpoints.checkpoint_dir(source)):
+    raise UserError(f'config.train.init_from={source!r} has no checkpoints '
+                    f'({checkpoints.checkpoint_dir(source)} does not exist): point it at a '
+                    'trained run\'s workdir.')
+  try:
+    checkpointer = checkpoints.Checkpointer(source, read_only=True)
+    latest = checkpointer.latest_step()
+    saved = checkpointer.saved_config(latest) if latest is not None else {}
+    checkpointer.close()
+    with base_config.unlocked():
+      for field, off in ADDABLE_MODEL_FIELDS.items():
+        base_config.model[field] = saved.get('model', {}).get(field, off)
+      # Shapes the checkpoint's optimizer state, which is restored with it (and dropped).
+      base_config.optim.trainable = saved.get('optim', {}).get('trainable', '')
+    base = restore_for_inference(base_config, source)
+  except UserError as error:
+    raise UserError(f'config.train.init_from={source!r}: {error}') from error
+  base_params = jax.device_get(base.ema_params)
+  params = {k: base_params.get(k, v) for k, v in jax.device_get(state.params).items()}
+  logging.info('Initialised from %s (step %d): %s restored; %s new', source, base.step,
+               ', '.join(sorted(base_params)) or 'nothing',
+               ', '.join(sorted(set(params) - set(base_params))) or 'nothing')
+  return state.replace(params=params, ema_params=jax.tree.map(np.copy, params),
+                       opt_state=tx.init(params))
+
+
 # ============================================================================ the training loop
 
 
@@ -596,6 +660,9 @@ def _train_and_evaluate(config, workdir, preemption: PreemptionWatcher) -> dict[
     init_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
     state = jax.jit(lambda: create_train_state(run.model, tx, config, run.video_shape, init_rng),
                     out_shardings=state_sharding)()
+    if config.train.init_from:
+      state = jax.device_put(initialise_from(config, state, tx), state_sharding)
+  check_trainable(config, state.params)
   start_step = int(state.step)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info('Model: %.2fM parameters; devices: %d (%d process(es)); global batch %d',

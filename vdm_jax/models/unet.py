@@ -108,6 +108,14 @@ class VideoUNet(nn.Module):
   # frequencies, in cycles per half frame side: lower is smoother, closer to an object's size).
   layout_embedding_frequencies: int = 64
   layout_embedding_scale: float = 3.0
+  # A layout residual head: a ConditionalLayoutEmbedding at the output (its own Fourier features
+  # at full resolution, scale `layout_head_scale`, gated by sigma^2) that adds an x-space
+  # correction, converted to the output's `parameterization`. Trained on what the rest of the
+  # network leaves (diffusion.denoising_terms: the network's own loss is unchanged by it), it
+  # supplies the caption's direction-dependent layout at high noise. Not in Ho et al. 2022.
+  layout_head: bool = False
+  layout_head_scale: float = 1.0
+  parameterization: str = 'eps'  # What the output predicts: needed by layout_head only.
   attention_impl: str = 'dot_product_attention'  # See attention.ATTENTION_IMPLS.
   # Rematerialisation (gradient checkpointing), see REMAT_MODES: 'none'; 'block': every residual
   # block and attention block keeps only its inputs for the backward pass and recomputes the
@@ -135,7 +143,7 @@ class VideoUNet(nn.Module):
                cond_frames: jax.Array | None = None, cond_mask: jax.Array | None = None,
                cond_logsnr: jax.Array | None = None,
                drop_text: jax.Array | None = None, train: bool = False,
-               num_images: int = 0) -> jax.Array:
+               num_images: int = 0, layout_head_parts: bool = False):
     """z: [B, T, H, W, C]; logsnr: float32 [B]; drop_text: bool [B] or None (True: use the null
     text, or the null class, for classifier-free guidance; ignored by conditioning 'none');
     train: enables dropout (rng 'dropout'); num_images: the last `num_images` of the T frames
@@ -151,7 +159,9 @@ class VideoUNet(nn.Module):
     With frame_conditioning: cond_frames [B, T, H, W, C] (the given frames, noise-augmented;
     ignored where not given), cond_mask bool [B, T] (True: frame given) and cond_logsnr float32
     [B] (the log-SNR of their noise augmentation). Inputs the configuration does not use are
-    ignored. Returns float32 [B, T, H, W, out_channels]."""
+    ignored. Returns float32 [B, T, H, W, out_channels]; with layout_head and
+    layout_head_parts=True, the pair (network output, layout head's correction), whose sum is
+    the output (the loss trains the two on different targets)."""
     if not 0 <= num_images < z.shape[1]:
       raise ValueError(f'num_images={num_images} must lie in [0, {z.shape[1]}) for {z.shape[1]} frames.')
     cond = dict(text_tokens=text_tokens, labels=labels, text_embedding=text_embedding,
@@ -164,10 +174,11 @@ class VideoUNet(nn.Module):
                        f'frame_conditioning={self.frame_conditioning} needs {missing}.')
     cond = {k: cond[k] for k in needed}
     if check_remat(self.remat) == 'full':
-      # static_argnums counts the module: (self, z, logsnr, cond, drop_text, train, num_images).
-      forward = nn.remat(VideoUNet._forward, static_argnums=(5, 6))
-      return forward(self, z, logsnr, cond, drop_text, train, num_images)
-    return self._forward(z, logsnr, cond, drop_text, train, num_images)
+      # static_argnums counts the module: (self, z, logsnr, cond, drop_text, train, num_images,
+      # layout_head_parts).
+      forward = nn.remat(VideoUNet._forward, static_argnums=(5, 6, 7))
+      return forward(self, z, logsnr, cond, drop_text, train, num_images, layout_head_parts)
+    return self._forward(z, logsnr, cond, drop_text, train, num_images, layout_head_parts)
 
   def conditioning_inputs(self) -> tuple[str, ...]:
     """Names of the keyword inputs (besides z, logsnr) this configuration reads."""
@@ -179,7 +190,7 @@ class VideoUNet(nn.Module):
     return names
 
   @nn.compact
-  def _forward(self, z, logsnr, cond, drop_text, train, num_images):
+  def _forward(self, z, logsnr, cond, drop_text, train, num_images, layout_head_parts=False):
     B, T, H, W, C = z.shape
     assert logsnr.shape == (B,), logsnr.shape
     num_levels = len(self.channel_mult)
@@ -316,7 +327,31 @@ class VideoUNet(nn.Module):
     h = nn.silu(layers.GroupNorm(name='norm_out', **kw)(h))
     out = layers.FrameConv(self.out_channels * p * p, kernel_init=nn.initializers.zeros,
                            name='conv_out', **conv_kw)(h)
-    return depth_to_space(out, p).astype(jnp.float32)
+    out = depth_to_space(out, p).astype(jnp.float32)
+    if not self.layout_head:
+      return out
+    # Reads the conditioning embedding through stop_gradient: its loss trains only itself.
+    dx = layers.ConditionalLayoutEmbedding(
+        self.out_channels, scale=self.layout_head_scale, gate='sigma2', name='layout_head',
+        param_dtype=self.param_dtype)(jax.lax.stop_gradient(emb), T, H, W, num_images,
+                                      logsnr=logsnr)
+    correction = layout_correction(dx.astype(jnp.float32), logsnr, self.parameterization)
+    return (out, correction) if layout_head_parts else out + correction
+
+
+def layout_correction(dx: jax.Array, logsnr: jax.Array, parameterization: str) -> jax.Array:
+  """The change of the output of a `parameterization` network, at fixed z, that changes its x
+  prediction by dx [B, ...]: eps = (z - alpha x) / sigma gives -(alpha / sigma) dx; v =
+  alpha eps - sigma x = (alpha z - x) / sigma gives -dx / sigma; x gives dx."""
+  shape = (-1,) + (1,) * (dx.ndim - 1)
+  logsnr = logsnr.astype(jnp.promote_types(dx.dtype, jnp.float32)).reshape(shape)
+  if parameterization == 'eps':
+    return -jnp.exp(0.5 * logsnr) * dx
+  if parameterization == 'v':
+    return -jnp.sqrt(1.0 + jnp.exp(logsnr)) * dx  # 1 / sigma, sigma^2 = sigmoid(-logsnr).
+  if parameterization == 'x':
+    return dx
+  raise ValueError(f'Unknown parameterization {parameterization!r}.')
 
 
 def concat_cond_frames(z: jax.Array, *, cond_frames: jax.Array, cond_mask: jax.Array) -> jax.Array:
