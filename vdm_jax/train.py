@@ -299,11 +299,14 @@ def make_train_step(model, *, logsnr_fn, tx, config, mesh, state_sharding=None) 
                                                             jax.random.fold_in(rng, 3))
       cond.update(frame_cond)
 
+    # Only a U-Net with the head takes layout_head_parts (stand-in models need not).
+    head_kw = {'layout_head_parts': True} if layout_head else {}
+
     def network_of(params, cond=cond, drop_text=drop_text, dropout_rng=dropout_rng):
       def network(z, logsnr):
         return model.apply({'params': params}, z, logsnr=logsnr, **cond,
                            drop_text=drop_text, train=True, num_images=num_images,
-                           layout_head_parts=layout_head, rngs={'dropout': dropout_rng})
+                           rngs={'dropout': dropout_rng}, **head_kw)
       return network
 
     def loss_fn(params, examples, dropout_rng):
