@@ -546,9 +546,10 @@ def initialise_from(config: ml_collections.ConfigDict, state: TrainState, tx) ->
     raise UserError(f'config.train.init_from={source!r}: {error}') from error
   base_params = jax.device_get(base.ema_params)
   params = {k: base_params.get(k, v) for k, v in jax.device_get(state.params).items()}
-  logging.info('Initialised from %s (step %d): %s restored; %s new', source, base.step,
-               ', '.join(sorted(base_params)) or 'nothing',
-               ', '.join(sorted(set(params) - set(base_params))) or 'nothing')
+  logging.info('Initialised from %s (step %d): %s restored; %s new; %s not in this model',
+               source, base.step, ', '.join(sorted(set(params) & set(base_params))) or 'nothing',
+               ', '.join(sorted(set(params) - set(base_params))) or 'nothing',
+               ', '.join(sorted(set(base_params) - set(params))) or 'nothing')
   return state.replace(params=params, ema_params=jax.tree.map(np.copy, params),
                        opt_state=tx.init(params))
 
@@ -633,6 +634,9 @@ def _train_and_evaluate(config, workdir, preemption: PreemptionWatcher) -> dict[
 
   # ---------------------------------------------------------------- data
   builder = load_dataset_builder(config)  # Before the workdir exists: a data error leaves none.
+  if (config.train.init_from and not os.path.isdir(checkpoints.checkpoint_dir(workdir))
+      and not os.path.isdir(checkpoints.checkpoint_dir(config.train.init_from))):
+    initialise_from(config, None, None)  # Raises the one-line error, before any workdir exists.
   image_source = (image_dataset.load_image_source(config.data, resolution=run.video_shape[1])
                   if config.data.num_images_per_video else None)
   try:

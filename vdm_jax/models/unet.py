@@ -111,8 +111,9 @@ class VideoUNet(nn.Module):
   # A layout residual head: a ConditionalLayoutEmbedding at the output (its own Fourier features
   # at full resolution, scale `layout_head_scale`, gated by sigma^2) that adds an x-space
   # correction, converted to the output's `parameterization`. Trained on what the rest of the
-  # network leaves (diffusion.denoising_terms: the network's own loss is unchanged by it), it
-  # supplies the caption's direction-dependent layout at high noise. Not in Ho et al. 2022.
+  # network leaves (diffusion.denoising_terms: the network's own loss is unchanged by it), meant
+  # to supply the caption's direction-dependent layout at high noise (measured: on a trained
+  # model it did not learn the direction word; README, Results). Not in Ho et al. 2022.
   layout_head: bool = False
   layout_head_scale: float = 1.0
   parameterization: str = 'eps'  # What the output predicts: needed by layout_head only.
