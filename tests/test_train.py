@@ -229,6 +229,34 @@ def test_fine_tuning_only_a_new_layout_head_keeps_the_restored_network(tmp_path,
     sample.sample(config, str(tmp_path), ['a red circle moving left'])
 
 
+def test_init_from_adds_a_layout_embedding_that_starts_as_the_source_model(smoke_data_dir,
+                                                                           resumed_workdir):
+  """A model with the layout embedding (sharp gate), initialised from a run without it, computes
+  exactly the source's function (the embedding's read-out starts at zero); the embedding is the
+  only new module."""
+  source_config = smoke_config(smoke_data_dir, 4)
+  source = restored_state(source_config, resumed_workdir)
+  config = smoke_config(smoke_data_dir, 4)
+  config.model.layout_embedding = True
+  config.model.layout_embedding_gate = 'sigma2'
+  config.model.layout_embedding_gate_center = -3.0
+  config.model.layout_embedding_gate_sharpness = 3.0
+  config.train.init_from = str(resumed_workdir)
+  model, shape = train.create_model(config), config_validation.video_shape(config)
+  tx, _ = train.create_optimizer(config)
+  fresh = jax.jit(lambda: train.create_train_state(model, tx, config, shape, jax.random.PRNGKey(1)))()
+  state = train.initialise_from(config, fresh, tx)
+  assert set(state.params) == set(source.ema_params) | {'layout_embedding'}
+  rng = np.random.default_rng(0)
+  z = jnp.asarray(rng.normal(size=(2, *shape)), jnp.float32)
+  tokens = jnp.asarray(rng.integers(1, 100, size=(2, config.data.max_text_length)), jnp.int32)
+  for logsnr in (-6.0, 0.0):
+    kwargs = dict(logsnr=jnp.full((2,), logsnr), text_tokens=tokens)
+    ours = model.apply({'params': state.params}, z, **kwargs)
+    theirs = train.create_model(source_config).apply({'params': source.ema_params}, z, **kwargs)
+    np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+
+
 def test_init_from_a_workdir_without_checkpoints_and_unknown_trainable_names_are_refused(
     tmp_path, smoke_data_dir):
   config = smoke_config(smoke_data_dir, 1)

@@ -516,9 +516,16 @@ def restore_for_inference(config: ml_collections.ConfigDict, workdir: str,
   return run
 
 
-# Model fields that a run initialised from a checkpoint (train.init_from) may add to it: their
-# modules are new parameters, freshly initialised.
-ADDABLE_MODEL_FIELDS = {'layout_head': False}
+# Model fields that a run initialised from a checkpoint (train.init_from) may add or change: the
+# layout head and the layout embedding (both zero-initialised, so the initialised model computes
+# what the checkpoint's did) and the settings of each; their modules are new parameters. Values:
+# what a checkpoint saved without the field had.
+ADDABLE_MODEL_FIELDS = {
+    field: checkpoints.ADDED_FIELDS['model'][field]
+    for field in ('layout_head', 'layout_head_scale', 'layout_embedding', 'layout_embedding_gate',
+                  'layout_embedding_gate_center', 'layout_embedding_gate_sharpness',
+                  'layout_embedding_detach', 'layout_embedding_frequencies',
+                  'layout_embedding_scale')}
 
 
 def initialise_from(config: ml_collections.ConfigDict, state: TrainState, tx) -> TrainState:
