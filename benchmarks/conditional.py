@@ -1,12 +1,18 @@
-"""Video prediction with reconstruction guidance against replacement, on a trained checkpoint.
+"""Video prediction or frame interpolation with reconstruction guidance against replacement, on a
+trained checkpoint.
 
 For the first `--num_clips` test clips of the configured dataset (moving_shapes or moving_digits),
-the model is given the first `--num_known_frames` frames and generates the rest (`--mode sample`'s
-task 'predict', vdm_jax/tasks.py), each clip under its own caption, with:
+the model is given part of each clip and generates the rest (`--mode sample`'s tasks,
+vdm_jax/tasks.py), each clip under its own caption: with `--task predict` the first
+`--num_known_frames` frames; with `--task interpolate` every other frame (0, 2, 4, ...: the clip
+at half its frame rate, the frames between generated). Methods:
 
   * reconstruction guidance (Ho et al. 2022, sec. 3.1, eq. 7) at each weight of `--weights`;
   * replacement (Song et al. 2021), the paper's baseline (its Table 6: FVD 451 against 136);
-  * 'last frame repeated': no model, the last given frame held (what an object that stops scores).
+  * no model: for predict, the last given frame held (what an object that stops scores); for
+    interpolate, each missing frame the mean of its two given neighbours (the last frame, which
+    has one, a copy of it): linear interpolation in time, which blurs a moving object into two
+    half-bright copies.
 
 Scores of the generated frames against the true continuation (vdm_jax/metrics/reconstruction.py):
 PSNR over the generated frames, SSIM (Gaussian 11x11 window), and on moving_shapes the tracker's
@@ -15,6 +21,7 @@ generated object of its color, over the generated frames where both are found, w
 found. Every method uses the same clips, captions and seed, and the config's sampler settings.
 
   python benchmarks/conditional.py --config experiments/moving_shapes.py --workdir runs/moving_shapes
+  python benchmarks/conditional.py ... --task interpolate
 
 Prints a table and writes JSON (default `<workdir>/eval/conditional_step_<N>.json`) and a PNG of
 the first clips: truth, then each method's prediction.
@@ -42,6 +49,17 @@ def last_frame_baseline(truth: np.ndarray, num_known: int) -> np.ndarray:
   return held
 
 
+def linear_interpolation_baseline(truth: np.ndarray) -> np.ndarray:
+  """uint8 [N, T, H, W, 3]: the even frames kept, each odd frame the mean of its neighbours (the
+  last one, if odd, a copy of the one before)."""
+  x = truth.astype(np.float32)
+  out = x.copy()
+  T = truth.shape[1]
+  for t in range(1, T, 2):
+    out[:, t] = 0.5 * (x[:, t - 1] + x[:, t + 1]) if t + 1 < T else x[:, t - 1]
+  return np.round(out).astype(np.uint8)
+
+
 def print_table(rows: list[dict], *, title: str) -> None:
   from rich import console, table as rich_table  # pylint: disable=g-import-not-at-top
   columns = [c for c in ('psnr', 'ssim', 'trajectory_error_px', 'objects_found') if c in rows[0]]
@@ -60,7 +78,9 @@ def main():
   parser.add_argument('--workdir', required=True, help='A trained run (its latest checkpoint).')
   parser.add_argument('--data_dir', default=None,
                       help="Where the dataset is prepared, if not the config's data.data_dir.")
-  parser.add_argument('--num_clips', type=int, default=64, help='Test clips predicted.')
+  parser.add_argument('--task', default='predict', choices=('predict', 'interpolate'),
+                      help='What the model is given: the first frames, or every other frame.')
+  parser.add_argument('--num_clips', type=int, default=64, help='Test clips completed.')
   parser.add_argument('--num_known_frames', type=int, default=None,
                       help='Frames given (default: config.sample.num_known_frames).')
   parser.add_argument('--weights', default='5',
@@ -73,7 +93,7 @@ def main():
   config = load_config(args.config)
   if args.data_dir:
     config.data.data_dir = args.data_dir
-  config.sample.task = 'predict'
+  config.sample.task = args.task
   if args.num_known_frames is not None:
     config.sample.num_known_frames = args.num_known_frames
   config_validation.validate(config)
@@ -87,27 +107,34 @@ def main():
     generate = tasks.make_conditional_generate_fn(run.model, logsnr_fn=run.logsnr_fn,
                                                   config=config, video_shape=run.video_shape,
                                                   mesh=run.mesh)
-    result = tasks.run_test_clip_task(run, generate, task='predict', num_clips=args.num_clips,
+    result = tasks.run_test_clip_task(run, generate, task=args.task, num_clips=args.num_clips,
                                       rng=rng, directory=None)
     name = f'reconstruction (w_r={weight:g})' if method == 'reconstruction' else 'replacement'
     rows.append({'method': name, **result['mean'], 'per_clip': result['scores']})
     pictures[name], truth = result['generated'], result['truth']
     print(name, {m: round(v, 4) for m, v in result['mean'].items()})
-  held = last_frame_baseline(truth, k)
-  conditioning = tasks.task_conditioning('predict', truth.astype(np.float32) / 127.5 - 1,
+  if args.task == 'predict':
+    baseline, baseline_name = last_frame_baseline(truth, k), 'last frame repeated'
+    what = f'Prediction {k} -> {run.video_shape[0] - k} frames'
+  else:
+    baseline, baseline_name = linear_interpolation_baseline(truth), 'linear interpolation'
+    what = f'Interpolation {(run.video_shape[0] + 1) // 2} -> {run.video_shape[0]} frames'
+  conditioning = tasks.task_conditioning(args.task, truth.astype(np.float32) / 127.5 - 1,
                                          num_known_frames=k)
-  scores = tasks.score(held, truth, conditioning, dataset=config.data.name)
-  rows.append({'method': 'last frame repeated',
+  scores = tasks.score(baseline, truth, conditioning, dataset=config.data.name)
+  rows.append({'method': baseline_name,
                **{m: float(np.nanmean(v)) for m, v in scores.items()}, 'per_clip': scores})
+  pictures[baseline_name] = baseline
 
-  print_table(rows, title=f'Prediction {k} -> {run.video_shape[0] - k} frames at step {run.step}: '
-                          f'{args.num_clips} {config.data.name} test clips, {config.sample.sampler} '
-                          f'{config.sample.num_steps} steps')
-  path = args.json or os.path.join(args.workdir, 'eval', f'conditional_step_{run.step}.json')
+  print_table(rows, title=f'{what} at step {run.step}: {args.num_clips} {config.data.name} test '
+                          f'clips, {config.sample.sampler} {config.sample.num_steps} steps')
+  path = args.json or os.path.join(args.workdir, 'eval', f'{args.task}_step_{run.step}.json')
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, 'w') as f:
-    json.dump({'step': run.step, 'dataset': config.data.name, 'num_clips': args.num_clips,
-               'num_known_frames': k, 'sampler': config.sample.sampler,
+    json.dump({'task': args.task, 'step': run.step, 'dataset': config.data.name,
+               'num_clips': args.num_clips,
+               'num_known_frames': k if args.task == 'predict' else None,
+               'sampler': config.sample.sampler,
                'num_steps': config.sample.num_steps,
                'guidance_weight': config.sample.guidance_weight, 'seed': config.sample.seed,
                'results': rows}, f, indent=2)

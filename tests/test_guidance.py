@@ -370,3 +370,26 @@ def test_trajectory_error_of_a_shifted_video():
                                                  np.stack([video, video]), frames=np.arange(8, 16))
   np.testing.assert_allclose(error[0], 3.0, atol=1e-9)
   assert found[0] == 1.0 and found[1] == 0.0 and np.isnan(error[1])
+
+
+def test_no_model_baselines_of_the_conditional_benchmark():
+  """benchmarks/conditional.py's baselines: linear interpolation in time is exact where pixel
+  values change linearly over frames (and copies the last frame when it has one neighbour), and
+  is wrong by half the object's brightness for a moving object; the held frame is exact for a
+  still clip only."""
+  from benchmarks import conditional  # pylint: disable=g-import-not-at-top
+  T = 7
+  ramp = np.broadcast_to((10 * np.arange(T, dtype=np.uint8))[None, :, None, None, None], (2, T, 4, 4, 3))
+  out = conditional.linear_interpolation_baseline(ramp)
+  np.testing.assert_array_equal(out[:, :6], ramp[:, :6])
+  np.testing.assert_array_equal(out[:, 6], ramp[:, 6])  # Frame 6 is given (even).
+  eight = conditional.linear_interpolation_baseline(np.broadcast_to(
+      (10 * np.arange(8, dtype=np.uint8))[None, :, None, None, None], (1, 8, 4, 4, 3)))
+  np.testing.assert_array_equal(eight[0, 7], np.full((4, 4, 3), 60))  # A copy of frame 6.
+  moving = np.zeros((1, 3, 1, 3, 3), np.uint8)
+  for t in range(3):
+    moving[0, t, 0, t] = 200  # A one-pixel object moving right by a pixel per frame.
+  middle = conditional.linear_interpolation_baseline(moving)[0, 1, 0, :, 0]
+  np.testing.assert_array_equal(middle, [100, 0, 100])  # Two half-bright copies, none where it is.
+  held = conditional.last_frame_baseline(moving, 1)
+  assert (held[0, 1:] == moving[0, :1]).all() and not (held == moving).all()
