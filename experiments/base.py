@@ -254,6 +254,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.eval.split = 'test'  # Dataset split whose captions are used.
   config.eval.bpd_num_videos = 64  # Videos of eval.split whose VLB (bits/dim, given the caption) is estimated (0: none).
   config.eval.bpd_num_t = 4  # Antithetic t samples per video of the VLB's diffusion term (> 0).
+  # Log-SNRs at which the bound is also reported with the chain stopped there and the decoder
+  # reading z (likelihood.vlb's decoder_logsnr; each a valid bound, often tighter than at the
+  # schedule's lambda(0) = 20 on 8-bit data), e.g. (13.0, 10.0).
+  config.eval.bpd_decoder_logsnrs = ()
   # Times the eval.num_captions videos are sampled, each from its own seed (derived from eval.seed):
   # adherence, FVDs, FID, IS and digit accuracy are means over repeats, with <name>_std (BAIR's protocol: 100 x 256).
   config.eval.num_repeats = 1

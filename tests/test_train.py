@@ -60,6 +60,7 @@ def test_sample_writes_decodable_gif_and_mp4(smoke_data_dir, resumed_workdir):
 
 def test_eval_reports_adherence(smoke_data_dir, resumed_workdir):
   config = smoke_config(smoke_data_dir, 4)
+  config.eval.bpd_decoder_logsnrs = (13.0,)
   results = evaluate.evaluate(config, str(resumed_workdir))
   assert results['step'] == 4
   # The tracker recognises the true videos of the same captions.
@@ -71,6 +72,13 @@ def test_eval_reports_adherence(smoke_data_dir, resumed_workdir):
   terms = results['bpd/prior'] + results['bpd/diffusion'] + results['bpd/reconstruction']
   assert abs(results['bpd/total'] - terms) < 1e-4 * results['bpd/total']
   assert results['bpd/total'] > 1.0
+  # The chain stopped at log-SNR 13: the same prior (lambda(1) is unchanged), its own terms adding
+  # up, and a decoder at 13 that costs something (at 20 it costs ~nothing).
+  capped = {k: results[f'bpd/decoder_13/{k}'] for k in ('prior', 'diffusion', 'reconstruction', 'total')}
+  assert capped['prior'] == results['bpd/prior']
+  assert abs(capped['total'] - capped['prior'] - capped['diffusion'] - capped['reconstruction']) < 1e-4 * capped['total']
+  assert capped['reconstruction'] > results['bpd/reconstruction']
+  assert results['bpd/decoder_13/total_stderr'] > 0
   with open(os.path.join(resumed_workdir, 'eval', 'step_4.json')) as f:
     assert json.load(f)['num_captions'] == config.eval.num_captions
 

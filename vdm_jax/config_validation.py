@@ -55,6 +55,7 @@ TUPLE_FIELDS = {
     'diffusion.betas': ((int, float), '(0.0001, 0.02)'),
     'sample.prompts': (str, "('a red circle moving left',)"),
     'eval.metrics': (str, "('adherence', 'bpd')"),
+    'eval.bpd_decoder_logsnrs': ((int, float), '(13.0, 10.0)'),
     'classifier.widths': (int, '(16, 32, 64)'),
 }
 

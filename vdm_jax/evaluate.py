@@ -104,6 +104,16 @@ def print_table(title: str, rows: dict[str, dict[str, float]]) -> None:
   rich_console.Console().print(table)
 
 
+def decoder_logsnrs(config: ml_collections.ConfigDict) -> tuple[float, ...]:
+  """config.eval.bpd_decoder_logsnrs (absent in configs older than the field: none)."""
+  return tuple(float(v) for v in config.eval.get('bpd_decoder_logsnrs', ()))
+
+
+def decoder_key(decoder_logsnr: float) -> str:
+  """The results prefix of the bound with the decoder at `decoder_logsnr`: 'decoder_13'."""
+  return f'decoder_{decoder_logsnr:g}'
+
+
 def make_bpd_fn(run):
   """Returns bpd(params, video [B, ...] float in [-1, 1], cond, rng) -> {term: bits/dim [B]},
   jitted and sharded like sampling (B = config.sample.batch_size), conditioned on the captions
@@ -114,12 +124,18 @@ def make_bpd_fn(run):
     def network(z, logsnr):
       return run.model.apply({'params': params}, z, logsnr=logsnr, **cond,
                              drop_text=jnp.zeros((video.shape[0],), bool))
-    terms = likelihood.vlb(network, video, rng=rng, logsnr_fn=run.logsnr_fn,
-                           parameterization=config.diffusion.parameterization,
-                           num_t=config.eval.bpd_num_t, decoder='discrete',
-                           noise_prior=NoisePrior.from_config(config))
     dims = math.prod(video.shape[1:])
-    return {k: v / (dims * math.log(2.0)) for k, v in terms.items() if k != 'bpd'}
+    out = {}
+    # The schedule's own bound, then (same draws) the chain stopped at each eval.bpd_decoder_logsnrs.
+    for decoder_logsnr in (None, *decoder_logsnrs(config)):
+      terms = likelihood.vlb(network, video, rng=rng, logsnr_fn=run.logsnr_fn,
+                             parameterization=config.diffusion.parameterization,
+                             num_t=config.eval.bpd_num_t, decoder='discrete',
+                             noise_prior=NoisePrior.from_config(config),
+                             decoder_logsnr=decoder_logsnr)
+      prefix = '' if decoder_logsnr is None else f'{decoder_key(decoder_logsnr)}/'
+      out.update({prefix + k: v / (dims * math.log(2.0)) for k, v in terms.items() if k != 'bpd'})
+    return out
 
   sharded, replicated = mesh_lib.batch_sharded(run.mesh), mesh_lib.replicated(run.mesh)
   # Parameters keep the layout they come in (replicated, or split by FSDP: XLA gathers them).
@@ -160,7 +176,8 @@ def evaluate_bpd(run, builder) -> dict[str, float]:
     chunks.append({k: mesh_lib.to_host(v) for k, v in out.items()})
   per_video = {k: np.concatenate([c[k] for c in chunks])[:n] for k in chunks[0]}
   results = {f'bpd/{k}': float(np.mean(v)) for k, v in per_video.items()}
-  results['bpd/total_stderr'] = float(np.std(per_video['total']) / math.sqrt(n))
+  for prefix in ('', *(f'{decoder_key(v)}/' for v in decoder_logsnrs(config))):
+    results[f'bpd/{prefix}total_stderr'] = float(np.std(per_video[f'{prefix}total']) / math.sqrt(n))
   results['bpd/num_videos'] = n
   results['bpd/num_t'] = config.eval.bpd_num_t
   return results
@@ -676,8 +693,11 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
     if 'bpd/total' in results:
       print_table(f'Bits per dimension at step {run.step} ({results["bpd/num_videos"]} '
                   f'{config.eval.split} videos, {results["bpd/num_t"]} t samples each)',
-                  {'test videos': {k: results[f'bpd/{k}'] for k in
-                                   ('total', 'total_stderr', 'prior', 'diffusion', 'reconstruction')}})
+                  {name: {k: results[f'bpd/{prefix}{k}'] for k in
+                          ('total', 'total_stderr', 'prior', 'diffusion', 'reconstruction')}
+                   for name, prefix in [('test videos (the schedule\'s chain)', ''),
+                                        *((f'decoder at log-SNR {v:g}', f'{decoder_key(v)}/')
+                                          for v in decoder_logsnrs(config))]})
     logging.info('Wrote %s', os.path.join(directory, f'{stem}.json'))
   return results
 
