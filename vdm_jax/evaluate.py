@@ -538,11 +538,14 @@ class EvalVideoSampler:
 def evaluation_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """What decides an evaluation's results besides the checkpoint: its sampler and its protocol."""
   c, e = config.sample, config.eval
-  return {'sampler': c.sampler, 'sample_steps': c.num_steps, 'guidance_weight': c.guidance_weight,
-          'eta': c.eta, 'gamma': c.gamma, 'time_spacing': c.time_spacing, 'split': e.split,
-          'num_captions': e.num_captions, 'num_repeats': e.get('num_repeats', 1),
-          'seed': e.get('seed', c.seed), 'metrics': list(e.get('metrics', ('adherence', 'bpd'))),
-          'task': e.get('task', 'generate'), 'fvd_num_reference': e.fvd_num_reference}
+  settings = {'sampler': c.sampler, 'sample_steps': c.num_steps, 'guidance_weight': c.guidance_weight,
+              'eta': c.eta, 'gamma': c.gamma, 'time_spacing': c.time_spacing, 'split': e.split,
+              'num_captions': e.num_captions, 'num_repeats': e.get('num_repeats', 1),
+              'seed': e.get('seed', c.seed), 'metrics': list(e.get('metrics', ('adherence', 'bpd'))),
+              'task': e.get('task', 'generate'), 'fvd_num_reference': e.fvd_num_reference}
+  if decoder_logsnrs(config):  # Only when set: the settings of earlier evaluations stay the same.
+    settings['bpd_decoder_logsnrs'] = list(decoder_logsnrs(config))
+  return settings
 
 
 def output_stem(directory: str, step: int, settings: dict[str, Any]) -> str:
