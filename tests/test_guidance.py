@@ -393,3 +393,24 @@ def test_no_model_baselines_of_the_conditional_benchmark():
   np.testing.assert_array_equal(middle, [100, 0, 100])  # Two half-bright copies, none where it is.
   held = conditional.last_frame_baseline(moving, 1)
   assert (held[0, 1:] == moving[0, :1]).all() and not (held == moving).all()
+
+
+def test_boundary_report_finds_a_jump_just_after_a_block_boundary():
+  """A red square moving right 1 px a frame whose block 2 continues its given frames for two
+  frames, then jumps 4 px: the step into the first new frame looks smooth (1 px), the window
+  after the boundary catches the jump (5 px), and the directions are compared with the prompts."""
+  T, side = 24, 5
+  video = np.zeros((T, 32, 32, 3), np.uint8)
+  for t in range(T):
+    x = t + (4 if t >= 17 else 0)
+    video[t, 12:12 + side, x:x + side, 0] = 255
+  plan = tasks.block_plan(total_frames=T, block_frames=16, num_known=8)
+  assert plan == [(0, 0), (8, 8)]  # one boundary: frame 15 -> 16
+  report = tasks.boundary_report(video, plan=plan, block_frames=16,
+                                 prompts=['a red square moving right', 'a red square moving left'])
+  assert report['object_found']
+  np.testing.assert_allclose(report['boundary_step_px'], [1.0], atol=1e-6)
+  np.testing.assert_allclose(report['max_step_after_boundary_px'], [5.0], atol=1e-6)
+  assert report['median_step_px'] == pytest.approx(1.0)
+  assert report['block_directions'] == ['right', 'right']
+  assert report['blocks_following_prompt'] == 0.5

@@ -294,18 +294,26 @@ def run_test_clip_task(run, generate: ConditionalGenerateFn, *, task: str, num_c
   return dict(scores=scores, mean=mean, generated=generated, truth=true_uint8, conditioning=shown)
 
 
+# Steps checked after each block boundary: a block may continue its given frames for a frame or
+# two and then jump to where it would rather draw the object (measured on a trained model).
+BOUNDARY_WINDOW = 4
+
+
 def boundary_report(video: np.ndarray, *, plan: Sequence[tuple[int, int]], block_frames: int,
                     prompts: Sequence[str]) -> dict:
   """Tracker check of one moving_shapes extension (uint8 [L, H, W, 3]): the largest object's step
-  (pixels per frame) into the first new frame of each block against the median step elsewhere,
-  and the direction tracked over each block's frames against its prompt's."""
+  (pixels per frame) into the first new frame of each block ('boundary_step_px'), the largest of
+  its first BOUNDARY_WINDOW steps from there ('max_step_after_boundary_px'), the median step
+  outside those windows, the direction tracked over each block's frames against its prompt's, and
+  the fraction of blocks whose direction is the prompt's."""
   from vdm_jax.data import tracker  # pylint: disable=g-import-not-at-top
   objects = tracker.track_video(video, min_frames_fraction=0.25)
   if not objects:
     return {'object_found': False}
   steps = np.hypot(*np.diff(objects[0]['centroids'], axis=0).T)  # steps[t]: frame t -> t + 1
   boundaries = [start + known - 1 for start, known in plan[1:]]
-  inside = np.delete(steps, boundaries)
+  windows = [np.arange(b, min(b + BOUNDARY_WINDOW, len(steps))) for b in boundaries]
+  inside = np.delete(steps, np.concatenate(windows)) if windows else steps
   directions = []
   for start, _ in plan:
     block = tracker.track_video(video[start:start + block_frames])
@@ -316,10 +324,13 @@ def boundary_report(video: np.ndarray, *, plan: Sequence[tuple[int, int]], block
       prompted.append(tracker.parse_caption(prompt)[0][2])
     except ValueError:
       prompted.append(None)
+  followed = [d == p for d, p in zip(directions, prompted) if p is not None]
   return {'object_found': True,
           'boundary_step_px': [float(steps[b]) for b in boundaries],
+          'max_step_after_boundary_px': [float(np.nanmax(steps[w])) for w in windows],
           'median_step_px': float(np.nanmedian(inside)) if inside.size else float('nan'),
-          'block_directions': directions, 'prompted_directions': prompted}
+          'block_directions': directions, 'prompted_directions': prompted,
+          'blocks_following_prompt': float(np.mean(followed)) if followed else float('nan')}
 
 
 def run_extend(run, generate: ConditionalGenerateFn, *, prompts: Sequence[str], num_videos: int,
