@@ -128,6 +128,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Cosine schedule: log-SNR added at every t, endpoints kept (Hoogeboom et al. 2023 use
   # 2 log(64 / resolution)); negative = noisier, for training and sampling alike.
   config.diffusion.logsnr_shift = 0.0
+  # > 0: the shift is derived from the data instead, 2 log(base / data.resolution) (simple
+  # diffusion's rule, its base 64); logsnr_shift must then be 0.
+  config.diffusion.logsnr_shift_base_resolution = 0
   config.diffusion.linear_num_steps = 1000  # Linear schedule: number of discrete steps T.
   config.diffusion.linear_beta_start = 1e-4  # Linear schedule: beta_1.
   config.diffusion.linear_beta_end = 0.02  # Linear schedule: beta_T.

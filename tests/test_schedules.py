@@ -136,6 +136,31 @@ def test_shifted_cosine_keeps_endpoints_and_shifts_the_interior(x64, shift):
   np.testing.assert_allclose(moved - plain, shift, atol=1e-9)
 
 
+def test_resolution_shift_is_derived_from_the_data_resolution(x64):
+  """diffusion.logsnr_shift_base_resolution = 64 at 128x128 data is the cosine shifted by
+  2 log(64 / 128) = -1.386 (simple diffusion); at the base resolution, no shift; setting both
+  shifts, or the rule on another schedule, is refused in one line naming the fields."""
+  from experiments import moving_shapes  # pylint: disable=g-import-not-at-top
+  from vdm_jax import config_validation, train  # pylint: disable=g-import-not-at-top
+  from vdm_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  assert schedules.resolution_shift(base_resolution=64, resolution=128) == pytest.approx(-2 * np.log(2))
+  config = moving_shapes.get_config('smoke')
+  config.diffusion.logsnr_shift_base_resolution = 64
+  t = jnp.linspace(0.0, 1.0, 33, dtype=jnp.float64)
+  for resolution, shift in [(128, -2 * np.log(2)), (64, 0.0), (32, 2 * np.log(2))]:
+    config.data.resolution = resolution
+    assert train.logsnr_shift(config) == pytest.approx(shift)
+    np.testing.assert_allclose(train.create_logsnr_fn(config)(t),
+                               schedules.CosineSchedule(-20.0, 20.0, shift).apply({}, t), rtol=1e-12)
+  config.diffusion.logsnr_shift = -1.0
+  with pytest.raises(UserError, match='both set a shift'):
+    config_validation.validate(config)
+  config.diffusion.logsnr_shift = 0.0
+  config.diffusion.schedule = 'linear'
+  with pytest.raises(UserError, match='logsnr_shift_base_resolution shifts the cosine schedule'):
+    config_validation.validate(config)
+
+
 # ---------------------------------------------------------------- custom betas, zero terminal SNR
 
 

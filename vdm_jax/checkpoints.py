@@ -68,7 +68,8 @@ ADDED_FIELDS = {
                   'antithetic_time_sampling': False, 'learn_endpoints': False,
                   'train_time_distribution': 'uniform', 'train_time_logit_mean': 0.0,
                   'train_time_logit_std': 1.0, 'train_time_uniform_fraction': 0.0,
-                  'noise_prior': 'independent', 'noise_prior_alpha': 1.0},
+                  'noise_prior': 'independent', 'noise_prior_alpha': 1.0,
+                  'logsnr_shift_base_resolution': 0},
     'optim': {'trainable': ''},
 }
 # Fields added to the train state after checkpoints were first written: a checkpoint without one

@@ -157,7 +157,14 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
            'config.diffusion.linear_beta_start < linear_beta_end must lie in (0, 1).')
   d = config.diffusion
   _positive(config, ['diffusion.learned_num_features', 'eval.bpd_num_t', 'eval.num_repeats'])
-  _positive(config, ['eval.bpd_num_videos'], allow_zero=True)
+  _positive(config, ['eval.bpd_num_videos', 'diffusion.logsnr_shift_base_resolution'],
+            allow_zero=True)
+  _require(d.logsnr_shift_base_resolution == 0 or d.logsnr_shift == 0.0,
+           f'config.diffusion.logsnr_shift={d.logsnr_shift!r} and logsnr_shift_base_resolution='
+           f'{d.logsnr_shift_base_resolution!r} both set a shift: set one of them to 0.')
+  _require(d.logsnr_shift_base_resolution == 0 or d.schedule == 'cosine',
+           f'config.diffusion.logsnr_shift_base_resolution shifts the cosine schedule, not '
+           f'{d.schedule!r}: set --config.diffusion.schedule=cosine or leave it 0.')
   _require(d.schedule != 'betas' or (len(d.betas) >= 1 and all(0 < b < 1 for b in d.betas)),
            f"config.diffusion.betas={tuple(d.betas)!r} must be a non-empty tuple of values in (0, 1) "
            "for config.diffusion.schedule='betas'.")

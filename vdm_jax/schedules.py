@@ -111,6 +111,13 @@ class _Schedule(nn.Module):
     return lambda t: self.apply(variables, t)
 
 
+def resolution_shift(*, base_resolution: int, resolution: int) -> float:
+  """Simple diffusion's log-SNR shift for `resolution` (Hoogeboom et al. 2023, sec. 3.1): a
+  schedule tuned at `base_resolution` has the same per-pixel-block SNR at resolution d when
+  shifted by 2 log(base_resolution / d) (d > base: negative, noisier)."""
+  return 2.0 * float(np.log(base_resolution / resolution))
+
+
 class CosineSchedule(_Schedule):
   """Cosine log-SNR schedule, truncated to [logsnr_min, logsnr_max].
 

@@ -113,12 +113,21 @@ def create_model(config: ml_collections.ConfigDict) -> unet.VideoUNet:
       param_dtype=jnp.dtype(model_config.param_dtype))
 
 
+def logsnr_shift(config: ml_collections.ConfigDict) -> float:
+  """The cosine schedule's shift: config.diffusion.logsnr_shift, or, with
+  logsnr_shift_base_resolution = b > 0, 2 log(b / config.data.resolution) (Hoogeboom et al. 2023)."""
+  base = config.diffusion.get('logsnr_shift_base_resolution', 0)
+  if base > 0:
+    return schedules.resolution_shift(base_resolution=base, resolution=config.data.resolution)
+  return config.diffusion.logsnr_shift
+
+
 def create_schedule(config: ml_collections.ConfigDict) -> flax.linen.Module:
   """The schedule module of `config.diffusion` (see schedules.make_schedule)."""
   d = config.diffusion
   kwargs = {
       'cosine': lambda: dict(logsnr_min=d.logsnr_min, logsnr_max=d.logsnr_max,
-                             logsnr_shift=d.logsnr_shift, zero_terminal_snr=d.zero_terminal_snr),
+                             logsnr_shift=logsnr_shift(config), zero_terminal_snr=d.zero_terminal_snr),
       'linear': lambda: dict(num_steps=d.linear_num_steps, beta_start=d.linear_beta_start,
                              beta_end=d.linear_beta_end, zero_terminal_snr=d.zero_terminal_snr),
       'betas': lambda: dict(betas=tuple(float(b) for b in d.betas),
