@@ -32,9 +32,14 @@ def folder(tmp_path_factory):
   iio.imwrite(root / 'sub' / 'b.gif', gray_video(7, 24, 32), duration=100, loop=0)  # 1 clip.
   iio.imwrite(root / 'c.gif', gray_video(6, 16, 16), duration=100, loop=0)  # 1 clip, no caption.
   iio.imwrite(root / 'short.gif', gray_video(4, 16, 16), duration=100, loop=0)
+  # webm (VP8) and avi (MPEG-4) go through imageio-ffmpeg, as mp4 does.
+  iio.imwrite(root / 'd.webm', gray_video(8, 16, 16), plugin='FFMPEG', codec='libvpx', fps=8)
+  iio.imwrite(root / 'e.avi', gray_video(5, 16, 16), plugin='FFMPEG', fps=8)  # 1 clip, no tail.
+  (root / 'e.txt').write_text('e')
   (root / 'broken.avi').write_bytes(b'not a video')
   (root / 'notes.md').write_text('not a video either')
-  (root / 'captions.jsonl').write_text(json.dumps({'file': 'sub/b.gif', 'caption': 'b'}) + '\n')
+  (root / 'captions.jsonl').write_text(json.dumps({'file': 'sub/b.gif', 'caption': 'b'}) + '\n'
+                                       + json.dumps({'file': 'd.webm', 'caption': 'd'}) + '\n')
   return root
 
 
@@ -54,27 +59,33 @@ def clips(builder):
 
 def test_clips_read_back_with_captions(builder):
   got = clips(builder)
-  assert sorted(got) == [('a.mp4', 0), ('a.mp4', 1), ('c.gif', 0), ('sub/b.gif', 0)]
+  assert sorted(got) == [('a.mp4', 0), ('a.mp4', 1), ('c.gif', 0), ('d.webm', 0), ('e.avi', 0),
+                         ('sub/b.gif', 0)]
   expected_frames = {0: [0, 2, 4], 1: [5, 7, 9]}  # Non-overlapping clips, every 2nd frame.
   for (f, index), (_, caption, video) in got.items():
     assert video.shape == (3, 16, 16, 3) and video.dtype == np.uint8
-    tolerance = 4 if f.endswith('.mp4') else 0  # mp4 is lossy; gif is exact for flat grays.
+    tolerance = 0 if f.endswith('.gif') else 4  # mp4/webm/avi are lossy; gif is exact here.
     values = video.reshape(3, -1).astype(int)  # One row of pixels per frame.
     want = np.broadcast_to(20 * np.array(expected_frames[index])[:, None], values.shape)
     np.testing.assert_allclose(values, want, atol=tolerance)
-    assert caption == {'a.mp4': 'a gray fade', 'sub/b.gif': 'b', 'c.gif': ''}[f]
+    assert caption == {'a.mp4': 'a gray fade', 'sub/b.gif': 'b', 'c.gif': '', 'd.webm': 'd',
+                       'e.avi': 'e'}[f]
   splits = {f: split for (f, _), (split, _, _) in got.items()}
   assert sorted(set(splits.values())) == ['test', 'train']  # Whole videos per split.
 
 
 def test_problems_are_counted_and_reported(builder):
   report = video_folder.report(builder)
-  assert report['num_files'] == 5 and report['num_clips'] == 4
+  assert report['num_files'] == 7 and report['num_clips'] == 6
+  # Frames after the last whole 5-frame clip: b.gif 7 -> 2, c.gif 6 -> 1, d.webm 8 -> 3
+  # (a.mp4 10 and e.avi 5 have none; short.gif is counted as too short instead).
+  assert report['unused_tail_frames'] == 6
   assert report['too_short'] == ['short.gif (4 frames)']
   assert [entry.split()[0] for entry in report['unreadable']] == ['broken.avi']
   assert report['missing_caption'] == ['c.gif']
   line = video_folder.report_line(builder)
   assert '\n' not in line and 'short.gif' in line and 'broken.avi' in line and 'c.gif' in line
+  assert '6 frames unused after the last whole clip' in line
 
 
 def test_deterministic_and_report_survives_reopening(builder, folder, tmp_path):

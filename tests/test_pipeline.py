@@ -7,6 +7,8 @@ import pytest
 
 from vdm_jax.data import moving_shapes as ms
 from vdm_jax.data import pipeline
+from vdm_jax.data import preprocess
+from vdm_jax.data import registry
 from vdm_jax.data import tokenizer
 
 # One pytest-xdist worker runs this file: its module fixtures are built once.
@@ -150,3 +152,39 @@ def test_eval_source_is_deterministic(builder):
                                         resolution=16)
     np.testing.assert_array_equal(videos[i], video)
     assert captions[i] == caption and isinstance(captions[i], str)
+
+
+class _StoredVideos:
+  """Stands in for a prepared TFDS builder: 4 raw videos of 12 frames [12, 4, 4, 3], the value of
+  every pixel of frame i being 10 * i + the video's index."""
+
+  def as_data_source(self, split):
+    del split
+    frame_values = 10 * np.arange(12)[:, None, None, None]
+    return [{'video': np.broadcast_to(frame_values + v, (12, 4, 4, 3)).astype(np.uint8),
+             'caption': f'video {v}'} for v in range(4)]
+
+
+@pytest.mark.parametrize('random_clip_start', [True, False])
+def test_train_clips_start_at_random_frames(random_clip_start):
+  """The pipeline's random_map draws a new start per example and epoch (start 0 when off)."""
+  preprocessor = preprocess.VideoPreprocessor(video_key='video', num_frames=3, frame_skip=2,
+                                              resolution=4, random_clip_start=random_clip_start,
+                                              caption_key='caption')
+  builder = registry.PreprocessedBuilder(_StoredVideos(), preprocessor)
+  ds = pipeline.make_train_dataset(builder=builder, split='train', global_batch_size=2, seed=0,
+                                   max_text_length=8, process_index=0, process_count=1,
+                                   num_epochs=8)
+  starts = {v: set() for v in range(4)}
+  for i in range(len(ds)):  # 8 epochs of 2 batches.
+    values = np.rint((ds[i]['video'] + 1) * 127.5).astype(int)  # [2, 3, 4, 4, 3]
+    for clip in values:
+      first = clip[0, 0, 0, 0]
+      np.testing.assert_array_equal(clip, first + 20 * np.arange(3)[:, None, None, None]
+                                    + np.zeros_like(clip))  # Frames start, start + 2, start + 4.
+      starts[first % 10].add(first // 10)
+  if random_clip_start:  # The span is 5 of 12 frames: starts 0..7.
+    assert all(s <= set(range(8)) and len(s) >= 3 for s in starts.values()), starts
+    assert len(set().union(*starts.values())) >= 6, starts
+  else:
+    assert all(s == {0} for s in starts.values()), starts

@@ -13,11 +13,12 @@ a fixed permutation of the sorted file names puts `test_fraction` of them (at le
 are two or more) in test.
 
 Nothing is dropped or padded silently: videos shorter than one clip, files that cannot be decoded
-and videos without a caption (kept, with the empty caption) are counted and listed in the dataset's
-report (`report(builder)`, stored in its metadata.json and logged on every load); a folder with no
-readable video is a one-line `UserError`. The prepared clips live in data_dir under a config name
-that fingerprints the folder (file names, sizes, times) and the settings, so changing either
-prepares anew.
+and videos without a caption (kept, with the empty caption) are counted and listed, and the frames
+after a video's last whole clip are counted (`unused_tail_frames`, over all usable videos), in the
+dataset's report (`report(builder)`, stored in its metadata.json and logged on every load); a
+folder with no readable video is a one-line `UserError`. The prepared clips live in data_dir
+under a config name that fingerprints the folder (file names, sizes, times) and the settings, so
+changing either prepares anew.
 """
 
 import dataclasses
@@ -189,7 +190,8 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
     # A first pass decodes every file to find the usable ones before splitting: a split of only
     # unusable files would be empty, which TFDS refuses.
     metadata = self.info.metadata
-    metadata.update({'num_files': len(files), 'num_clips': 0, **{k: [] for k in _REPORT_KEYS}})
+    metadata.update({'num_files': len(files), 'num_clips': 0, 'unused_tail_frames': 0,
+                     **{k: [] for k in _REPORT_KEYS}})
     span = preprocess.clip_span(num_frames=c.num_frames, frame_skip=c.frame_skip)
     usable = []
     for f in files:
@@ -203,6 +205,7 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
       else:
         usable.append(f)
         metadata['num_clips'] += num_frames // span
+        metadata['unused_tail_frames'] += num_frames % span  # After the last whole clip.
     if not usable:
       raise UserError(f'{c.video_dir} has no readable video of at least {span} frames: '
                       f'{_problems(metadata, c)}.')
@@ -224,9 +227,11 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
 
 
 def report(builder: VideoFolder) -> dict[str, Any]:
-  """{'num_files', 'num_clips', 'too_short', 'unreadable', 'missing_caption'} of a prepared folder."""
+  """{'num_files', 'num_clips', 'unused_tail_frames', 'too_short', 'unreadable',
+  'missing_caption'} of a prepared folder (None for a key its preparation did not store)."""
   metadata = builder.info.metadata or {}
-  return {key: metadata.get(key) for key in ('num_files', 'num_clips') + _REPORT_KEYS}
+  return {key: metadata.get(key)
+          for key in ('num_files', 'num_clips', 'unused_tail_frames') + _REPORT_KEYS}
 
 
 def _problems(r: dict[str, Any], c: VideoFolderConfig) -> str:
@@ -243,8 +248,11 @@ def report_line(builder: VideoFolder) -> str:
   """The report in one line: what was made, then each kind of problem with its files."""
   r, c = report(builder), builder.builder_config
   problems = _problems(r, c)
+  tail = r['unused_tail_frames']
   return (f'video_folder {c.video_dir}: {r["num_clips"]} clips of {c.num_frames} x '
           f'{c.resolution}x{c.resolution} from {r["num_files"]} files'
+          + (f'; {tail} frames unused after the last whole clip of their video'
+             if tail is not None else '')
           + (f'; {problems}' if problems else ''))
 
 
