@@ -93,6 +93,7 @@ REFUSED = {
                                'config.optim.learning_rate=-0.1 must be > 0'),
     'negative guidance weight': (['--config.sample.guidance_weight=-1'],
                                  'config.sample.guidance_weight=-1.0 must be >= 0'),
+    'DDIM eta above 1': (['--config.sample.eta=1.5'], 'config.sample.eta=1.5 must lie in [0, 1]'),
     'unknown sampler': (['--config.sample.sampler=ddpm'],
                         "config.sample.sampler='ddpm' is not allowed: use one of"),
     'unknown schedule': (['--config.diffusion.schedule=cosin'],

@@ -147,6 +147,10 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
     value = _get(config, field)
     _require(0 <= value < 1 or (field == 'sample.gamma' and value == 1),
              f'config.{field}={value!r} must lie in [0, 1): set --config.{field} accordingly.')
+  # eta > 1 would ask DDIM for more fresh noise than sigma_s: no longer a valid step.
+  _require(config.sample.eta <= 1,
+           f'config.sample.eta={config.sample.eta!r} must lie in [0, 1] (1: the ancestral step): '
+           'set --config.sample.eta accordingly.')
   _require(0 <= config.sample.dynamic_threshold <= 1,
            f'config.sample.dynamic_threshold={config.sample.dynamic_threshold!r} must lie in [0, 1] '
            '(0: off; e.g. 0.995): set --config.sample.dynamic_threshold accordingly.')
