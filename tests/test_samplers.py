@@ -363,14 +363,17 @@ MU2 = np.array([0.1, -0.2])
 COV2 = np.array([[0.2**2, 0.6 * 0.2 * 0.1], [0.6 * 0.2 * 0.1, 0.1**2]])
 W3, M3, SD3 = np.array([0.3, 0.7]), np.array([-0.5, 0.35]), np.array([0.1, 0.13])
 MODE_SPLIT = -0.075  # the midpoint of the mixture's modes
+# Samples per run: a quarter of NUM_SAMPLES, so the runs cost 1/8 of what 16384 samples at
+# twice the steps would, with the same ratio of bias to standard error.
+CORRELATED_SAMPLES = 4096
 # (num_steps, time_spacing): the discretisation bias of the covariance stays below 1 standard
-# error at NUM_SAMPLES (asserted below where closed form). The first-order samplers' bias falls as
-# 1 / N, so at this sample size they need about 1500 points (2.7 standard errors at 500 for
-# ancestral, gamma = 0, on COV2's small eigenvalue); 'karras' has the least bias per point here.
-# dpmpp_2m and heun (second order, not checked below): 0.2 standard errors at 128 points, 1.0 at
-# 64, measured from their maps of z_1, which are affine on the Gaussian pair.
-CORRELATED_RUNS = {'ancestral': (1500, 'karras'), 'ddim': (1500, 'karras'), 'pc': (750, 'karras'),
-                   'dpmpp_2m': (128, 'karras'), 'heun': (128, 'karras')}
+# error at CORRELATED_SAMPLES (asserted below where closed form). The first-order samplers' bias
+# falls as 1 / N, so at this sample size they need about 750 points (at 16384 samples, 1500;
+# 2.7 standard errors at 500 for ancestral, gamma = 0, on COV2's small eigenvalue); 'karras' has
+# the least bias per point here. dpmpp_2m and heun (second order, not checked below): 0.4
+# standard errors at 64 points, measured from their maps of z_1, which are affine on the pair.
+CORRELATED_RUNS = {'ancestral': (750, 'karras'), 'ddim': (750, 'karras'), 'pc': (375, 'karras'),
+                   'dpmpp_2m': (64, 'karras'), 'heun': (64, 'karras')}
 STOCHASTIC_KNOBS = {'ancestral': 'gamma', 'pc': 'gamma', 'ddim': 'eta'}
 
 
@@ -429,7 +432,7 @@ def _correlated_moments():
 
 @functools.lru_cache(maxsize=None)
 def _correlated_run(sampler, knob=0.0, parameterization=None):
-  """float64 samples [NUM_SAMPLES, 3] with CORRELATED_RUNS' steps; knob: gamma (ancestral, pc)
+  """float64 samples [CORRELATED_SAMPLES, 3] with CORRELATED_RUNS' steps; knob: gamma (ancestral, pc)
   or eta (ddim), passed traced so that every knob shares one compiled computation.
   parameterization: sample through model_denoiser(_as_network(parameterization)), as a trained
   network is sampled, instead of with correlated_denoiser itself."""
@@ -439,7 +442,7 @@ def _correlated_run(sampler, knob=0.0, parameterization=None):
   if parameterization is not None:
     denoise_fn = samplers.model_denoiser(_as_network(parameterization),
                                          parameterization=parameterization)
-  fn = _sampler_fn(denoise_fn, CosineSchedule().logsnr_fn(), (NUM_SAMPLES, 3), num_steps,
+  fn = _sampler_fn(denoise_fn, CosineSchedule().logsnr_fn(), (CORRELATED_SAMPLES, 3), num_steps,
                    sampler, jnp.float64, time_spacing=time_spacing)
   knobs = {STOCHASTIC_KNOBS[sampler]: knob} if sampler in STOCHASTIC_KNOBS else {}
   return np.asarray(fn(rng=jax.random.PRNGKey(12), **knobs))
@@ -448,11 +451,11 @@ def _correlated_run(sampler, knob=0.0, parameterization=None):
 def _assert_correlated_data(x):
   """x [n, 3] has the data's mean, full covariance and lower-mode weight. Stated tolerance: 6
   standard errors of each statistic at this n (its one-sample standard deviation / sqrt(n)),
-  5 for the sampling error and 1 for the discretisation bias (CORRELATED_RUNS). At n = 16384:
-  means within 0.047 of each standard deviation; variances within 6.6% (Gaussian) and 4.4%
-  (mixture); the pair's covariance within 9.1%, i.e. its correlation 0.6 within 0.055; the
-  independent pairs' within 0.047 in correlation units; the lower mode's weight 0.30 within
-  0.022."""
+  5 for the sampling error and 1 for the discretisation bias (CORRELATED_RUNS). At n = 4096:
+  means within 0.094 of each standard deviation; variances within 13% (Gaussian) and 9%
+  (mixture); the pair's covariance within 18%, i.e. its correlation 0.6 within 0.11; the
+  independent pairs' within 0.094 in correlation units; the lower mode's weight 0.30 within
+  0.044."""
   mean, cov, cov_term_std, lower = _correlated_moments()
   n = x.shape[0]
   assert np.all(np.isfinite(x))
