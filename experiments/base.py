@@ -226,6 +226,12 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.sample.batch_size = 16  # Videos per compiled sampling call (padded; one compilation serves all uses).
   config.sample.num_videos = 2  # Videos per prompt in --mode sample (task 'extend': videos of the story).
   config.sample.fps = 8  # Frames per second of the written GIF/MP4.
+  # A high-noise expert (vdm_jax/experts.py; eDiff-I, Balaji et al. 2022): the workdir of a second
+  # trained run, on the same data and inputs, that denoises the steps with log-SNR below
+  # expert_logsnr_below ('': none). expert_step: its checkpoint (0: the latest).
+  config.sample.expert_workdir = ''
+  config.sample.expert_logsnr_below = -3.0
+  config.sample.expert_step = 0
   # --mode sample task (vdm_jax/tasks.py): 'generate' (text-to-video from noise), 'predict' (test clips from
   # their first num_known_frames), 'extend' (one long video per story of prompts, block by block),
   # 'interpolate' (double the frame rate of test clips), 'super_resolve' (test clips from their downsampled

@@ -5,6 +5,7 @@ Each failure raises `UserError` with one line naming the field, the bad value an
 
 from typing import Any, Iterable
 
+import math
 import ml_collections
 
 from vdm_jax import diffusion
@@ -151,6 +152,12 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
   _require(config.sample.eta <= 1,
            f'config.sample.eta={config.sample.eta!r} must lie in [0, 1] (1: the ancestral step): '
            'set --config.sample.eta accordingly.')
+  _require(isinstance(config.sample.expert_step, int) and config.sample.expert_step >= 0,
+           f'config.sample.expert_step={config.sample.expert_step!r} must be an integer >= 0 '
+           '(0: the expert\'s latest checkpoint): set --config.sample.expert_step accordingly.')
+  _require(not math.isnan(config.sample.expert_logsnr_below),
+           'config.sample.expert_logsnr_below is NaN: set it to the log-SNR below which the '
+           'expert denoises (e.g. -3.0).')
   _require(0 <= config.sample.dynamic_threshold <= 1,
            f'config.sample.dynamic_threshold={config.sample.dynamic_threshold!r} must lie in [0, 1] '
            '(0: off; e.g. 0.995): set --config.sample.dynamic_threshold accordingly.')

@@ -71,6 +71,7 @@ from rich import table as rich_table
 
 from vdm_jax import conditioning
 from vdm_jax import eval_report
+from vdm_jax import experts
 from vdm_jax import likelihood
 from vdm_jax import mesh as mesh_lib
 from vdm_jax import tasks
@@ -517,7 +518,7 @@ class EvalVideoSampler:
     if run.eval_task_generate is None:
       run.eval_task_generate = tasks.make_conditional_generate_fn(
           run.model, logsnr_fn=run.logsnr_fn, config=config, video_shape=run.video_shape,
-          mesh=run.mesh, factor=self._conditioning.factor)
+          mesh=run.mesh, factor=self._conditioning.factor, expert=run.expert)
 
   def sample(self, key: jax.Array) -> np.ndarray:
     run = self._run
@@ -545,6 +546,7 @@ def evaluation_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
               'task': e.get('task', 'generate'), 'fvd_num_reference': e.fvd_num_reference}
   if decoder_logsnrs(config):  # Only when set: the settings of earlier evaluations stay the same.
     settings['bpd_decoder_logsnrs'] = list(decoder_logsnrs(config))
+  settings.update(experts.settings(config))  # Likewise only with an expert.
   return settings
 
 

@@ -16,6 +16,7 @@ from absl import logging
 
 from vdm_jax import conditioning
 from vdm_jax import config_validation
+from vdm_jax import experts
 from vdm_jax import frame_conditioning
 from vdm_jax import mesh as mesh_lib
 from vdm_jax import samplers
@@ -27,7 +28,8 @@ GenerateFn = Callable[[object, Sequence[str], jax.Array], np.ndarray]
 
 
 def make_generate_fn(model, *, logsnr_fn: Callable, config: ml_collections.ConfigDict,
-                     video_shape: tuple[int, int, int, int], mesh: jax.sharding.Mesh) -> GenerateFn:
+                     video_shape: tuple[int, int, int, int], mesh: jax.sharding.Mesh,
+                     expert: experts.Expert | None = None) -> GenerateFn:
   """Returns generate(params, prompts, rng, *, frames=None) -> uint8 videos [len(prompts), frames,
   height, width, 3].
 
@@ -41,13 +43,16 @@ def make_generate_fn(model, *, logsnr_fn: Callable, config: ml_collections.Confi
   [-1, 1]) videos [len(prompts), frames, height, width, 3] whose first
   config.train.num_cond_frames frames are given (noise-augmented at
   config.sample.cond_aug_logsnr); the returned videos hold those frames as given.
+
+  With an `expert` (experts.py) its network denoises the steps below expert.logsnr_below, with
+  the same prompts and guidance.
   """
   sample_config = config.sample
   batch = sample_config.batch_size
   frame_conditioned = config.model.frame_conditioning
   noise_prior = NoisePrior.from_config(config)
 
-  def generate_batch(params, cond, rng):
+  def generate_batch(params, cond, rng, expert_inputs):
     """cond: conditioning inputs [batch, ...] (and with frame conditioning 'frames' [batch,
     frames, height, width, 3] in [-1, 1], 'cond_mask' bool [batch, frames]) -> float videos
     [batch, frames, height, width, 3] in [-1, 1]."""
@@ -61,6 +66,8 @@ def make_generate_fn(model, *, logsnr_fn: Callable, config: ml_collections.Confi
                   cond_logsnr=cond_logsnr)
     denoise_fn = conditioning.guided_denoiser(model, params, cond, config=config, batch=batch,
                                               clip_x=True)
+    denoise_fn = experts.with_expert(expert, expert_inputs, denoise_fn, cond, batch=batch,
+                                     clip_x=True)
     videos = samplers.sample(
         denoise_fn, rng=rng, shape=(batch, *video_shape), logsnr_fn=logsnr_fn,
         num_steps=sample_config.num_steps, sampler=sample_config.sampler,
@@ -73,8 +80,9 @@ def make_generate_fn(model, *, logsnr_fn: Callable, config: ml_collections.Confi
   sharded = mesh_lib.batch_sharded(mesh)
   replicated = mesh_lib.replicated(mesh)
   # Parameters keep the layout they come in (replicated, or split by FSDP: XLA gathers them).
-  generate_jit = jax.jit(generate_batch, in_shardings=(None, sharded, replicated),
+  generate_jit = jax.jit(generate_batch, in_shardings=(None, sharded, replicated, None),
                          out_shardings=sharded)
+  expert_inputs = experts.jit_inputs(expert)
   compiled = []  # generate_jit compiled ahead of time by `warm_up`, when it has run
 
   def global_tokens_of(chunk_tokens):
@@ -110,7 +118,7 @@ def make_generate_fn(model, *, logsnr_fn: Callable, config: ml_collections.Confi
     for chunk in range(num_chunks):
       out = call(params, global_tokens_of({k: v[chunk * batch:(chunk + 1) * batch]
                                            for k, v in inputs.items()}),
-                 jax.random.fold_in(rng, chunk))
+                 jax.random.fold_in(rng, chunk), expert_inputs)
       videos.append(video_io.to_uint8(mesh_lib.to_host(out)))
     return np.concatenate(videos)[:len(prompts)]
 
@@ -120,7 +128,7 @@ def make_generate_fn(model, *, logsnr_fn: Callable, config: ml_collections.Confi
     frames = np.zeros((batch, *video_shape), np.float32) if frame_conditioned else None
     inputs = global_tokens_of(inputs_of([''] * batch, frames))
     rng = jax.device_put(jax.random.PRNGKey(0), replicated)
-    compiled[:] = [generate_jit.lower(params, inputs, rng).compile()]
+    compiled[:] = [generate_jit.lower(params, inputs, rng, expert_inputs).compile()]
 
   generate.warm_up = warm_up
   return generate
@@ -175,8 +183,10 @@ def sample(config: ml_collections.ConfigDict, workdir: str, prompts: Sequence[st
   # Named by the settings, so sampling again with others never overwrites earlier videos.
   spacing = '' if c.time_spacing == 'default' else f'_{c.time_spacing}'
   threshold = f'_dt{c.dynamic_threshold:g}' if c.dynamic_threshold else ''
+  expert = ('' if run.expert is None else
+            f'_expert_{os.path.basename(run.expert.workdir)}{run.expert.step}_below{c.expert_logsnr_below:g}')
   directory = os.path.join(workdir, 'samples', f'step_{run.step}_{c.sampler}{c.num_steps}{spacing}'
-                           f'_w{c.guidance_weight:g}{threshold}_seed{c.seed}')
+                           f'_w{c.guidance_weight:g}{threshold}{expert}_seed{c.seed}')
   rng = jax.random.PRNGKey(config.sample.seed)
   logging.info('Sampling %d video(s) for each of %d prompt(s) with %s, %d steps, guidance %.2f',
                config.sample.num_videos, len(prompts), config.sample.sampler,

@@ -179,6 +179,31 @@ def classifier_free_guidance(
   return denoise_fn
 
 
+def expert_denoiser(high_noise_fn: DenoiseFn, low_noise_fn: DenoiseFn, *,
+                    logsnr_below: float | jax.Array) -> DenoiseFn:
+  """Two denoisers split by noise level, as eDiff-I's ensemble of expert denoisers (Balaji et al.
+  2022): `high_noise_fn` where lambda < logsnr_below, `low_noise_fn` elsewhere (logsnr_below
+  may be traced).
+
+  Each row of the batch takes its own denoiser. A sampler's evaluation has one log-SNR for every
+  row, so `lax.switch` runs only the denoiser it needs; a batch of mixed levels runs both and
+  picks per row.
+  """
+
+  def denoise_fn(z, logsnr):
+    high = jnp.broadcast_to(logsnr, (z.shape[0],)) < logsnr_below
+    branch = jnp.where(jnp.all(high), 0, jnp.where(jnp.any(high), 2, 1))
+
+    def both(z, logsnr):
+      (x_high, eps_high), (x_low, eps_low) = high_noise_fn(z, logsnr), low_noise_fn(z, logsnr)
+      return jnp.where(_bcast(high, x_high), x_high, x_low), jnp.where(
+          _bcast(high, eps_high), eps_high, eps_low)
+
+    return jax.lax.switch(branch, (high_noise_fn, low_noise_fn, both), z, logsnr)
+
+  return denoise_fn
+
+
 # ============================================================================ time grids
 
 

@@ -33,6 +33,7 @@ import numpy as np
 from absl import logging
 
 from vdm_jax import conditioning
+from vdm_jax import experts
 from vdm_jax import guidance
 from vdm_jax import mesh as mesh_lib
 from vdm_jax import samplers
@@ -171,20 +172,24 @@ def extend_video(sample_block: Callable[[np.ndarray, np.ndarray, int], np.ndarra
 
 def make_conditional_generate_fn(model, *, logsnr_fn: Callable, config: ml_collections.ConfigDict,
                                  video_shape: tuple[int, int, int, int], mesh: jax.sharding.Mesh,
-                                 factor: int = 1) -> ConditionalGenerateFn:
+                                 factor: int = 1,
+                                 expert: experts.Expert | None = None) -> ConditionalGenerateFn:
   """Returns generate(params, prompts, observation, mask, rng) -> float videos [N, T, H, W, C] in
   [-1, 1], sampled with `config.sample.conditioning_method` given y = A(x) (guidance.observe with
   `mask` and `factor`): observation [N, T, H/f, W/f, C], mask [1, T, H/f, W/f, 1] (or
   broadcastable). Text conditioning and classifier-free guidance as make_generate_fn's; the
-  reconstruction gradient goes through the guided denoiser (see guidance.py).
+  reconstruction gradient goes through the guided denoiser (see guidance.py), the expert's at
+  the steps it takes (experts.py), when there is one.
   """
   c = config.sample
   batch, method, w_r = c.batch_size, c.conditioning_method, c.reconstruction_weight
 
-  def generate_batch(params, cond, observation, mask, rng):
+  def generate_batch(params, cond, observation, mask, rng, expert_inputs):
     # Unclipped: the guidance below clips after its gradient (clipped pixels pass none).
     denoise_fn = conditioning.guided_denoiser(model, params, cond, config=config, batch=batch,
                                               clip_x=False)
+    denoise_fn = experts.with_expert(expert, expert_inputs, denoise_fn, cond, batch=batch,
+                                     clip_x=False)
     conditional = guidance.conditional_denoiser(
         method, denoise_fn, observation=observation, mask=mask, factor=factor, weight=w_r,
         dynamic_threshold_percentile=c.dynamic_threshold)
@@ -195,8 +200,10 @@ def make_conditional_generate_fn(model, *, logsnr_fn: Callable, config: ml_colle
 
   sharded, replicated = mesh_lib.batch_sharded(mesh), mesh_lib.replicated(mesh)
   # Parameters keep the layout they come in (as make_generate_fn's).
-  generate_jit = jax.jit(generate_batch, in_shardings=(None, sharded, sharded, replicated, replicated),
+  generate_jit = jax.jit(generate_batch,
+                         in_shardings=(None, sharded, sharded, replicated, replicated, None),
                          out_shardings=sharded)
+  expert_inputs = experts.jit_inputs(expert)
 
   def global_array(a):
     # Every process holds all inputs; each device takes its slice of the batch.
@@ -215,7 +222,8 @@ def make_conditional_generate_fn(model, *, logsnr_fn: Callable, config: ml_colle
     for chunk in range(num_chunks):
       rows = slice(chunk * batch, (chunk + 1) * batch)
       out = generate_jit(params, {k: global_array(v[rows]) for k, v in cond.items()},
-                         global_array(observation[rows]), mask, jax.random.fold_in(rng, chunk))
+                         global_array(observation[rows]), mask, jax.random.fold_in(rng, chunk),
+                         expert_inputs)
       videos.append(mesh_lib.to_host(out))
     return np.concatenate(videos)[:len(prompts)]
 
@@ -400,7 +408,8 @@ def run_task(config: ml_collections.ConfigDict, workdir: str,
   run = train.restore_for_inference(config, workdir, step)
   factor = c.super_resolution_factor if c.task == 'super_resolve' else 1
   generate = make_conditional_generate_fn(run.model, logsnr_fn=run.logsnr_fn, config=config,
-                                          video_shape=run.video_shape, mesh=run.mesh, factor=factor)
+                                          video_shape=run.video_shape, mesh=run.mesh, factor=factor,
+                                          expert=run.expert)
   directory = task_directory(config, workdir, run.step)
   rng = jax.random.PRNGKey(c.seed)
   logging.info('Task %s with %s conditioning (%s, %d steps)', c.task, c.conditioning_method,

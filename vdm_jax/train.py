@@ -24,6 +24,7 @@ from vdm_jax import checkpoints
 from vdm_jax import conditioning
 from vdm_jax import config_validation
 from vdm_jax import diffusion
+from vdm_jax import experts
 from vdm_jax import frame_conditioning
 from vdm_jax import grad_accumulation
 from vdm_jax import likelihood
@@ -431,6 +432,8 @@ class Run:
   # tasks.make_conditional_generate_fn for config.eval.task, built at its first evaluation and
   # kept until the schedule changes (as bpd_fn).
   eval_task_generate: Callable | None = None
+  # The high-noise expert of config.sample.expert_workdir (experts.py), or None.
+  expert: Any = None
 
 
 def setup(config: ml_collections.ConfigDict) -> Run:
@@ -442,7 +445,7 @@ def setup(config: ml_collections.ConfigDict) -> Run:
   schedule_params = init_schedule_params(
       config, jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(config.seed), 0), 1))
   run = Run(config=config, mesh=mesh, model=model, logsnr_fn=None, video_shape=video_shape,
-            generate=None)
+            generate=None, expert=experts.restore_expert(config))
   use_schedule(run, schedule_params)
   return run
 
@@ -459,7 +462,8 @@ def use_schedule(run: Run, schedule_params: Any) -> None:
   run.schedule_params = schedule_params
   run.logsnr_fn = create_logsnr_fn(run.config, schedule_params)
   run.generate = sample_lib.make_generate_fn(run.model, logsnr_fn=run.logsnr_fn, config=run.config,
-                                             video_shape=run.video_shape, mesh=run.mesh)
+                                             video_shape=run.video_shape, mesh=run.mesh,
+                                             expert=run.expert)
   run.bpd_fn = None
   run.eval_task_generate = None
 
@@ -557,6 +561,7 @@ def initialise_from(config: ml_collections.ConfigDict, state: TrainState, tx) ->
         base_config.model[field] = saved.get('model', {}).get(field, off)
       # Shapes the checkpoint's optimizer state, which is restored with it (and dropped).
       base_config.optim.trainable = saved.get('optim', {}).get('trainable', '')
+      base_config.sample.expert_workdir = ''  # Only the parameters are read: no sampling.
     base = restore_for_inference(base_config, source)
   except UserError as error:
     raise UserError(f'config.train.init_from={source!r}: {error}') from error

@@ -1,0 +1,84 @@
+"""The high-noise expert (vdm_jax/experts.py): which denoiser takes which step, end to end."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.smoke import smoke_config
+from vdm_jax import checkpoints
+from vdm_jax import samplers
+from vdm_jax import train
+from vdm_jax.errors import UserError
+
+# With test_train.py: one worker builds the resumed run (checkpoints 2 and 4) these tests share.
+pytestmark = pytest.mark.xdist_group('resumed_run')
+
+
+def constant_denoiser(value):
+  def denoise_fn(z, logsnr):
+    del logsnr
+    return jnp.full_like(z, value), jnp.full_like(z, -value)
+  return denoise_fn
+
+
+def test_each_row_takes_the_denoiser_of_its_noise_level():
+  """lambda < logsnr_below: the expert's (x, eps), else the main one's; per row when mixed; and a
+  branch that is not taken does not reach the output even when it is NaN (lax.switch runs only
+  the one it needs: no NaN reaches a reconstruction-guidance gradient either)."""
+  denoise = samplers.expert_denoiser(constant_denoiser(1.0), constant_denoiser(2.0),
+                                     logsnr_below=-3.0)
+  z = jnp.zeros((3, 2, 2))
+  x, eps = denoise(z, jnp.array([-5.0, -3.0, 4.0]))
+  np.testing.assert_array_equal(x[:, 0, 0], [1.0, 2.0, 2.0])  # -3 itself: the main denoiser.
+  np.testing.assert_array_equal(eps[:, 0, 0], [-1.0, -2.0, -2.0])
+  for logsnr, high, low, expected in [(-6.0, 1.0, jnp.nan, 1.0), (0.0, jnp.nan, 2.0, 2.0)]:
+    denoise = samplers.expert_denoiser(constant_denoiser(high), constant_denoiser(low),
+                                       logsnr_below=-3.0)
+    x, _ = jax.jit(denoise)(z, jnp.full((3,), logsnr))
+    np.testing.assert_array_equal(np.asarray(x), expected)
+    grad = jax.grad(lambda z: denoise(z, jnp.full((3,), logsnr))[0].sum())(z)
+    assert np.all(np.isfinite(np.asarray(grad)))
+
+
+def sampled(run):
+  return run.generate(run.ema_params, list(run.config.sample.prompts), jax.random.PRNGKey(3))
+
+
+def test_expert_takes_exactly_the_steps_below_its_level(smoke_data_dir, resumed_workdir):
+  """The run at step 4 with step 2 of the same workdir as its expert: switched at +inf the videos
+  are step 2's alone, at -inf step 4's alone, bit for bit; in between they are neither. The level
+  is an input of the compiled call, not a constant of it."""
+  config = smoke_config(smoke_data_dir, 4)
+  main_alone = sampled(train.restore_for_inference(config, str(resumed_workdir)))
+  expert_alone = sampled(train.restore_for_inference(config, str(resumed_workdir), 2))
+  assert not np.array_equal(main_alone, expert_alone)
+  config.sample.expert_workdir, config.sample.expert_step = str(resumed_workdir), 2
+  run = train.restore_for_inference(config, str(resumed_workdir))
+  assert run.step == 4 and run.expert.step == 2
+  videos = {}
+  for below in (np.inf, -np.inf, 0.0):
+    run.expert.logsnr_below = below
+    train.use_schedule(run, run.schedule_params)  # A new sampling call, with this level.
+    videos[below] = sampled(run)
+  np.testing.assert_array_equal(videos[np.inf], expert_alone)
+  np.testing.assert_array_equal(videos[-np.inf], main_alone)
+  assert not np.array_equal(videos[0.0], main_alone)
+  assert not np.array_equal(videos[0.0], expert_alone)
+
+
+def test_an_expert_that_cannot_share_the_inputs_is_refused(smoke_data_dir, resumed_workdir,
+                                                           tmp_path):
+  config = smoke_config(smoke_data_dir, 4)
+  config.sample.expert_workdir = str(tmp_path / 'nothing')
+  with pytest.raises(UserError, match=r"config.sample.expert_workdir='.*nothing' has no checkpoints"):
+    train.restore_for_inference(config, str(resumed_workdir))
+  config.sample.expert_workdir, config.sample.expert_step = str(resumed_workdir), 3
+  with pytest.raises(UserError, match=r'config.sample.expert_step=3 is not a checkpoint .*\(it has 2, 4\)'):
+    train.restore_for_inference(config, str(resumed_workdir))
+  config.sample.expert_step = 0
+  config.model.text_tokenizer = 'words'
+  with pytest.raises(UserError, match="trained with config.model.text_tokenizer='bytes' but this "
+                                      "run has 'words'"):
+    train.restore_for_inference(config, str(resumed_workdir))
+  assert checkpoints.Checkpointer(str(resumed_workdir), read_only=True).all_steps() == [2, 4]

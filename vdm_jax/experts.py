@@ -1,0 +1,153 @@
+"""A high-noise expert: a second trained run that denoises the noisiest sampling steps.
+
+eDiff-I (Balaji et al. 2022) samples with an ensemble of expert denoisers, each trained for a
+range of noise levels, having found that the text steers a sample mostly at high noise. Here the
+split is into two: the run sampled from (the main run) denoises every step with log-SNR at or
+above `config.sample.expert_logsnr_below`, and the run in `config.sample.expert_workdir` the
+steps below it.
+
+Why `moving_shapes` needs one (README, Results): the direction word decides where the object is
+in each frame, which must be settled at high noise, where every frame is exchangeable noise. A
+network trained on all levels does not learn it there; one with the layout embedding
+(`model.layout_embedding`) does, but loses the objects at the visible levels. Each is used here
+where it is good.
+
+The expert keeps its own model and diffusion sections (from its checkpoint's saved config); it
+shares the main run's data, conditioning inputs (the same prompts feed both), sampler grid and
+guidance weight. Its parameters are an argument of the compiled sampling call, not constants.
+"""
+
+import dataclasses
+import os
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from vdm_jax import checkpoints
+from vdm_jax.errors import UserError
+
+# What both runs must agree on, because one set of conditioning inputs and one video feed both.
+SHARED_FIELDS = (('model', 'conditioning'), ('model', 'text_tokenizer'), ('model', 'text_encoder'),
+                 ('model', 'num_classes'), ('data', 'max_text_length'),
+                 ('diffusion', 'noise_prior'), ('diffusion', 'noise_prior_alpha'))
+
+
+@dataclasses.dataclass
+class Expert:
+  """A restored expert: its model, config, EMA parameters and the level below which it is used."""
+  model: Any
+  config: ml_collections.ConfigDict
+  params: Any
+  logsnr_below: float
+  step: int
+  workdir: str
+
+
+def _as_config_value(value):
+  return tuple(_as_config_value(v) for v in value) if isinstance(value, list) else value
+
+
+def expert_config(config: ml_collections.ConfigDict, saved: dict) -> ml_collections.ConfigDict:
+  """The main run's config with the expert checkpoint's model and diffusion sections (`saved`:
+  its saved config; fields it predates take checkpoints.ADDED_FIELDS' values) and no expert of
+  its own."""
+  expert = config.copy_and_resolve_references()
+  with expert.unlocked():
+    for section in ('model', 'diffusion'):
+      for key in expert[section]:
+        if key in saved.get(section, {}):
+          expert[section][key] = _as_config_value(saved[section][key])
+        elif key in checkpoints.ADDED_FIELDS.get(section, {}):
+          expert[section][key] = _as_config_value(checkpoints.ADDED_FIELDS[section][key])
+    expert.sample.expert_workdir = ''
+    # Its own trainable subset shaped its optimizer state, restored with it (and dropped).
+    expert.optim.trainable = saved.get('optim', {}).get('trainable', '')
+  return expert
+
+
+def check_compatible(config: ml_collections.ConfigDict, saved: dict, workdir: str) -> None:
+  """Refuses (UserError) an expert that cannot share the main run's inputs and videos."""
+  if config.model.frame_conditioning or saved.get('model', {}).get('frame_conditioning', False):
+    raise UserError('config.sample.expert_workdir: a high-noise expert needs models without '
+                    'frame conditioning (model.frame_conditioning=False in both runs): set '
+                    "--config.sample.expert_workdir=''.")
+  for section, key in SHARED_FIELDS:
+    mine = config[section][key]
+    theirs = _as_config_value(saved.get(section, {}).get(
+        key, checkpoints.ADDED_FIELDS.get(section, {}).get(key, mine)))
+    if theirs != mine:
+      raise UserError(f'config.sample.expert_workdir={workdir!r} was trained with '
+                      f'config.{section}.{key}={theirs!r} but this run has {mine!r}: both runs '
+                      'read the same inputs, so pick an expert trained with the same value.')
+  shape = tuple(saved.get('data', {}).get(k) for k in ('name', 'num_frames', 'resolution'))
+  if shape != (config.data.name, config.data.num_frames, config.data.resolution):
+    raise UserError(f'config.sample.expert_workdir={workdir!r} was trained on data (name, '
+                    f'num_frames, resolution)={shape} but this run samples '
+                    f'{(config.data.name, config.data.num_frames, config.data.resolution)}: pick '
+                    'an expert trained on the same videos.')
+
+
+def restore_expert(config: ml_collections.ConfigDict) -> Expert | None:
+  """The expert of config.sample.expert_workdir (at config.sample.expert_step, 0: its latest
+  checkpoint), or None when none is configured."""
+  workdir = config.sample.get('expert_workdir', '')
+  if not workdir:
+    return None
+  # pylint: disable=g-import-not-at-top  (train restores runs, and imports this module)
+  from vdm_jax import config_validation
+  from vdm_jax import train
+  if not os.path.isdir(checkpoints.checkpoint_dir(workdir)):
+    raise UserError(f'config.sample.expert_workdir={workdir!r} has no checkpoints '
+                    f'({checkpoints.checkpoint_dir(workdir)} does not exist): point it at a '
+                    "trained run's workdir, or set --config.sample.expert_workdir=''.")
+  checkpointer = checkpoints.Checkpointer(workdir, read_only=True)
+  steps = checkpointer.all_steps()
+  step = config.sample.expert_step or (max(steps) if steps else None)
+  if step not in steps:
+    checkpointer.close()
+    raise UserError(f'config.sample.expert_step={config.sample.expert_step} is not a checkpoint '
+                    f'of {checkpointer.directory} (it has {", ".join(map(str, steps)) or "none"}): '
+                    'pick one of those, or 0 for the latest.')
+  saved = checkpointer.saved_config(step)
+  checkpointer.close()
+  check_compatible(config, saved, workdir)
+  expert_run_config = expert_config(config, saved)
+  config_validation.validate(expert_run_config)
+  run = train.restore_for_inference(expert_run_config, workdir, step)
+  return Expert(model=run.model, config=expert_run_config, params=run.ema_params,
+                logsnr_below=float(config.sample.expert_logsnr_below), step=run.step,
+                workdir=os.path.abspath(os.path.expanduser(workdir)))
+
+
+def settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The expert's part of a sampling run's settings ({} without one), for evaluation records."""
+  c = config.sample
+  if not c.get('expert_workdir', ''):
+    return {}
+  return {'expert_workdir': os.path.abspath(os.path.expanduser(c.expert_workdir)),
+          'expert_step': c.expert_step, 'expert_logsnr_below': c.expert_logsnr_below}
+
+
+def jit_inputs(expert: Expert | None) -> dict[str, Any] | None:
+  """What a compiled sampling call takes of the expert as arguments, not constants: its
+  parameters and its level (so one compilation serves every level)."""
+  if expert is None:
+    return None
+  return {'params': expert.params, 'logsnr_below': np.float32(expert.logsnr_below)}
+
+
+def with_expert(expert: Expert | None, inputs: dict[str, Any] | None, low_noise_fn, cond: dict, *,
+                batch: int, clip_x: bool):
+  """`low_noise_fn` (the main run's denoise_fn) with the expert's guided denoiser taking the
+  steps below its level; `low_noise_fn` itself without an expert. inputs: jit_inputs(expert),
+  traced. cond, batch, clip_x: as conditioning.guided_denoiser's (the expert gets the same
+  inputs)."""
+  if expert is None:
+    return low_noise_fn
+  from vdm_jax import conditioning  # pylint: disable=g-import-not-at-top
+  from vdm_jax import samplers  # pylint: disable=g-import-not-at-top
+  high_noise_fn = conditioning.guided_denoiser(expert.model, inputs['params'], cond,
+                                               config=expert.config, batch=batch, clip_x=clip_x)
+  return samplers.expert_denoiser(high_noise_fn, low_noise_fn,
+                                  logsnr_below=inputs['logsnr_below'])
