@@ -82,3 +82,19 @@ def test_an_expert_that_cannot_share_the_inputs_is_refused(smoke_data_dir, resum
                                       "run has 'words'"):
     train.restore_for_inference(config, str(resumed_workdir))
   assert checkpoints.Checkpointer(str(resumed_workdir), read_only=True).all_steps() == [2, 4]
+
+
+def test_outputs_with_an_expert_never_overwrite_those_without(tmp_path):
+  """Sample and task directories name the expert, its step and level."""
+  from experiments import moving_shapes  # pylint: disable=g-import-not-at-top
+  from vdm_jax import experts, tasks  # pylint: disable=g-import-not-at-top
+  config = moving_shapes.get_config()
+  config.sample.task = 'extend'
+  expert = experts.Expert(model=None, config=config, params=None, logsnr_below=-2.0, step=1000,
+                          workdir=str(tmp_path / 'sharp3_1000'))
+  other_level = experts.Expert(model=None, config=config, params=None, logsnr_below=-3.0,
+                               step=1000, workdir=str(tmp_path / 'sharp3_1000'))
+  names = {tasks.task_directory(config, 'w', 6000, e) for e in (None, expert, other_level)}
+  assert len(names) == 3
+  assert tasks.task_directory(config, 'w', 6000, expert).endswith(
+      '_expert_sharp3_1000_step1000_below-2_seed0')

@@ -129,6 +129,14 @@ def settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
           'expert_step': c.expert_step, 'expert_logsnr_below': c.expert_logsnr_below}
 
 
+def directory_suffix(expert: Expert | None) -> str:
+  """'_expert_<workdir name>_step<step>_below<level>' for sample directories ('' without one), so
+  samples with and without an expert never overwrite each other."""
+  if expert is None:
+    return ''
+  return f'_expert_{os.path.basename(expert.workdir)}_step{expert.step}_below{expert.logsnr_below:g}'
+
+
 def jit_inputs(expert: Expert | None) -> dict[str, Any] | None:
   """What a compiled sampling call takes of the expert as arguments, not constants: its
   parameters and its level (so one compilation serves every level)."""

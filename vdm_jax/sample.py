@@ -183,10 +183,9 @@ def sample(config: ml_collections.ConfigDict, workdir: str, prompts: Sequence[st
   # Named by the settings, so sampling again with others never overwrites earlier videos.
   spacing = '' if c.time_spacing == 'default' else f'_{c.time_spacing}'
   threshold = f'_dt{c.dynamic_threshold:g}' if c.dynamic_threshold else ''
-  expert = ('' if run.expert is None else
-            f'_expert_{os.path.basename(run.expert.workdir)}{run.expert.step}_below{c.expert_logsnr_below:g}')
   directory = os.path.join(workdir, 'samples', f'step_{run.step}_{c.sampler}{c.num_steps}{spacing}'
-                           f'_w{c.guidance_weight:g}{threshold}{expert}_seed{c.seed}')
+                           f'_w{c.guidance_weight:g}{threshold}{experts.directory_suffix(run.expert)}'
+                           f'_seed{c.seed}')
   rng = jax.random.PRNGKey(config.sample.seed)
   logging.info('Sampling %d video(s) for each of %d prompt(s) with %s, %d steps, guidance %.2f',
                config.sample.num_videos, len(prompts), config.sample.sampler,

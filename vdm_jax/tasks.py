@@ -378,7 +378,8 @@ def run_extend(run, generate: ConditionalGenerateFn, *, prompts: Sequence[str], 
   return dict(videos=videos, plan=plan, prompts=per_block, reports=reports)
 
 
-def task_directory(config: ml_collections.ConfigDict, workdir: str, step: int) -> str:
+def task_directory(config: ml_collections.ConfigDict, workdir: str, step: int,
+                   expert: experts.Expert | None = None) -> str:
   """Named by the task and its settings, so another run never overwrites earlier outputs."""
   c = config.sample
   method = (f'reconstruction{c.reconstruction_weight:g}' if c.conditioning_method == 'reconstruction'
@@ -387,7 +388,8 @@ def task_directory(config: ml_collections.ConfigDict, workdir: str, step: int) -
             'super_resolve': f'_f{c.super_resolution_factor}',
             'inpaint': f'_r{c.inpaint_fraction:g}'}.get(c.task, '')
   return os.path.join(workdir, 'samples', f'step_{step}_{c.task}{detail}_{method}_{c.sampler}'
-                      f'{c.num_steps}_w{c.guidance_weight:g}_seed{c.seed}')
+                      f'{c.num_steps}_w{c.guidance_weight:g}{experts.directory_suffix(expert)}'
+                      f'_seed{c.seed}')
 
 
 def run_task(config: ml_collections.ConfigDict, workdir: str,
@@ -410,7 +412,7 @@ def run_task(config: ml_collections.ConfigDict, workdir: str,
   generate = make_conditional_generate_fn(run.model, logsnr_fn=run.logsnr_fn, config=config,
                                           video_shape=run.video_shape, mesh=run.mesh, factor=factor,
                                           expert=run.expert)
-  directory = task_directory(config, workdir, run.step)
+  directory = task_directory(config, workdir, run.step, run.expert)
   rng = jax.random.PRNGKey(c.seed)
   logging.info('Task %s with %s conditioning (%s, %d steps)', c.task, c.conditioning_method,
                c.sampler, c.num_steps)
