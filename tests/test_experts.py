@@ -96,5 +96,11 @@ def test_outputs_with_an_expert_never_overwrite_those_without(tmp_path):
                                step=1000, workdir=str(tmp_path / 'sharp3_1000'))
   names = {tasks.task_directory(config, 'w', 6000, e) for e in (None, expert, other_level)}
   assert len(names) == 3
+  # An evaluation's settings decide whether it may reuse an earlier one's file name: they carry
+  # the restored step and the level.
+  from vdm_jax import evaluate  # pylint: disable=g-import-not-at-top
+  settings = [evaluate.evaluation_settings(config, e) for e in (None, expert, other_level)]
+  assert settings[1]['expert_step'] == 1000 and settings[1]['expert_logsnr_below'] == -2.0
+  assert len({str(sorted(s.items())) for s in settings}) == 3
   assert tasks.task_directory(config, 'w', 6000, expert).endswith(
       '_expert_sharp3_1000_step1000_below-2_seed0')

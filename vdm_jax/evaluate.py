@@ -536,8 +536,9 @@ class EvalVideoSampler:
             for k, v in per_clip.items()}
 
 
-def evaluation_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """What decides an evaluation's results besides the checkpoint: its sampler and its protocol."""
+def evaluation_settings(config: ml_collections.ConfigDict, expert=None) -> dict[str, Any]:
+  """What decides an evaluation's results besides the checkpoint: its sampler and its protocol
+  (and the high-noise expert sampled with, `experts.Expert`, when there is one)."""
   c, e = config.sample, config.eval
   settings = {'sampler': c.sampler, 'sample_steps': c.num_steps, 'guidance_weight': c.guidance_weight,
               'eta': c.eta, 'gamma': c.gamma, 'time_spacing': c.time_spacing, 'split': e.split,
@@ -546,7 +547,7 @@ def evaluation_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
               'task': e.get('task', 'generate'), 'fvd_num_reference': e.fvd_num_reference}
   if decoder_logsnrs(config):  # Only when set: the settings of earlier evaluations stay the same.
     settings['bpd_decoder_logsnrs'] = list(decoder_logsnrs(config))
-  settings.update(experts.settings(config))  # Likewise only with an expert.
+  settings.update(experts.settings(expert))  # Likewise only with an expert.
   return settings
 
 
@@ -636,7 +637,7 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
   if jax.process_index() == 0:
     directory = os.path.join(workdir, 'eval')
     os.makedirs(directory, exist_ok=True)
-    results['settings'] = evaluation_settings(config)
+    results['settings'] = evaluation_settings(config, run.expert)
     stem = output_stem(directory, run.step, results['settings'])
     with open(os.path.join(directory, f'{stem}.json'), 'w') as f:
       json.dump({**results, 'captions': captions}, f, indent=2)

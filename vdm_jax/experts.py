@@ -94,9 +94,7 @@ def restore_expert(config: ml_collections.ConfigDict) -> Expert | None:
   workdir = config.sample.get('expert_workdir', '')
   if not workdir:
     return None
-  # pylint: disable=g-import-not-at-top  (train restores runs, and imports this module)
-  from vdm_jax import config_validation
-  from vdm_jax import train
+  from vdm_jax import train  # pylint: disable=g-import-not-at-top  (train imports this module)
   if not os.path.isdir(checkpoints.checkpoint_dir(workdir)):
     raise UserError(f'config.sample.expert_workdir={workdir!r} has no checkpoints '
                     f'({checkpoints.checkpoint_dir(workdir)} does not exist): point it at a '
@@ -113,20 +111,20 @@ def restore_expert(config: ml_collections.ConfigDict) -> Expert | None:
   checkpointer.close()
   check_compatible(config, saved, workdir)
   expert_run_config = expert_config(config, saved)
-  config_validation.validate(expert_run_config)
-  run = train.restore_for_inference(expert_run_config, workdir, step)
+  run = train.restore_for_inference(expert_run_config, workdir, step)  # (validates the config)
   return Expert(model=run.model, config=expert_run_config, params=run.ema_params,
                 logsnr_below=float(config.sample.expert_logsnr_below), step=run.step,
                 workdir=os.path.abspath(os.path.expanduser(workdir)))
 
 
-def settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The expert's part of a sampling run's settings ({} without one), for evaluation records."""
-  c = config.sample
-  if not c.get('expert_workdir', ''):
+def settings(expert: Expert | None) -> dict[str, Any]:
+  """The expert's part of a sampling run's settings ({} without one), for evaluation records: its
+  workdir, the step restored (not expert_step's 0 for "the latest", which moves as it trains) and
+  its level."""
+  if expert is None:
     return {}
-  return {'expert_workdir': os.path.abspath(os.path.expanduser(c.expert_workdir)),
-          'expert_step': c.expert_step, 'expert_logsnr_below': c.expert_logsnr_below}
+  return {'expert_workdir': expert.workdir, 'expert_step': expert.step,
+          'expert_logsnr_below': expert.logsnr_below}
 
 
 def directory_suffix(expert: Expert | None) -> str:
