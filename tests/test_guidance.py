@@ -260,8 +260,13 @@ def test_block_plan():
   # The last block moves back to end at the total (it then carries more known frames).
   assert tasks.block_plan(total_frames=20, block_frames=16, num_known=4) == [(0, 0), (4, 12)]
   assert tasks.block_plan(total_frames=16, block_frames=16, num_known=8) == [(0, 0)]
-  assert tasks.block_prompts(['a', 'b', 'c', 'd'], 4) == ['a', 'b', 'c', 'd']
-  assert tasks.block_prompts(['a', 'b'], 5) == ['a', 'a', 'a', 'b', 'b']
+  # Each of P prompts describes L / P frames; a block gets the one where its new frames' middle is.
+  plan = tasks.block_plan(total_frames=64, block_frames=16, num_known=4)
+  assert tasks.block_prompts('abcd', plan, 64, 16) == ['a', 'b', 'c', 'c', 'd']  # middles 7.5, 21.5, ...
+  plan = tasks.block_plan(total_frames=64, block_frames=16, num_known=1)
+  assert plan == [(0, 0), (15, 1), (30, 1), (45, 1), (48, 13)]
+  assert tasks.block_prompts('abcd', plan, 64, 16) == ['a', 'b', 'c', 'd', 'd']
+  assert tasks.block_prompts('ab', [(0, 0)], 16, 16) == ['a']
   with pytest.raises(ValueError, match='num_known'):
     tasks.block_plan(total_frames=32, block_frames=16, num_known=16)
 
@@ -414,3 +419,21 @@ def test_boundary_report_finds_a_jump_just_after_a_block_boundary():
   assert report['median_step_px'] == pytest.approx(1.0)
   assert report['block_directions'] == ['right', 'right']
   assert report['blocks_following_prompt'] == 0.5
+
+
+def test_block_direction_is_tracked_over_the_blocks_new_frames():
+  """A red square moving right, then down from frame 16: block 2 carries 8 frames of the rightward
+  motion, so over all its frames it would read as a diagonal; over its own (new) frames it moves
+  down, as its prompt asks."""
+  T, side = 24, 5
+  video = np.zeros((T, 32, 32, 3), np.uint8)
+  for t in range(T):
+    x, y = min(t, 15), 5 + max(t - 15, 0)
+    video[t, y:y + side, x:x + side, 0] = 255
+  plan = tasks.block_plan(total_frames=T, block_frames=16, num_known=8)
+  report = tasks.boundary_report(video, plan=plan, block_frames=16,
+                                 prompts=['a red square moving right', 'a red square moving down'])
+  assert report['block_directions'] == ['right', 'down']
+  assert report['blocks_following_prompt'] == 1.0
+  from vdm_jax.data import tracker  # pylint: disable=g-import-not-at-top
+  assert tracker.track_video(video[8:24])[0]['direction'] != 'down'  # what the whole block reads

@@ -143,9 +143,13 @@ def block_plan(*, total_frames: int, block_frames: int, num_known: int) -> list[
   return plan
 
 
-def block_prompts(prompts: Sequence[str], num_blocks: int) -> list[str]:
-  """The story's prompts spread evenly over the blocks: block i gets prompts[i * P // blocks]."""
-  return [prompts[i * len(prompts) // num_blocks] for i in range(num_blocks)]
+def block_prompts(prompts: Sequence[str], plan: Sequence[tuple[int, int]],
+                  total_frames: int, block_frames: int) -> list[str]:
+  """The story's prompt of each block of `plan`: the P prompts describe equal shares of the long
+  video (prompt p: frames [p L / P, (p + 1) L / P)), and a block gets the prompt of the share
+  holding the middle of its new frames (the known ones are the block before's work)."""
+  middles = [start + known + (block_frames - known - 1) / 2 for start, known in plan]
+  return [prompts[min(int(m * len(prompts) // total_frames), len(prompts) - 1)] for m in middles]
 
 
 def extend_video(sample_block: Callable[[np.ndarray, np.ndarray, int], np.ndarray], *,
@@ -312,8 +316,9 @@ def boundary_report(video: np.ndarray, *, plan: Sequence[tuple[int, int]], block
   """Tracker check of one moving_shapes extension (uint8 [L, H, W, 3]): the largest object's step
   (pixels per frame) into the first new frame of each block ('boundary_step_px'), the largest of
   its first BOUNDARY_WINDOW steps from there ('max_step_after_boundary_px'), the median step
-  outside those windows, the direction tracked over each block's frames against its prompt's, and
-  the fraction of blocks whose direction is the prompt's."""
+  outside those windows, the direction tracked over each block's new frames (from its last known
+  one: the known frames are the block before's motion) against its prompt's, and the fraction of
+  blocks whose direction is the prompt's."""
   from vdm_jax.data import tracker  # pylint: disable=g-import-not-at-top
   objects = tracker.track_video(video, min_frames_fraction=0.25)
   if not objects:
@@ -323,8 +328,8 @@ def boundary_report(video: np.ndarray, *, plan: Sequence[tuple[int, int]], block
   windows = [np.arange(b, min(b + BOUNDARY_WINDOW, len(steps))) for b in boundaries]
   inside = np.delete(steps, np.concatenate(windows)) if windows else steps
   directions = []
-  for start, _ in plan:
-    block = tracker.track_video(video[start:start + block_frames])
+  for start, known in plan:
+    block = tracker.track_video(video[start + max(known - 1, 0):start + block_frames])
     directions.append(block[0]['direction'] if block else None)
   prompted = []
   for prompt in prompts:
@@ -350,7 +355,7 @@ def run_extend(run, generate: ConditionalGenerateFn, *, prompts: Sequence[str], 
   c = run.config.sample
   T = run.video_shape[0]
   plan = block_plan(total_frames=c.extend_frames, block_frames=T, num_known=c.num_known_frames)
-  per_block = block_prompts(prompts, len(plan))
+  per_block = block_prompts(prompts, plan, c.extend_frames, T)
 
   def sample_block(observation, mask, index):
     logging.info('Block %d/%d (%r)', index + 1, len(plan), per_block[index])
