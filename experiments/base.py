@@ -29,6 +29,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.data.test_fraction = 0.1  # video_folder: fraction of the videos (whole videos) in the test split, in [0, 1).
   # Clip shape of TFDS and video_folder datasets (built-in ones have their builder_config's).
   config.data.num_frames = 16  # TFDS, video_folder: frames per clip (> 0).
+  # Built-in datasets: seen at 1/pool_factor of their resolution, each video average-pooled (the
+  # base stage of a cascade; its super-resolution stage: train.cond_frames='low_res').
+  config.data.pool_factor = 1
   config.data.resolution = 32  # TFDS, video_folder: shorter side resized to this, then center-cropped square (> 0).
   config.data.frame_skip = 1  # TFDS, video_folder: stored frames between two clip frames (1 = consecutive).
   config.data.random_clip_start = True  # TFDS: training clips start at a random frame (else at frame 0).
@@ -203,8 +206,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.train.eval_at_end = True  # Run the evaluation (`eval.*`) after the last step and print its table.
   # Frame conditioning (model.frame_conditioning): which frames are given in training: 'first' (frames
   # 0..k-1: video prediction) or 'random' (k random frames per video); sampling always gives the first k.
+  # 'low_res': every frame, average-pooled by cond_low_res_factor (a spatial super-resolution stage).
   config.train.cond_frames = 'first'
   config.train.num_cond_frames = 1  # k, frames given, in [1, frames).
+  config.train.cond_low_res_factor = 2  # 'low_res': the given video's resolution is 1/this (> 1, divides it).
   # Noise conditioning augmentation: given frames noised to a log-SNR drawn uniformly from [min, max] per video.
   config.train.cond_aug_logsnr_min = 3.0
   config.train.cond_aug_logsnr_max = 20.0  # >= cond_aug_logsnr_min (both equal: a fixed level).
@@ -232,6 +237,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.sample.expert_workdir = ''
   config.sample.expert_logsnr_below = -3.0
   config.sample.expert_step = 0
+  # A cascade (vdm_jax/cascade.py; Imagen Video): the workdirs of super-resolution stages (runs with
+  # train.cond_frames='low_res'), in order, each given the videos of the one before (): none).
+  config.sample.cascade_workdirs = ()
   # --mode sample task (vdm_jax/tasks.py): 'generate' (text-to-video from noise), 'predict' (test clips from
   # their first num_known_frames), 'extend' (one long video per story of prompts, block by block),
   # 'interpolate' (double the frame rate of test clips), 'super_resolve' (test clips from their downsampled

@@ -61,6 +61,23 @@ def get_config(variant: str = ''):
     config.sample.prompts = ('a red circle moving left', 'a blue square moving up')
     config.eval.num_captions = 4
     config.eval.bpd_num_videos = 4
+  elif variant == 'cascade_base':
+    # The base stage of a cascade (Imagen Video, Ho et al. 2022): the same videos average-pooled
+    # to 16x16, the U-Net on 2x2 patches of them (8x8 and 4x4 positions, attention at both);
+    # its samples go to the `super_resolution` stage (sample.cascade_workdirs).
+    config.data.pool_factor = 2
+    config.model.attention_resolutions = (8, 4)
+    config.train.num_steps = 3000
+    config.train.checkpoint_every = 500
+    config.train.sample_every = 1000
+  elif variant == 'super_resolution':
+    # A spatial super-resolution stage (Imagen Video sec. 2.3): the default network, given every
+    # frame at 16x16 (the video average-pooled 2x2, noise-augmented), generates it at 32x32.
+    config.model.frame_conditioning = True
+    config.train.cond_frames = 'low_res'
+    config.train.cond_low_res_factor = 2
+    config.eval.bpd_num_videos = 0  # (not implemented for frame-conditioned models)
   elif variant:
-    raise ValueError(f"Unknown variant {variant!r} of experiments/moving_shapes.py; allowed: '' or 'smoke'.")
+    raise ValueError(f"Unknown variant {variant!r} of experiments/moving_shapes.py; allowed: '', "
+                     "'smoke', 'cascade_base' or 'super_resolution'.")
   return config

@@ -359,7 +359,8 @@ def test_c3d_metrics_in_evaluate_run(monkeypatch, tmp_path):
   (tmp_path / 'c3d.npz').write_bytes(b'stand-in')
   repeats = iter([builder.videos['test'], builder.videos['train']])  # what repeats 0, 1 sample
   run = types.SimpleNamespace(config=config, step=1, video_shape=(6, 4, 4, 3), ema_params=None,
-                              expert=None, generate=lambda params, prompts, key: next(repeats))
+                              expert=None, stages=(),
+                              generate=lambda params, prompts, key: next(repeats))
   results = evaluate.evaluate_run(run, str(tmp_path), builder=builder)
 
   test, train = (_stand_in_c3d(builder.videos[s]) for s in ('test', 'train'))

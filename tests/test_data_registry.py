@@ -315,3 +315,28 @@ def test_caption_adherence_is_refused_for_other_datasets(tmp_path):
     config_validation.validate(config)
   config.train.eval_at_end = False
   config_validation.validate(config)
+
+
+def test_pool_factor_shows_a_built_in_dataset_at_a_lower_resolution(smoke_data_dir):
+  """config.data.pool_factor: the same examples, each video the 2x2 means of the stored one, in
+  the model's shape, in the training batches and in the evaluation source."""
+  from vdm_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  full = data_config('moving_shapes', smoke_data_dir, builder_config='smoke')
+  pooled = data_config('moving_shapes', smoke_data_dir, builder_config='smoke', pool_factor=2)
+  assert config_validation.video_shape(pooled) == (16, 16, 16, 3)
+  videos, captions = pipeline.make_eval_source(builder=registry.load_builder(full), num_examples=3)
+  small, small_captions = pipeline.make_eval_source(builder=registry.load_builder(pooled),
+                                                    num_examples=3)
+  assert small_captions == captions and small.shape == (3, 16, 16, 16, 3)
+  means = videos.reshape(3, 16, 16, 2, 16, 2, 3).mean(axis=(3, 5))
+  assert np.abs(small - means).max() <= 0.5  # rounded to uint8
+  batch = next(iter(pipeline.make_train_dataset(
+      builder=registry.load_builder(pooled), split='train', global_batch_size=2, seed=0,
+      max_text_length=16, process_index=0, process_count=1)))
+  assert batch['video'].shape == (2, 16, 16, 16, 3)
+  with pytest.raises(UserError, match='pool_factor=3 must be an integer >= 1 dividing'):
+    registry.check_dataset(data_config('moving_shapes', smoke_data_dir, builder_config='smoke',
+                                       pool_factor=3).data)
+  with pytest.raises(UserError, match='set config.data.resolution instead'):
+    registry.check_dataset(data_config('tiny_labelled_videos', smoke_data_dir,
+                                       pool_factor=2).data)

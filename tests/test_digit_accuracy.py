@@ -135,7 +135,7 @@ def _rolled_run(classifier):
     return np.roll(true_videos, 1, axis=0)
 
   run = types.SimpleNamespace(config=config, step=7, video_shape=true_videos.shape[1:],
-                              ema_params=None, expert=None, generate=generate)
+                              ema_params=None, expert=None, stages=(), generate=generate)
   return run, builder, true_videos, captions
 
 

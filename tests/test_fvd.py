@@ -179,7 +179,8 @@ def test_another_evaluation_of_a_step_never_overwrites_the_first(classifier_work
   config.sample.batch_size = 4
   true_videos, _ = pipeline.make_eval_source(builder=builder, split='test', num_examples=4)
   run = types.SimpleNamespace(config=config, step=7, video_shape=(16, 32, 32, 3), ema_params=None,
-                              expert=None, generate=lambda params, prompts, key: true_videos)
+                              expert=None, stages=(),
+                              generate=lambda params, prompts, key: true_videos)
   evaluate.evaluate_run(run, str(tmp_path), builder=builder)
   first = (tmp_path / 'eval' / 'step_7.json').read_bytes()
   config.sample.guidance_weight = 7.0
@@ -244,7 +245,7 @@ def test_repeated_evaluation_averages_each_repeat(classifier_workdir, tmp_path):
   true_videos, captions = pipeline.make_eval_source(builder=builder, split='test', num_examples=8)
   shift = lambda key: int(jax.random.randint(key, (), 0, 8))
   run = types.SimpleNamespace(config=config, step=3, video_shape=(16, 32, 32, 3), ema_params=None,
-                              expert=None,
+                              expert=None, stages=(),
                               generate=lambda params, prompts, key: np.roll(true_videos,
                                                                             shift(key), axis=0))
   single = evaluate.evaluate_run(run, str(tmp_path / 'one'), builder=builder)

@@ -328,7 +328,7 @@ def test_frame_metrics_in_evaluate_run(monkeypatch, tmp_path):
   generate = lambda params, prompts, key: builder.videos[
       'test' if np.array_equal(jax.random.key_data(key), jax.random.key_data(first)) else 'train']
   run = types.SimpleNamespace(config=config, step=1, video_shape=(6, 4, 4, 3), ema_params=None,
-                              expert=None, generate=generate)
+                              expert=None, stages=(), generate=generate)
   results = evaluate.evaluate_run(run, str(tmp_path), builder=builder)
 
   frames = {s: _stand_in_features(inception.video_frames(v, 3)) for s, v in builder.videos.items()}

@@ -71,6 +71,8 @@ ADDED_FIELDS = {
                   'noise_prior': 'independent', 'noise_prior_alpha': 1.0,
                   'logsnr_shift_base_resolution': 0},
     'optim': {'trainable': ''},
+    'data': {'pool_factor': 1},
+    'train': {'cond_low_res_factor': 2},
 }
 # Fields added to the train state after checkpoints were first written: a checkpoint without one
 # restores it as zeros (every such field counts something that was zero in older runs).
@@ -83,6 +85,28 @@ class CorruptCheckpointError(ValueError):
 
 class CheckpointWriteError(UserError):
   """A checkpoint could not be written (disk full, unwritable workdir); earlier ones are intact."""
+
+
+def as_config_value(value):
+  """A saved (JSON) config value as a ConfigDict field holds it: lists as tuples."""
+  return tuple(as_config_value(v) for v in value) if isinstance(value, list) else value
+
+
+def with_saved_sections(config: ml_collections.ConfigDict, saved: dict,
+                        sections) -> ml_collections.ConfigDict:
+  """A copy of `config` whose `sections` are those of a checkpoint's saved config (`saved`, as
+  `Checkpointer.saved_config` returns it): each field as saved, or where the checkpoint
+  predates it, its old value (ADDED_FIELDS); fields of neither keep `config`'s. The copy is
+  unlocked for the caller's further changes."""
+  copy = config.copy_and_resolve_references()
+  with copy.unlocked():
+    for section in sections:
+      for key in copy[section]:
+        if key in saved.get(section, {}):
+          copy[section][key] = as_config_value(saved[section][key])
+        elif key in ADDED_FIELDS.get(section, {}):
+          copy[section][key] = as_config_value(ADDED_FIELDS[section][key])
+  return copy
 
 
 def checkpoint_dir(workdir: str) -> str:

@@ -55,6 +55,7 @@ TUPLE_FIELDS = {
     'model.attention_resolutions': (int, '(8,)'),
     'diffusion.betas': ((int, float), '(0.0001, 0.02)'),
     'sample.prompts': (str, "('a red circle moving left',)"),
+    'sample.cascade_workdirs': (str, "('runs/super_resolution',)"),
     'eval.metrics': (str, "('adherence', 'bpd')"),
     'eval.bpd_decoder_logsnrs': ((int, float), '(13.0, 10.0)'),
     'classifier.widths': (int, '(16, 32, 64)'),
@@ -243,8 +244,14 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
            f'config.model.text_width={model.text_width} is not divisible by '
            f'config.model.text_heads={model.text_heads}.')
 
+  if config.sample.cascade_workdirs:
+    for field in ('sample.task', 'eval.task'):
+      _require(_get(config, field) == 'generate',
+               f'config.sample.cascade_workdirs runs super-resolution stages after generation, '
+               f'not after config.{field}={_get(config, field)!r}: use --config.{field}=generate, '
+               "or --config.sample.cascade_workdirs='()'.")
   frames, height, _, _ = video_shape(config)
-  _validate_conditioning(config, frames)
+  _validate_conditioning(config, frames, height)
   levels = len(model.channel_mult) - 1
   patch = model.patch_size
   _require(patch >= 1, f'config.model.patch_size={patch} must be >= 1.')
@@ -342,7 +349,7 @@ def validate_task(sample: ml_collections.ConfigDict, *, frames: int, height: int
              '--config.sample.inpaint_fraction (e.g. 0.5).')
 
 
-def _validate_conditioning(config: ml_collections.ConfigDict, frames: int) -> None:
+def _validate_conditioning(config: ml_collections.ConfigDict, frames: int, height: int) -> None:
   """config.model.conditioning, text_encoder, the conditioning embedding and frame conditioning."""
   model = config.model
   _positive(config, ['model.cond_mlp_layers'])
@@ -368,9 +375,15 @@ def _validate_conditioning(config: ml_collections.ConfigDict, frames: int) -> No
   if not model.frame_conditioning:
     return
   t = config.train
-  _require(1 <= t.num_cond_frames < frames,
-           f'config.train.num_cond_frames={t.num_cond_frames} must lie in [1, {frames}) (the clip '
-           f'has {frames} frames): set --config.train.num_cond_frames accordingly.')
+  if t.cond_frames == 'low_res':
+    f = t.cond_low_res_factor
+    _require(isinstance(f, int) and f > 1 and height % f == 0,
+             f'config.train.cond_low_res_factor={f!r} must be an integer > 1 dividing the '
+             f'resolution {height}: set --config.train.cond_low_res_factor (e.g. 2).')
+  else:
+    _require(1 <= t.num_cond_frames < frames,
+             f'config.train.num_cond_frames={t.num_cond_frames} must lie in [1, {frames}) (the '
+             f'clip has {frames} frames): set --config.train.num_cond_frames accordingly.')
   _require(t.cond_aug_logsnr_min <= t.cond_aug_logsnr_max,
            f'config.train.cond_aug_logsnr_min={t.cond_aug_logsnr_min} exceeds '
            f'config.train.cond_aug_logsnr_max={t.cond_aug_logsnr_max}: swap them.')

@@ -69,6 +69,7 @@ from absl import logging
 from rich import console as rich_console
 from rich import table as rich_table
 
+from vdm_jax import cascade
 from vdm_jax import conditioning
 from vdm_jax import eval_report
 from vdm_jax import experts
@@ -502,19 +503,27 @@ class EvalVideoSampler:
     config, c = run.config, run.config.sample
     self.task = config.eval.get('task', 'generate')
     self._captions, self._run, self._dataset = captions, run, config.data.name
-    self.given, self._conditioning = None, None
+    self.given, self._conditioning, self._scored = None, None, None
+    truth = (true_videos.astype(np.float32) * 2 - 255) / 255  # As pipeline.to_model_inputs.
+    self._true_videos = true_videos
     if self.task == 'generate':
-      if config.model.frame_conditioning:  # The first frames of the true videos (video prediction).
+      self._frames = {}
+      if config.train.cond_frames == 'low_res' and config.model.frame_conditioning:
+        # A super-resolution stage: given the true videos average-pooled, scored against them.
+        self._scored = tasks.task_conditioning(
+            'super_resolve', truth, super_resolution_factor=config.train.cond_low_res_factor)
+        self.given = tasks.conditioning_picture(self._scored, video_shape=true_videos.shape[1:])
+        self._frames = {'frames': self._scored.observation}
+      elif config.model.frame_conditioning:  # The true videos' first frames (video prediction).
         known = np.arange(true_videos.shape[1]) < config.train.num_cond_frames
         self.given = np.where(known[None, :, None, None, None], true_videos, 128).astype(np.uint8)
-      self._frames = {'frames': true_videos} if config.model.frame_conditioning else {}
+        self._frames = {'frames': true_videos}
       return
-    truth = (true_videos.astype(np.float32) * 2 - 255) / 255  # As pipeline.to_model_inputs.
     self._conditioning = tasks.task_conditioning(
         self.task, truth, num_known_frames=c.num_known_frames,
         super_resolution_factor=c.super_resolution_factor, inpaint_fraction=c.inpaint_fraction)
     self.given = tasks.conditioning_picture(self._conditioning, video_shape=true_videos.shape[1:])
-    self._true_videos = true_videos
+    self._scored = self._conditioning
     if run.eval_task_generate is None:
       run.eval_task_generate = tasks.make_conditional_generate_fn(
           run.model, logsnr_fn=run.logsnr_fn, config=config, video_shape=run.video_shape,
@@ -529,10 +538,11 @@ class EvalVideoSampler:
         key))
 
   def scores(self, videos: np.ndarray) -> dict[str, float]:
-    if self._conditioning is None:
+    if self._scored is None:
       return {}
-    per_clip = tasks.score(videos, self._true_videos, self._conditioning, dataset=self._dataset)
-    return {f'{self.task}/{k}': float(np.nanmean(v)) if np.any(np.isfinite(v)) else float('nan')
+    per_clip = tasks.score(videos, self._true_videos, self._scored, dataset=self._dataset)
+    name = 'super_resolve' if self._conditioning is None else self.task
+    return {f'{name}/{k}': float(np.nanmean(v)) if np.any(np.isfinite(v)) else float('nan')
             for k, v in per_clip.items()}
 
 
@@ -637,7 +647,8 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
   if jax.process_index() == 0:
     directory = os.path.join(workdir, 'eval')
     os.makedirs(directory, exist_ok=True)
-    results['settings'] = evaluation_settings(config, run.expert)
+    results['settings'] = {**evaluation_settings(config, run.expert),
+                           **cascade.settings(run.stages)}
     stem = output_stem(directory, run.step, results['settings'])
     with open(os.path.join(directory, f'{stem}.json'), 'w') as f:
       json.dump({**results, 'captions': captions}, f, indent=2)
@@ -682,6 +693,12 @@ def evaluate_run(run, workdir: str, *, builder=None) -> dict[str, Any]:
       print_table(f'Caption adherence at step {run.step} ({len(captions)} {config.eval.split} '
                   'captions)', {'generated': {k: float(v) for k, v in generated_scores.items()},
                                 'ground truth': {k: float(v) for k, v in true_scores.items()}})
+    reconstruction = {k.split('/', 1)[1]: v for k, v in numbers.items()
+                      if k.split('/')[0] in tasks.TEST_CLIP_TASKS and not k.endswith('_std')}
+    if reconstruction:  # A conditional task's, or a super-resolution stage's, error vs the truth.
+      name = next(k.split('/')[0] for k in numbers if k.split('/')[0] in tasks.TEST_CLIP_TASKS)
+      print_table(f'{name} at step {run.step} ({len(captions)} {config.eval.split} videos, '
+                  'against the true ones)', {'generated': reconstruction})
     if 'digit_accuracy/generated' in results:
       print_table(f'Digit accuracy at step {run.step} ({len(captions)} {config.eval.split} '
                   'captions)',
@@ -714,4 +731,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
   from vdm_jax import train  # pylint: disable=g-import-not-at-top
 
   run = train.restore_for_inference(config, workdir, step)
-  return evaluate_run(run, workdir)
+  stages = cascade.restore_stages(config, run.video_shape)  # super-resolution stages, if any
+  if stages and 'bpd' in config.eval.metrics and config.eval.bpd_num_videos:
+    raise UserError('bits/dim of a cascade (config.sample.cascade_workdirs) is not implemented: '
+                    "set --config.eval.bpd_num_videos=0 or --config.eval.metrics=\"('adherence',)\".")
+  return evaluate_run(cascade.cascaded_run(run, stages), workdir)

@@ -44,22 +44,12 @@ class Expert:
   workdir: str
 
 
-def _as_config_value(value):
-  return tuple(_as_config_value(v) for v in value) if isinstance(value, list) else value
-
-
 def expert_config(config: ml_collections.ConfigDict, saved: dict) -> ml_collections.ConfigDict:
   """The main run's config with the expert checkpoint's model and diffusion sections (`saved`:
   its saved config; fields it predates take checkpoints.ADDED_FIELDS' values) and no expert of
   its own."""
-  expert = config.copy_and_resolve_references()
+  expert = checkpoints.with_saved_sections(config, saved, ('model', 'diffusion'))
   with expert.unlocked():
-    for section in ('model', 'diffusion'):
-      for key in expert[section]:
-        if key in saved.get(section, {}):
-          expert[section][key] = _as_config_value(saved[section][key])
-        elif key in checkpoints.ADDED_FIELDS.get(section, {}):
-          expert[section][key] = _as_config_value(checkpoints.ADDED_FIELDS[section][key])
     expert.sample.expert_workdir = ''
     # Its own trainable subset shaped its optimizer state, restored with it (and dropped).
     expert.optim.trainable = saved.get('optim', {}).get('trainable', '')
@@ -74,18 +64,19 @@ def check_compatible(config: ml_collections.ConfigDict, saved: dict, workdir: st
                     "--config.sample.expert_workdir=''.")
   for section, key in SHARED_FIELDS:
     mine = config[section][key]
-    theirs = _as_config_value(saved.get(section, {}).get(
+    theirs = checkpoints.as_config_value(saved.get(section, {}).get(
         key, checkpoints.ADDED_FIELDS.get(section, {}).get(key, mine)))
     if theirs != mine:
       raise UserError(f'config.sample.expert_workdir={workdir!r} was trained with '
                       f'config.{section}.{key}={theirs!r} but this run has {mine!r}: both runs '
                       'read the same inputs, so pick an expert trained with the same value.')
-  shape = tuple(saved.get('data', {}).get(k) for k in ('name', 'num_frames', 'resolution'))
-  if shape != (config.data.name, config.data.num_frames, config.data.resolution):
+  keys = ('name', 'num_frames', 'resolution', 'pool_factor')
+  shape = tuple(saved.get('data', {}).get(k, 1 if k == 'pool_factor' else None) for k in keys)
+  mine = tuple(config.data[k] for k in keys)
+  if shape != mine:
     raise UserError(f'config.sample.expert_workdir={workdir!r} was trained on data (name, '
-                    f'num_frames, resolution)={shape} but this run samples '
-                    f'{(config.data.name, config.data.num_frames, config.data.resolution)}: pick '
-                    'an expert trained on the same videos.')
+                    f'num_frames, resolution, pool_factor)={shape} but this run samples {mine}: '
+                    'pick an expert trained on the same videos.')
 
 
 def restore_expert(config: ml_collections.ConfigDict) -> Expert | None:

@@ -8,6 +8,11 @@ frames are noised first (noise conditioning augmentation, Imagen Video sec. 2.5;
 "Cascaded Diffusion Models", sec. 3.2): to a random log-SNR during training, to a fixed one at
 sampling, and that log-SNR is passed to the network.
 
+With `cond_frames='low_res'` every frame is given, at 1/f of the resolution: the network is a
+spatial super-resolution stage of a cascade (Imagen Video sec. 2.3), trained on the data's own
+videos average-pooled f x f, and sees them upsampled back to its resolution (nearest neighbour,
+so pooling gives them back exactly), noise-augmented like given frames.
+
 Pure functions of arrays and keys; this module knows nothing of networks. Shapes: videos
 [batch, frames, height, width, channels], masks bool [batch, frames].
 """
@@ -16,12 +21,15 @@ import jax
 import jax.numpy as jnp
 
 from vdm_jax import diffusion
+from vdm_jax import guidance
 
 # Which frames are given during training:
 #   'first':  frames 0 .. k-1 of every video (video prediction from its first k frames);
 #   'random': k distinct frames of each video, drawn anew for every example (infilling,
-#             interpolation, prediction: any subset the sampler may be asked to complete).
-COND_FRAMES = ('first', 'random')
+#             interpolation, prediction: any subset the sampler may be asked to complete);
+#   'low_res': every frame, at 1/f of the resolution (spatial super-resolution; f is
+#             config.train.cond_low_res_factor); the loss covers every frame.
+COND_FRAMES = ('first', 'random', 'low_res')
 
 
 def check_cond_frames(cond_frames: str) -> str:
@@ -49,6 +57,18 @@ def given_frames_mask(rng: jax.Array, *, batch_size: int, num_frames: int, num_g
   rank = jnp.argsort(jnp.argsort(keys, axis=1), axis=1)
   given = rank < num_given
   return jnp.concatenate([given, jnp.zeros((batch_size, num_images), bool)], axis=1)
+
+
+def low_res(video: jax.Array, *, factor: int) -> jax.Array:
+  """The low-resolution video a super-resolution stage is given: [B, T, H, W, C] average-pooled
+  f x f -> [B, T, H/f, W/f, C] (what the cascade's base stage generates)."""
+  return guidance.downsample(video, factor=factor)
+
+
+def low_res_input(frames: jax.Array, *, factor: int) -> jax.Array:
+  """[B, T, H/f, W/f, C] -> [B, T, H, W, C]: the low-resolution frames as the network sees them,
+  upsampled by nearest neighbour (so `low_res` of it is `frames` again, exactly)."""
+  return guidance.upsample(frames, factor=factor)
 
 
 def sample_aug_logsnr(rng: jax.Array, batch_size: int, *, logsnr_min: float,

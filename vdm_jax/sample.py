@@ -42,7 +42,10 @@ def make_generate_fn(model, *, logsnr_fn: Callable, config: ml_collections.Confi
   Frame-conditioned models (config.model.frame_conditioning) need `frames`: uint8 (or float in
   [-1, 1]) videos [len(prompts), frames, height, width, 3] whose first
   config.train.num_cond_frames frames are given (noise-augmented at
-  config.sample.cond_aug_logsnr); the returned videos hold those frames as given.
+  config.sample.cond_aug_logsnr); the returned videos hold those frames as given. A
+  super-resolution stage (config.train.cond_frames='low_res') needs the low-resolution videos
+  instead, [len(prompts), frames, height / f, width / f, 3] (f: config.train.cond_low_res_factor),
+  every frame given.
 
   With an `expert` (experts.py) its network denoises the steps below expert.logsnr_below, with
   the same prompts and guidance.
@@ -50,6 +53,8 @@ def make_generate_fn(model, *, logsnr_fn: Callable, config: ml_collections.Confi
   sample_config = config.sample
   batch = sample_config.batch_size
   frame_conditioned = config.model.frame_conditioning
+  low_res_factor = low_res_factor_of(config)
+  frames_shape = given_frames_shape(config, video_shape)
   noise_prior = NoisePrior.from_config(config)
 
   def generate_batch(params, cond, rng, expert_inputs):
@@ -59,6 +64,8 @@ def make_generate_fn(model, *, logsnr_fn: Callable, config: ml_collections.Confi
     cond = dict(cond)
     if frame_conditioned:
       frames = cond.pop('frames')
+      if low_res_factor:  # What the network sees: the low-resolution frames upsampled.
+        frames = frame_conditioning.low_res_input(frames, factor=low_res_factor)
       cond_logsnr = jnp.full((batch,), sample_config.cond_aug_logsnr, jnp.float32)
       noise = jax.random.normal(jax.random.fold_in(rng, 1), frames.shape, frames.dtype)
       cond.update(cond_frames=frame_conditioning.augment(frames, mask=cond['cond_mask'],
@@ -73,7 +80,7 @@ def make_generate_fn(model, *, logsnr_fn: Callable, config: ml_collections.Confi
         num_steps=sample_config.num_steps, sampler=sample_config.sampler,
         time_spacing=sample_config.time_spacing, eta=sample_config.eta, gamma=sample_config.gamma,
         noise_prior=noise_prior)
-    if frame_conditioned:  # The given frames are inputs: returned as given, not as sampled.
+    if frame_conditioned and not low_res_factor:  # Given frames are inputs: returned as given.
       videos = jnp.where(cond['cond_mask'][:, :, None, None, None], frames, videos)
     return videos
 
@@ -96,14 +103,18 @@ def make_generate_fn(model, *, logsnr_fn: Callable, config: ml_collections.Confi
     if frame_conditioned:
       if frames is None:
         raise ValueError('config.model.frame_conditioning=True: generate needs `frames`, the '
-                         'videos whose first config.train.num_cond_frames frames are given.')
+                         + ('low-resolution videos to super-resolve.' if low_res_factor else
+                            'videos whose first config.train.num_cond_frames frames are given.'))
       frames = np.asarray(frames)
       if frames.dtype == np.uint8:  # As pipeline.to_model_inputs: (2k - 255) / 255.
         frames = (frames.astype(np.float32) * 2 - 255) / 255
+      if frames.shape[1:] != frames_shape:
+        raise ValueError(f'generate was given frames of shape {frames.shape[1:]}; this model '
+                         f'takes {frames_shape} (frames, height, width, channels).')
       frames = np.concatenate([frames.astype(np.float32), np.zeros(
           (len(prompts) - len(frames), *frames.shape[1:]), np.float32)])
-      assert frames.shape == (len(prompts), *video_shape), (frames.shape, video_shape)
-      mask = np.arange(video_shape[0]) < config.train.num_cond_frames
+      mask = (np.ones(video_shape[0], bool) if low_res_factor
+              else np.arange(video_shape[0]) < config.train.num_cond_frames)
       inputs.update(frames=frames, cond_mask=np.broadcast_to(mask, (len(prompts), len(mask))))
     return inputs
 
@@ -125,7 +136,7 @@ def make_generate_fn(model, *, logsnr_fn: Callable, config: ml_collections.Confi
   def warm_up(params) -> None:
     """Compiles the sampling call for `params` ahead of time; later `generate` calls use it, so
     their wall time is sampling alone (benchmarks/samplers.py times it so)."""
-    frames = np.zeros((batch, *video_shape), np.float32) if frame_conditioned else None
+    frames = np.zeros((batch, *frames_shape), np.float32) if frame_conditioned else None
     inputs = global_tokens_of(inputs_of([''] * batch, frames))
     rng = jax.device_put(jax.random.PRNGKey(0), replicated)
     compiled[:] = [generate_jit.lower(params, inputs, rng, expert_inputs).compile()]
@@ -134,10 +145,38 @@ def make_generate_fn(model, *, logsnr_fn: Callable, config: ml_collections.Confi
   return generate
 
 
+def low_res_factor_of(config: ml_collections.ConfigDict) -> int:
+  """f of a super-resolution stage (config.train.cond_frames='low_res'), else 0."""
+  if config.model.frame_conditioning and config.train.cond_frames == 'low_res':
+    return config.train.cond_low_res_factor
+  return 0
+
+
+def given_frames_shape(config: ml_collections.ConfigDict,
+                       video_shape: Sequence[int]) -> tuple[int, ...]:
+  """The shape of one video `generate(frames=...)` takes: the model's own video_shape, or for a
+  super-resolution stage that shape at 1/f of the resolution."""
+  T, H, W, C = video_shape
+  f = low_res_factor_of(config) or 1
+  return (T, H // f, W // f, C)
+
+
+def given_frames(config: ml_collections.ConfigDict, videos: np.ndarray) -> np.ndarray:
+  """What a frame-conditioned model is given of full-resolution videos uint8 [N, T, H, W, 3]:
+  the videos themselves (it reads their first frames), or for a super-resolution stage their
+  average-pooled low-resolution versions, float [N, T, H / f, W / f, 3] in [-1, 1]."""
+  f = low_res_factor_of(config)
+  if not f:
+    return videos
+  x = (np.asarray(videos, np.float32) * 2 - 255) / 255
+  return np.asarray(frame_conditioning.low_res(jnp.asarray(x), factor=f))
+
+
 def conditioning_videos(config: ml_collections.ConfigDict, num: int, builder=None) -> np.ndarray | None:
-  """uint8 [num, frames, height, width, 3]: the first `num` videos of config.eval.split (cycled
-  when it has fewer), whose first frames a frame-conditioned model is given; None for other
-  models."""
+  """The first `num` videos of config.eval.split (cycled when it has fewer) as a
+  frame-conditioned model is given them (`given_frames`: uint8 [num, frames, height, width, 3]
+  whose first frames it reads, or a super-resolution stage's low-resolution float videos);
+  None for other models."""
   if not config.model.frame_conditioning:
     return None
   from vdm_jax.data import pipeline  # pylint: disable=g-import-not-at-top
@@ -147,7 +186,7 @@ def conditioning_videos(config: ml_collections.ConfigDict, num: int, builder=Non
   available = len(builder.as_data_source(split=config.eval.split))
   videos, _ = pipeline.make_eval_source(builder=builder, split=config.eval.split,
                                         num_examples=min(num, available))
-  return videos[np.arange(num) % len(videos)]
+  return given_frames(config, videos[np.arange(num) % len(videos)])
 
 
 def write_samples(generate: GenerateFn, params, *, prompts: Sequence[str], num_videos: int,
@@ -169,7 +208,9 @@ def sample(config: ml_collections.ConfigDict, workdir: str, prompts: Sequence[st
            step: int | None = None) -> list[str]:
   """`--mode sample`: restores the EMA parameters of the checkpoint at `step` (default: the latest)
   and writes sample videos."""
-  from vdm_jax import train  # pylint: disable=g-import-not-at-top  (train builds the pieces)
+  # pylint: disable=g-import-not-at-top  (train builds the pieces; cascade builds on this module)
+  from vdm_jax import cascade
+  from vdm_jax import train
 
   # Before any model is built or file written: a bad prompt costs nothing.
   config_validation.check_prompts(prompts or [], max_text_length=config.data.max_text_length,
@@ -178,6 +219,8 @@ def sample(config: ml_collections.ConfigDict, workdir: str, prompts: Sequence[st
     from vdm_jax import tasks  # pylint: disable=g-import-not-at-top
     return tasks.run_task(config, workdir, prompts, step=step)['written']
   run = train.restore_for_inference(config, workdir, step)
+  stages = cascade.restore_stages(config, run.video_shape)  # super-resolution stages, if any
+  run = cascade.cascaded_run(run, stages)
   prompts = list(prompts or config.sample.prompts)
   c = config.sample
   # Named by the settings, so sampling again with others never overwrites earlier videos.
@@ -185,7 +228,7 @@ def sample(config: ml_collections.ConfigDict, workdir: str, prompts: Sequence[st
   threshold = f'_dt{c.dynamic_threshold:g}' if c.dynamic_threshold else ''
   directory = os.path.join(workdir, 'samples', f'step_{run.step}_{c.sampler}{c.num_steps}{spacing}'
                            f'_w{c.guidance_weight:g}{threshold}{experts.directory_suffix(run.expert)}'
-                           f'_seed{c.seed}')
+                           f'{cascade.directory_suffix(stages)}_seed{c.seed}')
   rng = jax.random.PRNGKey(config.sample.seed)
   logging.info('Sampling %d video(s) for each of %d prompt(s) with %s, %d steps, guidance %.2f',
                config.sample.num_videos, len(prompts), config.sample.sampler,

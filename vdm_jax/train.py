@@ -211,21 +211,29 @@ def frame_conditioning_inputs(config: ml_collections.ConfigDict, video: jax.Arra
   """The training-time frame conditioning of a batch: ({'cond_frames', 'cond_mask',
   'cond_logsnr'}, loss frame weights [B, T]).
 
-  Given frames: config.train.cond_frames of the video's frames (appended images never);
+  Given frames: config.train.cond_frames of the video's frames (appended images never), or with
+  'low_res' every frame, average-pooled by config.train.cond_low_res_factor and upsampled back;
   noise conditioning augmentation at lambda' ~ U[config.train.cond_aug_logsnr_min, _max]
-  (frame_conditioning.augment); the loss covers the frames not given."""
+  (frame_conditioning.augment); the loss covers the frames not given (with 'low_res': all)."""
   B, T = video.shape[:2]
   mask_rng, logsnr_rng, noise_rng = jax.random.split(rng, 3)
   t = config.train
-  mask = frame_conditioning.given_frames_mask(
-      mask_rng, batch_size=B, num_frames=T, num_given=t.num_cond_frames, mode=t.cond_frames,
-      num_images=config.data.num_images_per_video)
   cond_logsnr = frame_conditioning.sample_aug_logsnr(
       logsnr_rng, B, logsnr_min=t.cond_aug_logsnr_min, logsnr_max=t.cond_aug_logsnr_max)
   noise = jax.random.normal(noise_rng, video.shape, video.dtype)
-  cond_frames = frame_conditioning.augment(video, mask=mask, logsnr=cond_logsnr, noise=noise)
-  return (dict(cond_frames=cond_frames, cond_mask=mask, cond_logsnr=cond_logsnr),
-          frame_conditioning.loss_frame_weights(mask))
+  if t.cond_frames == 'low_res':
+    f = t.cond_low_res_factor
+    given = frame_conditioning.low_res_input(frame_conditioning.low_res(video, factor=f), factor=f)
+    mask = jnp.ones((B, T), bool)
+    weights = jnp.ones((B, T), jnp.float32)
+  else:
+    given = video
+    mask = frame_conditioning.given_frames_mask(
+        mask_rng, batch_size=B, num_frames=T, num_given=t.num_cond_frames, mode=t.cond_frames,
+        num_images=config.data.num_images_per_video)
+    weights = frame_conditioning.loss_frame_weights(mask)
+  cond_frames = frame_conditioning.augment(given, mask=mask, logsnr=cond_logsnr, noise=noise)
+  return dict(cond_frames=cond_frames, cond_mask=mask, cond_logsnr=cond_logsnr), weights
 
 
 def create_train_state(model, tx, config, video_shape, rng) -> TrainState:
@@ -434,6 +442,9 @@ class Run:
   eval_task_generate: Callable | None = None
   # The high-noise expert of config.sample.expert_workdir (experts.py), or None.
   expert: Any = None
+  # The super-resolution stages run after this one's samples (cascade.py; sampling and
+  # evaluation only): cascade.Stage, in order.
+  stages: tuple = ()
 
 
 def setup(config: ml_collections.ConfigDict) -> Run:

@@ -15,6 +15,10 @@ source of {'video': uint8 [T, H, W, 3], 'caption': str or bytes} examples at the
 
 A mapped builder also carries `train_preprocessor`; `pipeline.make_train_dataset` applies its random
 view (random clip start, flip) per example, per epoch.
+
+`config.data.pool_factor` f > 1 shows a built-in dataset at 1/f of its resolution, every video
+average-pooled f x f (`PooledBuilder`): the data of a cascade's base stage, whose
+super-resolution stage is trained on the same pooling (frame_conditioning, 'low_res').
 """
 
 import contextlib
@@ -121,6 +125,48 @@ class PreprocessedBuilder:
     return grain.MapDataset.source(self.raw_data_source(split)).map(self.train_preprocessor)
 
 
+def pool_video(video: np.ndarray, factor: int) -> np.ndarray:
+  """uint8 [T, H, W, C] -> uint8 [T, H/f, W/f, C]: the mean of each f x f block, rounded."""
+  T, H, W, C = video.shape
+  blocks = video.reshape(T, H // factor, factor, W // factor, factor, C)
+  return np.rint(blocks.mean(axis=(2, 4), dtype=np.float32)).astype(np.uint8)
+
+
+class _PooledSource:
+  """A random-access source of examples whose videos are pooled (see `PooledBuilder`)."""
+
+  def __init__(self, source, factor: int):
+    self.source, self.factor = source, factor
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def _pooled(self, example: dict[str, Any]) -> dict[str, Any]:
+    return {**example, 'video': pool_video(np.asarray(example['video']), self.factor)}
+
+  def __getitem__(self, index):
+    return self._pooled(self.source[index])
+
+  def __getitems__(self, indices):
+    examples = (self.source.__getitems__(indices) if hasattr(self.source, '__getitems__')
+                else [self.source[i] for i in indices])
+    return [self._pooled(e) for e in examples]
+
+
+class PooledBuilder:
+  """A prepared built-in dataset seen at 1/f of its resolution (config.data.pool_factor): each
+  video average-pooled f x f when read; the stored dataset is the full-resolution one."""
+
+  def __init__(self, builder, factor: int):
+    self.builder, self.factor = builder, factor
+
+  def __getattr__(self, name):  # info, builder_config, label_of_caption, ...: the builder's.
+    return getattr(self.builder, name)
+
+  def as_data_source(self, split: str) -> _PooledSource:
+    return _PooledSource(self.builder.as_data_source(split=split), self.factor)
+
+
 def _tfds_commands(name: str, data: ml_collections.ConfigDict) -> str:
   data_dir = os.path.expanduser(data.data_dir)
   manual_dir = os.path.expanduser(data.manual_dir) if data.manual_dir else os.path.join(
@@ -155,8 +201,18 @@ def check_dataset(data: ml_collections.ConfigDict) -> None:
   """A one-line `UserError` unless `data.name` (and for TFDS, `data.builder_config`) is a dataset
   we can open; builds nothing, so config validation refuses a misspelling before any work."""
   name = data.name
-  if name in BUILT_IN or name == 'video_folder':
-    return  # Built-in builder configs are checked by `video_shape`.
+  factor = data.get('pool_factor', 1)
+  if name in BUILT_IN:
+    side = _built_in_config(data).resolution
+    if not (isinstance(factor, int) and factor >= 1 and side % factor == 0):
+      raise UserError(f'config.data.pool_factor={factor!r} must be an integer >= 1 dividing '
+                      f'the {name} resolution {side}: set --config.data.pool_factor (1: none).')
+    return
+  if factor != 1:
+    raise UserError(f'config.data.pool_factor={factor!r} pools the built-in datasets only: for '
+                    f'{name} set config.data.resolution instead (and pool_factor=1).')
+  if name == 'video_folder':
+    return
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   with tfds_name_errors(name):
     builder_configs = tfds.builder_cls(name).builder_configs
@@ -234,7 +290,9 @@ def load_builder(config: ml_collections.ConfigDict):
   if data.name in BUILT_IN:
     builder_cls = _built_in_class(data.name)
     _built_in_config(data)  # A one-line error for an unknown builder_config.
-    return prepared.prepare(builder_cls, data.builder_config, data.data_dir)
+    builder = prepared.prepare(builder_cls, data.builder_config, data.data_dir)
+    factor = data.get('pool_factor', 1)
+    return PooledBuilder(builder, factor) if factor > 1 else builder
   if data.name == 'video_folder':
     from vdm_jax.data import video_folder  # pylint: disable=g-import-not-at-top
     if not data.video_dir:
@@ -251,7 +309,8 @@ def video_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int, int]:
   data = config.data
   if data.name in BUILT_IN:
     builder_config = _built_in_config(data)
-    return (builder_config.num_frames, builder_config.resolution, builder_config.resolution, 3)
+    side = builder_config.resolution // data.get('pool_factor', 1)
+    return (builder_config.num_frames, side, side, 3)
   return (data.num_frames, data.resolution, data.resolution, 3)
 
 

@@ -1,0 +1,148 @@
+"""A cascade (vdm_jax/cascade.py): the base run's videos go through super-resolution stages, in
+order, each given the one before's output; stages that cannot take them are refused."""
+
+import types
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from tests.smoke import smoke_config
+from vdm_jax import cascade
+from vdm_jax import config_validation
+from vdm_jax import train
+from vdm_jax.errors import UserError
+
+
+
+def stand_in_stage(name, factor, log):
+  """A stage whose generate repeats each pixel f x f and adds its index, recording its inputs."""
+  def generate(params, prompts, rng, frames):
+    log.append((name, list(prompts), np.asarray(jax.random.key_data(rng)).tolist(), frames.shape))
+    return np.repeat(np.repeat(frames, factor, axis=2), factor, axis=3) + params
+  run = types.SimpleNamespace(generate=generate, ema_params=np.uint8(1))
+  return cascade.Stage(run=run, workdir=f'/runs/{name}', step=7)
+
+
+def test_stages_run_in_order_on_the_output_before_them_with_the_same_prompts():
+  log = []
+
+  def base(params, prompts, rng):
+    log.append(('base', list(prompts), np.asarray(jax.random.key_data(rng)).tolist(), None))
+    return np.full((len(prompts), 2, 4, 4, 3), params, np.uint8)
+
+  stages = [stand_in_stage('sr8', 2, log), stand_in_stage('sr32', 4, log)]
+  generate = cascade.with_stages(base, stages)
+  rng = jax.random.PRNGKey(3)
+  videos = generate(np.uint8(10), ['a', 'b'], rng)
+  assert videos.shape == (2, 2, 32, 32, 3)
+  np.testing.assert_array_equal(videos, 12)  # the base's 10, plus 1 per stage
+  assert [entry[0] for entry in log] == ['base', 'sr8', 'sr32']
+  assert all(entry[1] == ['a', 'b'] for entry in log)
+  assert [entry[3] for entry in log[1:]] == [(2, 2, 4, 4, 3), (2, 2, 8, 8, 3)]
+  keys = [entry[2] for entry in log]  # every stage draws its own noise
+  assert keys[0] == np.asarray(jax.random.key_data(rng)).tolist() and len(set(map(str, keys))) == 3
+  log.clear()
+  base_videos, low, high = generate.all_stages(np.uint8(10), ['a', 'b'], rng)
+  assert low.shape == (2, 2, 8, 8, 3) and np.array_equal(high, videos)
+  assert cascade.with_stages(base, []) is base
+  assert cascade.directory_suffix(stages) == '_sr_sr8_step7_sr_sr32_step7'
+  assert cascade.settings(stages) == {'cascade': [{'workdir': '/runs/sr8', 'step': 7},
+                                                  {'workdir': '/runs/sr32', 'step': 7}]}
+
+
+def test_the_cascaded_run_evaluates_against_the_last_stages_data():
+  config = smoke_config('/data', 4)
+  config.data.pool_factor = 2
+  stage_config = smoke_config('/data', 4)
+  final = types.SimpleNamespace(config=stage_config, video_shape=(16, 32, 32, 3))
+  run = train.Run(config=config, mesh=None, model=None, logsnr_fn=None,
+                  video_shape=(16, 16, 16, 3), generate=lambda *a, **k: None)
+  stage = cascade.Stage(run=final, workdir='/runs/sr', step=3)
+  seen = cascade.cascaded_run(run, [stage])
+  assert seen.video_shape == (16, 32, 32, 3) and seen.config.data.pool_factor == 1
+  assert seen.stages == (stage,) and config.data.pool_factor == 2  # the base run is unchanged
+  assert cascade.cascaded_run(run, []) is run
+
+
+def test_a_stage_that_is_not_super_resolution_or_absent_is_refused(smoke_data_dir, tmp_path):
+  config = smoke_config(smoke_data_dir, 4)
+  generator = cascade.stage_config(config, smoke_config(smoke_data_dir, 4).to_dict())
+  with pytest.raises(UserError, match="'/runs/gen' is not a super-resolution stage"):
+    cascade.check_stage(config, generator, '/runs/gen')
+  reader = generator.copy_and_resolve_references()
+  reader.model.frame_conditioning, reader.train.cond_frames = True, 'low_res'
+  reader.model.text_tokenizer = 'words'
+  with pytest.raises(UserError, match="text_tokenizer='words' but the base run has 'bytes'"):
+    cascade.check_stage(config, reader, '/runs/sr')
+  config.sample.cascade_workdirs = (str(tmp_path / 'nothing'),)
+  with pytest.raises(UserError, match='has no checkpoints'):
+    cascade.restore_stages(config, (16, 16, 16, 3))
+  config.sample.task = 'predict'
+  with pytest.raises(UserError, match='not after config.sample.task'):
+    config_validation.validate(config)
+
+
+def test_a_trained_stage_takes_the_base_shape_and_refuses_another(smoke_data_dir, tmp_path):
+  """A smoke super-resolution stage trained 2 steps: restored as a stage of a 16x16 base, it
+  makes 32x32 videos from 16x16 ones; after a 32x32 base it is refused in one line; evaluated
+  alone, it is scored against the true videos whose pooled versions it is given."""
+  sr = smoke_config(smoke_data_dir, 2)
+  sr.model.frame_conditioning = True
+  sr.train.cond_frames = 'low_res'
+  sr.train.sample_at_end = False
+  sr.eval.bpd_num_videos = 0
+  train.train_and_evaluate(sr, str(tmp_path / 'sr'))
+  config = smoke_config(smoke_data_dir, 4)
+  config.data.pool_factor = 2
+  config.sample.cascade_workdirs = (str(tmp_path / 'sr'),)
+  config.sample.num_steps = 2
+  [stage] = cascade.restore_stages(config, (16, 16, 16, 3))
+  assert stage.step == 2 and stage.run.config.train.cond_frames == 'low_res'
+  assert stage.run.config.data.pool_factor == 1 and stage.run.config.sample.num_steps == 2
+  low = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 16, 3), dtype=np.uint8)
+  base = lambda params, prompts, rng: low
+  videos = cascade.with_stages(base, [stage])(None, ['a red circle moving left'] * 2,
+                                               jax.random.PRNGKey(0))
+  assert videos.shape == (2, 16, 32, 32, 3) and videos.dtype == np.uint8
+  with pytest.raises(UserError, match=r'super-resolves videos of shape \(16, 16, 16, 3\).*makes '
+                                      r'\(16, 32, 32, 3\)'):
+    cascade.restore_stages(config, (16, 32, 32, 3))
+
+  # Evaluated alone, the stage is given each true video's pooled version (shown upsampled), and
+  # its output is scored against the true video (PSNR, SSIM, trajectory).
+  from vdm_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from vdm_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  true_videos, captions = pipeline.make_eval_source(
+      builder=train.load_dataset_builder(sr), split='test', num_examples=2)
+  sampler = evaluate.EvalVideoSampler(stage.run, true_videos=true_videos, captions=captions)
+  pooled = true_videos.astype(np.float32).reshape(2, 16, 16, 2, 16, 2, 3).mean(axis=(3, 5))
+  shown = np.repeat(np.repeat(pooled, 2, axis=2), 2, axis=3)
+  assert np.abs(sampler.given.astype(np.float32) - shown).max() <= 1.0  # uint8 rounding
+  scores = sampler.scores(sampler.sample(jax.random.PRNGKey(0)))
+  assert set(scores) >= {'super_resolve/psnr', 'super_resolve/ssim',
+                         'super_resolve/trajectory_error_px'}
+  near = sampler.scores(true_videos ^ 1)  # every pixel off by one level: PSNR 48.1 dB
+  assert near['super_resolve/psnr'] == pytest.approx(20 * np.log10(255), abs=1e-3)
+  assert near['super_resolve/trajectory_error_px'] < 0.5
+  assert scores['super_resolve/psnr'] < 30  # a 2-step network is not the true video
+
+
+def test_a_stage_keeps_its_own_sections_and_the_base_runs_sampling():
+  """stage_config: model, data, train, ... from the stage's checkpoint (a field it predates
+  takes its old value, never the base run's), sampling settings from the base run."""
+  base = smoke_config('/data', 4)
+  base.data.pool_factor = 2
+  base.model.attention_resolutions = (8, 4)
+  base.sample.num_steps, base.sample.guidance_weight = 7, 2.5
+  base.sample.cascade_workdirs = ('/runs/sr',)
+  saved = ml_collections.ConfigDict(smoke_config('/data', 4).to_dict()).to_dict()
+  saved['model'].update(frame_conditioning=True, attention_resolutions=[8])
+  saved['train'].update(cond_frames='low_res')
+  del saved['data']['pool_factor']  # a stage trained before the field existed: not pooled
+  stage = cascade.stage_config(base, saved)
+  assert stage.data.pool_factor == 1 and stage.model.attention_resolutions == (8,)
+  assert stage.model.frame_conditioning and stage.train.cond_frames == 'low_res'
+  assert (stage.sample.num_steps, stage.sample.guidance_weight) == (7, 2.5)
+  assert stage.sample.cascade_workdirs == () and stage.eval.bpd_num_videos == 0
