@@ -75,6 +75,7 @@ from vdm_jax import eval_report
 from vdm_jax import experts
 from vdm_jax import likelihood
 from vdm_jax import mesh as mesh_lib
+from vdm_jax import sample as sample_lib
 from vdm_jax import tasks
 from vdm_jax import video_io
 from vdm_jax.data import pipeline
@@ -508,10 +509,10 @@ class EvalVideoSampler:
     self._true_videos = true_videos
     if self.task == 'generate':
       self._frames = {}
-      if config.train.cond_frames == 'low_res' and config.model.frame_conditioning:
-        # A super-resolution stage: given the true videos average-pooled, scored against them.
+      low_res_factor = sample_lib.low_res_factor_of(config)
+      if low_res_factor:  # A super-resolution stage: given the true videos pooled, scored vs them.
         self._scored = tasks.task_conditioning(
-            'super_resolve', truth, super_resolution_factor=config.train.cond_low_res_factor)
+            'super_resolve', truth, super_resolution_factor=low_res_factor)
         self.given = tasks.conditioning_picture(self._scored, video_shape=true_videos.shape[1:])
         self._frames = {'frames': self._scored.observation}
       elif config.model.frame_conditioning:  # The true videos' first frames (video prediction).
