@@ -33,7 +33,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # base stage of a cascade; its super-resolution stage: train.cond_frames='low_res').
   config.data.pool_factor = 1
   config.data.resolution = 32  # TFDS, video_folder: shorter side resized to this, then center-cropped square (> 0).
-  config.data.frame_skip = 1  # TFDS, video_folder: stored frames between two clip frames (1 = consecutive).
+  # Stored frames between two clip frames (1 = consecutive). Built-in datasets: every frame_skip-th
+  # stored frame from frame 0 (it divides their frames; the base stage of a temporal cascade).
+  config.data.frame_skip = 1
   config.data.random_clip_start = True  # TFDS: training clips start at a random frame (else at frame 0).
   config.data.random_flip = False  # TFDS: flip training clips left-right with probability 1/2 (used for BAIR).
   config.data.caption_template = 'a video of {label}'  # TFDS: caption of a labelled video ({label}: its class name).
@@ -207,9 +209,13 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Frame conditioning (model.frame_conditioning): which frames are given in training: 'first' (frames
   # 0..k-1: video prediction) or 'random' (k random frames per video); sampling always gives the first k.
   # 'low_res': every frame, average-pooled by cond_low_res_factor (a spatial super-resolution stage).
+  # 'low_frame_rate': every cond_frame_stride-th frame (a temporal super-resolution stage).
   config.train.cond_frames = 'first'
   config.train.num_cond_frames = 1  # k, frames given, in [1, frames).
   config.train.cond_low_res_factor = 2  # 'low_res': the given video's resolution is 1/this (> 1, divides it).
+  # 'low_frame_rate': frames 0, s, 2s, ... given, s = this (> 1, divides the frames; a temporal
+  # super-resolution stage: it raises the frame rate s-fold).
+  config.train.cond_frame_stride = 2
   # Noise conditioning augmentation: given frames noised to a log-SNR drawn uniformly from [min, max] per video.
   config.train.cond_aug_logsnr_min = 3.0
   config.train.cond_aug_logsnr_max = 20.0  # >= cond_aug_logsnr_min (both equal: a fixed level).
@@ -238,7 +244,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.sample.expert_logsnr_below = -3.0
   config.sample.expert_step = 0
   # A cascade (vdm_jax/cascade.py; Imagen Video): the workdirs of super-resolution stages (runs with
-  # train.cond_frames='low_res'), in order, each given the videos of the one before (): none).
+  # train.cond_frames='low_res': spatial, or 'low_frame_rate': temporal), in order, each given the
+  # videos of the one before (): none).
   config.sample.cascade_workdirs = ()
   # --mode sample task (vdm_jax/tasks.py): 'generate' (text-to-video from noise), 'predict' (test clips from
   # their first num_known_frames), 'extend' (one long video per story of prompts, block by block),

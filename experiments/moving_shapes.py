@@ -77,7 +77,19 @@ def get_config(variant: str = ''):
     config.train.cond_frames = 'low_res'
     config.train.cond_low_res_factor = 2
     config.eval.bpd_num_videos = 0  # (not implemented for frame-conditioned models)
+  elif variant == 'temporal_base':
+    # The base stage of a temporal cascade: the same videos at half the frame rate (frames 0, 2,
+    # ..., 14: 8 frames of 32x32); its `temporal_super_resolution` stage doubles it.
+    config.data.frame_skip = 2
+  elif variant == 'temporal_super_resolution':
+    # A temporal super-resolution stage (Imagen Video sec. 2.3): the default network, given frames
+    # 0, 2, ..., 14 (noise-augmented), generates the 8 between them.
+    config.model.frame_conditioning = True
+    config.train.cond_frames = 'low_frame_rate'
+    config.train.cond_frame_stride = 2
+    config.eval.bpd_num_videos = 0  # (not implemented for frame-conditioned models)
   elif variant:
     raise ValueError(f"Unknown variant {variant!r} of experiments/moving_shapes.py; allowed: '', "
-                     "'smoke', 'cascade_base' or 'super_resolution'.")
+                     "'smoke', 'cascade_base', 'super_resolution', 'temporal_base' or "
+                     "'temporal_super_resolution'.")
   return config

@@ -84,27 +84,34 @@ def test_a_stage_that_is_not_super_resolution_or_absent_is_refused(smoke_data_di
     config_validation.validate(config)
 
 
+def save_initial_state(config, workdir: str, step: int = 2) -> None:
+  """Saves the initial train state of `config`'s model into `workdir` as training saves a
+  checkpoint (with the data iterator and the config), without compiling a train step."""
+  from vdm_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from vdm_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  run = train.setup(config)
+  tx, _ = train.create_optimizer(config)
+  state = jax.jit(lambda: train.create_train_state(run.model, tx, config, run.video_shape,
+                                                   jax.random.PRNGKey(0)))()
+  iterator = pipeline.make_train_iterator(
+      builder=train.load_dataset_builder(config), split='train',
+      global_batch_size=config.batch_size, seed=0, max_text_length=config.data.max_text_length)
+  checkpointer = checkpoints.Checkpointer(workdir)
+  checkpointer.save(step, state=state, data_iterator=iterator, config=config)
+  checkpointer.close()
+
+
 def test_a_saved_stage_takes_the_base_shape_and_refuses_another(smoke_data_dir, tmp_path):
   """A smoke super-resolution stage's checkpoint (its initial state, saved as training saves
   one; no train step to compile): restored as a stage of a 16x16 base, it makes 32x32 videos
   from 16x16 ones; after a 32x32 base it is refused in one line; evaluated alone, it is scored
   against the true videos whose pooled versions it is given."""
-  from vdm_jax import checkpoints  # pylint: disable=g-import-not-at-top
   from vdm_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   sr = smoke_config(smoke_data_dir, 2)
   sr.model.frame_conditioning = True
   sr.train.cond_frames = 'low_res'
   sr.eval.bpd_num_videos = 0
-  run = train.setup(sr)
-  tx, _ = train.create_optimizer(sr)
-  state = jax.jit(lambda: train.create_train_state(run.model, tx, sr, run.video_shape,
-                                                   jax.random.PRNGKey(0)))()
-  iterator = pipeline.make_train_iterator(
-      builder=train.load_dataset_builder(sr), split='train', global_batch_size=sr.batch_size,
-      seed=0, max_text_length=sr.data.max_text_length)
-  checkpointer = checkpoints.Checkpointer(str(tmp_path / 'sr'))
-  checkpointer.save(2, state=state, data_iterator=iterator, config=sr)
-  checkpointer.close()
+  save_initial_state(sr, str(tmp_path / 'sr'))
   config = smoke_config(smoke_data_dir, 4)
   config.data.pool_factor = 2
   config.sample.cascade_workdirs = (str(tmp_path / 'sr'),)
@@ -156,3 +163,48 @@ def test_a_stage_keeps_its_own_sections_and_the_base_runs_sampling():
   assert stage.model.frame_conditioning and stage.train.cond_frames == 'low_res'
   assert (stage.sample.num_steps, stage.sample.guidance_weight) == (7, 2.5)
   assert stage.sample.cascade_workdirs == () and stage.eval.bpd_num_videos == 0
+
+
+def test_a_saved_temporal_stage_fills_in_the_frames_of_a_low_frame_rate_base(smoke_data_dir,
+                                                                              tmp_path):
+  """A smoke temporal super-resolution stage (initial state): after an 8-frame base
+  (data.frame_skip=2) it makes 16-frame videos whose even frames are the base's, exactly; after
+  a 16-frame base it is refused; evaluated alone, it is given every other true frame and scored
+  on the frames between them."""
+  from vdm_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from vdm_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  tsr = smoke_config(smoke_data_dir, 2)
+  tsr.model.frame_conditioning = True
+  tsr.train.cond_frames = 'low_frame_rate'
+  tsr.eval.bpd_num_videos = 0
+  save_initial_state(tsr, str(tmp_path / 'tsr'))
+  config = smoke_config(smoke_data_dir, 4)
+  config.data.frame_skip = 2
+  config.sample.cascade_workdirs = (str(tmp_path / 'tsr'),)
+  config.sample.num_steps = 2
+  [stage] = cascade.restore_stages(config, (8, 32, 32, 3))
+  assert stage.kind == 'tsr' and stage.run.config.data.frame_skip == 1
+  assert cascade.directory_suffix([stage]) == '_tsr_tsr_step2'
+  low = np.random.default_rng(0).integers(0, 256, (2, 8, 32, 32, 3), dtype=np.uint8)
+  videos = cascade.with_stages(lambda params, prompts, rng: low, [stage])(
+      None, ['a red circle moving left'] * 2, jax.random.PRNGKey(0))
+  assert videos.shape == (2, 16, 32, 32, 3) and videos.dtype == np.uint8
+  np.testing.assert_array_equal(videos[:, 0::2], low)
+  assert np.abs(videos[:, 1::2].astype(int) - low).mean() > 10  # generated, not copies
+  with pytest.raises(UserError, match=r'super-resolves videos of shape \(8, 32, 32, 3\).*makes '
+                                      r'\(16, 32, 32, 3\)'):
+    cascade.restore_stages(config, (16, 32, 32, 3))
+
+  true_videos, captions = pipeline.make_eval_source(
+      builder=train.load_dataset_builder(tsr), split='test', num_examples=2)
+  sampler = evaluate.EvalVideoSampler(stage.run, true_videos=true_videos, captions=captions)
+  np.testing.assert_array_equal(sampler.given[:, 0::2], true_videos[:, 0::2])
+  assert (sampler.given[:, 1::2] == 128).all()  # frames not given: shown mid-grey
+  sampled = sampler.sample(jax.random.PRNGKey(0))
+  np.testing.assert_array_equal(sampled[:, 0::2], true_videos[:, 0::2])
+  scores = sampler.scores(sampled)
+  assert set(scores) >= {'interpolate/psnr', 'interpolate/ssim', 'interpolate/trajectory_error_px'}
+  assert scores['interpolate/psnr'] < 30  # an untrained network does not find the frames between
+  near = true_videos.copy()
+  near[:, 1::2] ^= 1  # the frames between off by one level: PSNR 48.1 dB over them
+  assert sampler.scores(near)['interpolate/psnr'] == pytest.approx(20 * np.log10(255), abs=1e-3)

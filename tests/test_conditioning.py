@@ -185,7 +185,7 @@ def test_random_given_frames_are_k_of_the_video_never_an_image():
       jax.random.PRNGKey(0), batch_size=64, num_frames=8, num_given=3, mode='random', num_images=2))
   assert np.all(mask.sum(1) == 3) and not mask[:, 6:].any()
   assert len({tuple(row) for row in mask}) > 10  # drawn anew per example
-  with pytest.raises(ValueError, match="allowed values: \\('first', 'random', 'low_res'\\)"):
+  with pytest.raises(ValueError, match="allowed values: \\('first', 'random', 'low_res', 'low_frame_rate'\\)"):
     frame_conditioning.check_cond_frames('last')
 
 

@@ -340,3 +340,31 @@ def test_pool_factor_shows_a_built_in_dataset_at_a_lower_resolution(smoke_data_d
   with pytest.raises(UserError, match='set config.data.resolution instead'):
     registry.check_dataset(data_config('tiny_labelled_videos', smoke_data_dir,
                                        pool_factor=2).data)
+
+
+def test_frame_skip_shows_a_built_in_dataset_at_a_lower_frame_rate(smoke_data_dir):
+  """config.data.frame_skip on a built-in dataset: the same examples, frames 0, s, 2s, ... of
+  each stored video (with pool_factor, each also pooled), in batches and in the evaluation
+  source; a skip that does not divide the frames is refused in one line."""
+  from vdm_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  full = data_config('moving_shapes', smoke_data_dir, builder_config='smoke')
+  skipped = data_config('moving_shapes', smoke_data_dir, builder_config='smoke', frame_skip=2)
+  both = data_config('moving_shapes', smoke_data_dir, builder_config='smoke', frame_skip=4,
+                     pool_factor=2)
+  assert config_validation.video_shape(skipped) == (8, 32, 32, 3)
+  assert config_validation.video_shape(both) == (4, 16, 16, 3)
+  videos, captions = pipeline.make_eval_source(builder=registry.load_builder(full), num_examples=3)
+  half, half_captions = pipeline.make_eval_source(builder=registry.load_builder(skipped),
+                                                  num_examples=3)
+  assert half_captions == captions
+  np.testing.assert_array_equal(half, videos[:, 0::2])
+  quarter, _ = pipeline.make_eval_source(builder=registry.load_builder(both), num_examples=3)
+  means = videos[:, 0::4].reshape(3, 4, 16, 2, 16, 2, 3).mean(axis=(3, 5))
+  assert quarter.shape == (3, 4, 16, 16, 3) and np.abs(quarter - means).max() <= 0.5
+  batch = next(iter(pipeline.make_train_dataset(
+      builder=registry.load_builder(skipped), split='train', global_batch_size=2, seed=0,
+      max_text_length=16, process_index=0, process_count=1)))
+  assert batch['video'].shape == (2, 8, 32, 32, 3)
+  with pytest.raises(UserError, match='frame_skip=3 must be an integer >= 1 dividing the 16 frames'):
+    registry.check_dataset(data_config('moving_shapes', smoke_data_dir, builder_config='smoke',
+                                       frame_skip=3).data)

@@ -20,7 +20,8 @@ EXPERIMENTS = sorted(
     # The configs of moving_shapes and moving_digits (built here) plus classifier fields: built by
     # test_classifier_experiment_builds.
     and os.path.basename(p) not in ('feature_classifier.py', 'digit_classifier.py'))
-VARIANTS = {'moving_shapes': ['', 'smoke', 'cascade_base', 'super_resolution'],
+VARIANTS = {'moving_shapes': ['', 'smoke', 'cascade_base', 'super_resolution', 'temporal_base',
+                              'temporal_super_resolution'],
             'ucf101': ['', 'laptop'], 'bair': ['', 'laptop'],
             'kinetics600': ['', 'laptop'], 'text_to_video': ['', 'large', 'laptop']}
 

@@ -1,15 +1,17 @@
-"""A cascade: the workdir's run samples low-resolution videos, then super-resolution stages raise
-their resolution in turn (Imagen Video, Ho et al. 2022b, sec. 2; Cascaded Diffusion Models, Ho
-et al. 2021).
+"""A cascade: the workdir's run samples low-resolution, low-frame-rate videos, then super-resolution
+stages raise their resolution or frame rate in turn (Imagen Video, Ho et al. 2022b, sec. 2;
+Cascaded Diffusion Models, Ho et al. 2021).
 
 `config.sample.cascade_workdirs` lists the stages' workdirs, in order. Each is a run trained with
-`train.cond_frames='low_res'` (frame_conditioning.py): given every frame at 1/f of its resolution,
-it generates the video at its own. Stage i is given what stage i - 1 (or the base run) made, with
+`train.cond_frames='low_res'` (frame_conditioning.py; spatial: given every frame at 1/f of its
+resolution, it generates the video at its own) or `'low_frame_rate'` (temporal: given frames 0,
+s, 2s, ..., it generates the frames between). Stage i is given what stage i - 1 (or the base run) made, with
 the same prompts, and the same sampler, steps, guidance and seed settings (`config.sample`); it
 keeps its own model, diffusion, data and training sections, read from its checkpoint, and its
 latest checkpoint is used. The base stage of `moving_shapes` is
 `experiments/moving_shapes.py:cascade_base` (the videos pooled to 16x16, `data.pool_factor`), its
-super-resolution stage `:super_resolution` (16x16 -> 32x32).
+super-resolution stage `:super_resolution` (16x16 -> 32x32); or, in time, `:temporal_base` (8
+frames, `data.frame_skip`) and `:temporal_super_resolution` (8 -> 16 frames).
 
 A cascade is a sampling-time setting: `--mode sample` and `--mode eval` of the base workdir use
 it; training never does.
@@ -37,10 +39,11 @@ OWN_SECTIONS = ('data', 'model', 'diffusion', 'optim', 'train')
 @dataclasses.dataclass
 class Stage:
   """A restored super-resolution stage: its run (train.Run: model, config, EMA parameters,
-  generate), workdir and step."""
+  generate), workdir, step and kind ('sr': spatial, 'tsr': temporal)."""
   run: Any
   workdir: str
   step: int
+  kind: str = 'sr'
 
 
 def stage_config(config: ml_collections.ConfigDict, saved: dict) -> ml_collections.ConfigDict:
@@ -56,14 +59,19 @@ def stage_config(config: ml_collections.ConfigDict, saved: dict) -> ml_collectio
   return stage
 
 
+def is_stage(stage: ml_collections.ConfigDict) -> bool:
+  """Whether a run's config is a spatial or temporal super-resolution stage."""
+  return bool(sample_lib.low_res_factor_of(stage) or sample_lib.frame_stride_of(stage))
+
+
 def check_stage(config: ml_collections.ConfigDict, stage: ml_collections.ConfigDict,
                  workdir: str) -> None:
   """Refuses (UserError) a stage that is no super-resolution stage or reads other prompts."""
-  if not (stage.model.frame_conditioning and stage.train.cond_frames == 'low_res'):
+  if not is_stage(stage):
     raise UserError(f'config.sample.cascade_workdirs: {workdir!r} is not a super-resolution '
                     "stage (a run trained with model.frame_conditioning=True and "
-                    "train.cond_frames='low_res', e.g. experiments/moving_shapes.py:"
-                    'super_resolution): remove it from the list.')
+                    "train.cond_frames='low_res' or 'low_frame_rate', e.g. "
+                    'experiments/moving_shapes.py:super_resolution): remove it from the list.')
   for section, key in PROMPT_FIELDS:
     if stage[section][key] != config[section][key]:
       raise UserError(f'config.sample.cascade_workdirs: {workdir!r} was trained with '
@@ -97,9 +105,10 @@ def restore_stages(config: ml_collections.ConfigDict,
     if given != shape:
       raise UserError(f'config.sample.cascade_workdirs: {workdir!r} super-resolves videos of '
                       f'shape {given} (frames, height, width, channels), but the stage before '
-                      f'makes {shape}: order the stages by resolution, or pick one trained for '
-                      'that shape.')
-    stages.append(Stage(run=run, workdir=os.path.abspath(os.path.expanduser(workdir)), step=step))
+                      f'makes {shape}: order the stages by resolution and frame rate, or pick '
+                      'one trained for that shape.')
+    stages.append(Stage(run=run, workdir=os.path.abspath(os.path.expanduser(workdir)), step=step,
+                        kind='tsr' if sample_lib.frame_stride_of(stage) else 'sr'))
     shape = tuple(run.video_shape)
   return stages
 
@@ -149,5 +158,6 @@ def settings(stages: Sequence[Stage]) -> dict[str, Any]:
 
 
 def directory_suffix(stages: Sequence[Stage]) -> str:
-  """'_sr_<workdir name>_step<step>' per stage, for sample directories ('' without stages)."""
-  return ''.join(f'_sr_{os.path.basename(s.workdir)}_step{s.step}' for s in stages)
+  """'_sr_<workdir name>_step<step>' per spatial stage ('_tsr_...' per temporal one), for sample
+  directories ('' without stages)."""
+  return ''.join(f'_{s.kind}_{os.path.basename(s.workdir)}_step{s.step}' for s in stages)

@@ -72,7 +72,7 @@ ADDED_FIELDS = {
                   'logsnr_shift_base_resolution': 0},
     'optim': {'trainable': ''},
     'data': {'pool_factor': 1},
-    'train': {'cond_low_res_factor': 2},
+    'train': {'cond_low_res_factor': 2, 'cond_frame_stride': 2},
 }
 # Fields added to the train state after checkpoints were first written: a checkpoint without one
 # restores it as zeros (every such field counts something that was zero in older runs).

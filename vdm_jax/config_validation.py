@@ -380,6 +380,11 @@ def _validate_conditioning(config: ml_collections.ConfigDict, frames: int, heigh
     _require(isinstance(f, int) and f > 1 and height % f == 0,
              f'config.train.cond_low_res_factor={f!r} must be an integer > 1 dividing the '
              f'resolution {height}: set --config.train.cond_low_res_factor (e.g. 2).')
+  elif t.cond_frames == 'low_frame_rate':
+    s = t.cond_frame_stride
+    _require(isinstance(s, int) and s > 1 and frames % s == 0,
+             f'config.train.cond_frame_stride={s!r} must be an integer > 1 dividing the '
+             f'{frames} frames: set --config.train.cond_frame_stride (e.g. 2).')
   else:
     _require(1 <= t.num_cond_frames < frames,
              f'config.train.num_cond_frames={t.num_cond_frames} must lie in [1, {frames}) (the '

@@ -34,7 +34,9 @@ the caption's digits and no other, with the true videos of the same captions as 
 
 What is sampled: by default (`config.eval.task='generate'`) one video per caption from noise, a
 frame-conditioned model given the true video's first `config.train.num_cond_frames` frames (BAIR's
-1 -> 15). With a conditional task of vdm_jax/tasks.py (`config.eval.task`: 'predict', 'interpolate',
+1 -> 15); a spatial super-resolution stage the true video average-pooled, a temporal one its
+frames 0, s, 2s, ..., and their `super_resolve/...` or `interpolate/...` scores (below) compare
+what they generate with the rest of the true video. With a conditional task of vdm_jax/tasks.py (`config.eval.task`: 'predict', 'interpolate',
 'super_resolve' or 'inpaint', with config.sample's settings for it: num_known_frames,
 conditioning_method, reconstruction_weight, ...) each video is generated from the observation of
 the true video of its caption, by reconstruction guidance (or replacement) with a model that is not
@@ -504,17 +506,24 @@ class EvalVideoSampler:
     config, c = run.config, run.config.sample
     self.task = config.eval.get('task', 'generate')
     self._captions, self._run, self._dataset = captions, run, config.data.name
-    self.given, self._conditioning, self._scored = None, None, None
+    self.given, self._conditioning, self._scored, self._scored_as = None, None, None, None
     truth = (true_videos.astype(np.float32) * 2 - 255) / 255  # As pipeline.to_model_inputs.
     self._true_videos = true_videos
     if self.task == 'generate':
       self._frames = {}
       low_res_factor = sample_lib.low_res_factor_of(config)
+      frame_stride = sample_lib.frame_stride_of(config)
       if low_res_factor:  # A super-resolution stage: given the true videos pooled, scored vs them.
+        self._scored_as = 'super_resolve'
         self._scored = tasks.task_conditioning(
             'super_resolve', truth, super_resolution_factor=low_res_factor)
         self.given = tasks.conditioning_picture(self._scored, video_shape=true_videos.shape[1:])
         self._frames = {'frames': self._scored.observation}
+      elif frame_stride:  # A temporal one: given every s-th true frame, scored on the others.
+        self._scored_as = 'interpolate'
+        self._scored = tasks.task_conditioning('interpolate', truth, frame_stride=frame_stride)
+        self.given = tasks.conditioning_picture(self._scored, video_shape=true_videos.shape[1:])
+        self._frames = {'frames': sample_lib.given_frames(config, true_videos)}
       elif config.model.frame_conditioning:  # The true videos' first frames (video prediction).
         known = np.arange(true_videos.shape[1]) < config.train.num_cond_frames
         self.given = np.where(known[None, :, None, None, None], true_videos, 128).astype(np.uint8)
@@ -524,7 +533,7 @@ class EvalVideoSampler:
         self.task, truth, num_known_frames=c.num_known_frames,
         super_resolution_factor=c.super_resolution_factor, inpaint_fraction=c.inpaint_fraction)
     self.given = tasks.conditioning_picture(self._conditioning, video_shape=true_videos.shape[1:])
-    self._scored = self._conditioning
+    self._scored, self._scored_as = self._conditioning, self.task
     if run.eval_task_generate is None:
       run.eval_task_generate = tasks.make_conditional_generate_fn(
           run.model, logsnr_fn=run.logsnr_fn, config=config, video_shape=run.video_shape,
@@ -542,8 +551,7 @@ class EvalVideoSampler:
     if self._scored is None:
       return {}
     per_clip = tasks.score(videos, self._true_videos, self._scored, dataset=self._dataset)
-    name = 'super_resolve' if self._conditioning is None else self.task
-    return {f'{name}/{k}': float(np.nanmean(v)) if np.any(np.isfinite(v)) else float('nan')
+    return {f'{self._scored_as}/{k}': float(np.nanmean(v)) if np.any(np.isfinite(v)) else float('nan')
             for k, v in per_clip.items()}
 
 

@@ -70,13 +70,14 @@ def check_compatible(config: ml_collections.ConfigDict, saved: dict, workdir: st
       raise UserError(f'config.sample.expert_workdir={workdir!r} was trained with '
                       f'config.{section}.{key}={theirs!r} but this run has {mine!r}: both runs '
                       'read the same inputs, so pick an expert trained with the same value.')
-  keys = ('name', 'num_frames', 'resolution', 'pool_factor')
-  shape = tuple(saved.get('data', {}).get(k, 1 if k == 'pool_factor' else None) for k in keys)
+  keys = ('name', 'num_frames', 'resolution', 'pool_factor', 'frame_skip')
+  shape = tuple(saved.get('data', {}).get(k, 1 if k in ('pool_factor', 'frame_skip') else None)
+                for k in keys)
   mine = tuple(config.data[k] for k in keys)
   if shape != mine:
     raise UserError(f'config.sample.expert_workdir={workdir!r} was trained on data (name, '
-                    f'num_frames, resolution, pool_factor)={shape} but this run samples {mine}: '
-                    'pick an expert trained on the same videos.')
+                    f'num_frames, resolution, pool_factor, frame_skip)={shape} but this run '
+                    f'samples {mine}: pick an expert trained on the same videos.')
 
 
 def restore_expert(config: ml_collections.ConfigDict) -> Expert | None:

@@ -11,7 +11,10 @@ sampling, and that log-SNR is passed to the network.
 With `cond_frames='low_res'` every frame is given, at 1/f of the resolution: the network is a
 spatial super-resolution stage of a cascade (Imagen Video sec. 2.3), trained on the data's own
 videos average-pooled f x f, and sees them upsampled back to its resolution (nearest neighbour,
-so pooling gives them back exactly), noise-augmented like given frames.
+so pooling gives them back exactly), noise-augmented like given frames. With
+`cond_frames='low_frame_rate'` every s-th frame is given (frames 0, s, 2s, ...): the network is a
+temporal super-resolution stage (Imagen Video sec. 2.3: it raises the frame rate s-fold),
+trained on the data's own videos, and generates the frames between the given ones.
 
 Pure functions of arrays and keys; this module knows nothing of networks. Shapes: videos
 [batch, frames, height, width, channels], masks bool [batch, frames].
@@ -28,8 +31,10 @@ from vdm_jax import guidance
 #   'random': k distinct frames of each video, drawn anew for every example (infilling,
 #             interpolation, prediction: any subset the sampler may be asked to complete);
 #   'low_res': every frame, at 1/f of the resolution (spatial super-resolution; f is
-#             config.train.cond_low_res_factor); the loss covers every frame.
-COND_FRAMES = ('first', 'random', 'low_res')
+#             config.train.cond_low_res_factor); the loss covers every frame;
+#   'low_frame_rate': frames 0, s, 2s, ... (temporal super-resolution; s is
+#             config.train.cond_frame_stride); the loss covers the frames between them.
+COND_FRAMES = ('first', 'random', 'low_res', 'low_frame_rate')
 
 
 def check_cond_frames(cond_frames: str) -> str:
@@ -52,6 +57,9 @@ def given_frames_mask(rng: jax.Array, *, batch_size: int, num_frames: int, num_g
   if check_cond_frames(mode) == 'first':
     given = jnp.arange(num_frames) < num_given
     return jnp.broadcast_to(given, (batch_size, num_frames))
+  if mode in ('low_res', 'low_frame_rate'):
+    raise ValueError(f'cond_frames={mode!r} does not draw k given frames: see low_res / '
+                     'low_frame_rate_mask.')
   # k distinct frames per example: the k smallest of i.i.d. uniform keys.
   keys = jax.random.uniform(rng, (batch_size, video))
   rank = jnp.argsort(jnp.argsort(keys, axis=1), axis=1)
@@ -69,6 +77,29 @@ def low_res_input(frames: jax.Array, *, factor: int) -> jax.Array:
   """[B, T, H/f, W/f, C] -> [B, T, H, W, C]: the low-resolution frames as the network sees them,
   upsampled by nearest neighbour (so `low_res` of it is `frames` again, exactly)."""
   return guidance.upsample(frames, factor=factor)
+
+
+def low_frame_rate_mask(num_frames: int, *, stride: int) -> jax.Array:
+  """bool [num_frames]: True at frames 0, s, 2s, ... (the frames a temporal super-resolution
+  stage is given; s = stride divides num_frames)."""
+  if stride < 2 or num_frames % stride:
+    raise ValueError(f'stride={stride} must be > 1 and divide num_frames={num_frames}.')
+  return jnp.arange(num_frames) % stride == 0
+
+
+def low_frame_rate(video: jax.Array, *, stride: int) -> jax.Array:
+  """The low-frame-rate video a temporal super-resolution stage is given: [B, T, H, W, C] ->
+  [B, T / s, H, W, C], frames 0, s, 2s, ... (what the cascade's stage before it generates)."""
+  return video[:, ::stride]
+
+
+def low_frame_rate_input(frames: jax.Array, *, stride: int) -> jax.Array:
+  """[B, T / s, H, W, C] -> [B, T, H, W, C]: the given frames at their places 0, s, 2s, ... of
+  the full-rate clip, zeros between them (masked out: frame_conditioning's mask channel is 0
+  there)."""
+  B, t, H, W, C = frames.shape
+  out = jnp.zeros((B, t, stride, H, W, C), frames.dtype).at[:, :, 0].set(frames)
+  return out.reshape(B, t * stride, H, W, C)
 
 
 def sample_aug_logsnr(rng: jax.Array, batch_size: int, *, logsnr_min: float,

@@ -45,7 +45,9 @@ def make_generate_fn(model, *, logsnr_fn: Callable, config: ml_collections.Confi
   config.sample.cond_aug_logsnr); the returned videos hold those frames as given. A
   super-resolution stage (config.train.cond_frames='low_res') needs the low-resolution videos
   instead, [len(prompts), frames, height / f, width / f, 3] (f: config.train.cond_low_res_factor),
-  every frame given.
+  every frame given; a temporal super-resolution stage ('low_frame_rate') the low-frame-rate
+  videos, [len(prompts), frames / s, height, width, 3] (s: config.train.cond_frame_stride), which
+  become frames 0, s, 2s, ... of the returned videos, as given.
 
   With an `expert` (experts.py) its network denoises the steps below expert.logsnr_below, with
   the same prompts and guidance.
@@ -54,6 +56,7 @@ def make_generate_fn(model, *, logsnr_fn: Callable, config: ml_collections.Confi
   batch = sample_config.batch_size
   frame_conditioned = config.model.frame_conditioning
   low_res_factor = low_res_factor_of(config)
+  frame_stride = frame_stride_of(config)
   frames_shape = given_frames_shape(config, video_shape)
   noise_prior = NoisePrior.from_config(config)
 
@@ -66,6 +69,8 @@ def make_generate_fn(model, *, logsnr_fn: Callable, config: ml_collections.Confi
       frames = cond.pop('frames')
       if low_res_factor:  # What the network sees: the low-resolution frames upsampled.
         frames = frame_conditioning.low_res_input(frames, factor=low_res_factor)
+      elif frame_stride:  # The low-frame-rate frames at their places in the full-rate clip.
+        frames = frame_conditioning.low_frame_rate_input(frames, stride=frame_stride)
       cond_logsnr = jnp.full((batch,), sample_config.cond_aug_logsnr, jnp.float32)
       noise = jax.random.normal(jax.random.fold_in(rng, 1), frames.shape, frames.dtype)
       cond.update(cond_frames=frame_conditioning.augment(frames, mask=cond['cond_mask'],
@@ -104,6 +109,7 @@ def make_generate_fn(model, *, logsnr_fn: Callable, config: ml_collections.Confi
       if frames is None:
         raise ValueError('config.model.frame_conditioning=True: generate needs `frames`, the '
                          + ('low-resolution videos to super-resolve.' if low_res_factor else
+                            'low-frame-rate videos to fill in.' if frame_stride else
                             'videos whose first config.train.num_cond_frames frames are given.'))
       frames = np.asarray(frames)
       if frames.dtype == np.uint8:  # As pipeline.to_model_inputs: (2k - 255) / 255.
@@ -113,8 +119,7 @@ def make_generate_fn(model, *, logsnr_fn: Callable, config: ml_collections.Confi
                          f'takes {frames_shape} (frames, height, width, channels).')
       frames = np.concatenate([frames.astype(np.float32), np.zeros(
           (len(prompts) - len(frames), *frames.shape[1:]), np.float32)])
-      mask = (np.ones(video_shape[0], bool) if low_res_factor
-              else np.arange(video_shape[0]) < config.train.num_cond_frames)
+      mask = np.asarray(given_frames_mask(config, video_shape[0]))
       inputs.update(frames=frames, cond_mask=np.broadcast_to(mask, (len(prompts), len(mask))))
     return inputs
 
@@ -152,19 +157,41 @@ def low_res_factor_of(config: ml_collections.ConfigDict) -> int:
   return 0
 
 
+def frame_stride_of(config: ml_collections.ConfigDict) -> int:
+  """s of a temporal super-resolution stage (config.train.cond_frames='low_frame_rate'), else 0."""
+  if config.model.frame_conditioning and config.train.cond_frames == 'low_frame_rate':
+    return config.train.cond_frame_stride
+  return 0
+
+
+def given_frames_mask(config: ml_collections.ConfigDict, num_frames: int) -> np.ndarray:
+  """bool [num_frames]: the frames a frame-conditioned model is given at sampling: all of them
+  (spatial super-resolution), 0, s, 2s, ... (temporal), or the first train.num_cond_frames."""
+  if low_res_factor_of(config):
+    return np.ones(num_frames, bool)
+  if frame_stride_of(config):
+    return np.asarray(frame_conditioning.low_frame_rate_mask(num_frames,
+                                                             stride=frame_stride_of(config)))
+  return np.arange(num_frames) < config.train.num_cond_frames
+
+
 def given_frames_shape(config: ml_collections.ConfigDict,
                        video_shape: Sequence[int]) -> tuple[int, ...]:
   """The shape of one video `generate(frames=...)` takes: the model's own video_shape, or for a
-  super-resolution stage that shape at 1/f of the resolution."""
+  super-resolution stage that shape at 1/f of the resolution (spatial) or 1/s of the frames
+  (temporal)."""
   T, H, W, C = video_shape
   f = low_res_factor_of(config) or 1
-  return (T, H // f, W // f, C)
+  return (T // (frame_stride_of(config) or 1), H // f, W // f, C)
 
 
 def given_frames(config: ml_collections.ConfigDict, videos: np.ndarray) -> np.ndarray:
   """What a frame-conditioned model is given of full-resolution videos uint8 [N, T, H, W, 3]:
-  the videos themselves (it reads their first frames), or for a super-resolution stage their
+  the videos themselves (it reads their first frames), for a temporal super-resolution stage
+  their frames 0, s, 2s, ... (uint8 [N, T / s, H, W, 3]), or for a spatial one their
   average-pooled low-resolution versions, float [N, T, H / f, W / f, 3] in [-1, 1]."""
+  if frame_stride_of(config):
+    return videos[:, ::frame_stride_of(config)]
   f = low_res_factor_of(config)
   if not f:
     return videos

@@ -76,17 +76,18 @@ def frame_mask(num_frames: int, known: Sequence[int]) -> np.ndarray:
 
 
 def task_conditioning(task: str, videos: np.ndarray, *, num_known_frames: int = 4,
-                      super_resolution_factor: int = 2, inpaint_fraction: float = 0.5) -> Conditioning:
+                      super_resolution_factor: int = 2, inpaint_fraction: float = 0.5,
+                      frame_stride: int = 2) -> Conditioning:
   """The observation of `videos` (float [N, T, H, W, C] in [-1, 1]) that a TEST_CLIP_TASKS task
-  conditions on: its first frames, every other frame, its downsampled version, or all but a centre
-  square."""
+  conditions on: its first frames, every `frame_stride`-th frame (interpolation; 2: every other),
+  its downsampled version, or all but a centre square."""
   check_task(task)
   N, T, H, W, C = videos.shape
   factor = 1
   if task == 'predict':
     mask = frame_mask(T, range(num_known_frames))
   elif task == 'interpolate':
-    mask = frame_mask(T, range(0, T, 2))
+    mask = frame_mask(T, range(0, T, frame_stride))
   elif task == 'super_resolve':
     factor = super_resolution_factor
     mask = np.ones((1, T, H // factor, W // factor, 1), np.float32)

@@ -211,8 +211,9 @@ def frame_conditioning_inputs(config: ml_collections.ConfigDict, video: jax.Arra
   """The training-time frame conditioning of a batch: ({'cond_frames', 'cond_mask',
   'cond_logsnr'}, loss frame weights [B, T]).
 
-  Given frames: config.train.cond_frames of the video's frames (appended images never), or with
-  'low_res' every frame, average-pooled by config.train.cond_low_res_factor and upsampled back;
+  Given frames: config.train.cond_frames of the video's frames (appended images never), with
+  'low_res' every frame, average-pooled by config.train.cond_low_res_factor and upsampled back,
+  with 'low_frame_rate' frames 0, s, 2s, ... (s = config.train.cond_frame_stride);
   noise conditioning augmentation at lambda' ~ U[config.train.cond_aug_logsnr_min, _max]
   (frame_conditioning.augment); the loss covers the frames not given (with 'low_res': all)."""
   B, T = video.shape[:2]
@@ -226,6 +227,11 @@ def frame_conditioning_inputs(config: ml_collections.ConfigDict, video: jax.Arra
     given = frame_conditioning.low_res_input(frame_conditioning.low_res(video, factor=f), factor=f)
     mask = jnp.ones((B, T), bool)
     weights = jnp.ones((B, T), jnp.float32)
+  elif t.cond_frames == 'low_frame_rate':
+    given = video
+    mask = jnp.broadcast_to(frame_conditioning.low_frame_rate_mask(T, stride=t.cond_frame_stride),
+                            (B, T))
+    weights = frame_conditioning.loss_frame_weights(mask)
   else:
     given = video
     mask = frame_conditioning.given_frames_mask(

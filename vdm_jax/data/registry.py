@@ -17,8 +17,9 @@ A mapped builder also carries `train_preprocessor`; `pipeline.make_train_dataset
 view (random clip start, flip) per example, per epoch.
 
 `config.data.pool_factor` f > 1 shows a built-in dataset at 1/f of its resolution, every video
-average-pooled f x f (`PooledBuilder`): the data of a cascade's base stage, whose
-super-resolution stage is trained on the same pooling (frame_conditioning, 'low_res').
+average-pooled f x f, and `config.data.frame_skip` s > 1 at 1/s of its frame rate, frames 0, s,
+2s, ... (`ResampledBuilder`): the data of a cascade's base stage, whose super-resolution stages
+are trained on the same pooling (frame_conditioning, 'low_res') and frames ('low_frame_rate').
 """
 
 import contextlib
@@ -132,39 +133,49 @@ def pool_video(video: np.ndarray, factor: int) -> np.ndarray:
   return np.rint(blocks.mean(axis=(2, 4), dtype=np.float32)).astype(np.uint8)
 
 
-class _PooledSource:
-  """A random-access source of examples whose videos are pooled (see `PooledBuilder`)."""
+def resample_video(video: np.ndarray, *, pool_factor: int, frame_skip: int) -> np.ndarray:
+  """uint8 [T, H, W, C] -> uint8 [T/s, H/f, W/f, C]: frames 0, s, 2s, ..., each pooled f x f."""
+  video = video[::frame_skip]
+  return pool_video(video, pool_factor) if pool_factor > 1 else video
 
-  def __init__(self, source, factor: int):
-    self.source, self.factor = source, factor
+
+class _ResampledSource:
+  """A random-access source of examples whose videos are resampled (see `ResampledBuilder`)."""
+
+  def __init__(self, source, *, pool_factor: int, frame_skip: int):
+    self.source, self.pool_factor, self.frame_skip = source, pool_factor, frame_skip
 
   def __len__(self) -> int:
     return len(self.source)
 
-  def _pooled(self, example: dict[str, Any]) -> dict[str, Any]:
-    return {**example, 'video': pool_video(np.asarray(example['video']), self.factor)}
+  def _resampled(self, example: dict[str, Any]) -> dict[str, Any]:
+    return {**example, 'video': resample_video(np.asarray(example['video']),
+                                               pool_factor=self.pool_factor,
+                                               frame_skip=self.frame_skip)}
 
   def __getitem__(self, index):
-    return self._pooled(self.source[index])
+    return self._resampled(self.source[index])
 
   def __getitems__(self, indices):
     examples = (self.source.__getitems__(indices) if hasattr(self.source, '__getitems__')
                 else [self.source[i] for i in indices])
-    return [self._pooled(e) for e in examples]
+    return [self._resampled(e) for e in examples]
 
 
-class PooledBuilder:
-  """A prepared built-in dataset seen at 1/f of its resolution (config.data.pool_factor): each
-  video average-pooled f x f when read; the stored dataset is the full-resolution one."""
+class ResampledBuilder:
+  """A prepared built-in dataset seen at 1/f of its resolution (config.data.pool_factor) and 1/s
+  of its frame rate (config.data.frame_skip): each video's frames 0, s, 2s, ..., average-pooled
+  f x f, when read; the stored dataset is the full one."""
 
-  def __init__(self, builder, factor: int):
-    self.builder, self.factor = builder, factor
+  def __init__(self, builder, *, pool_factor: int = 1, frame_skip: int = 1):
+    self.builder, self.pool_factor, self.frame_skip = builder, pool_factor, frame_skip
 
   def __getattr__(self, name):  # info, builder_config, label_of_caption, ...: the builder's.
     return getattr(self.builder, name)
 
-  def as_data_source(self, split: str) -> _PooledSource:
-    return _PooledSource(self.builder.as_data_source(split=split), self.factor)
+  def as_data_source(self, split: str) -> _ResampledSource:
+    return _ResampledSource(self.builder.as_data_source(split=split),
+                            pool_factor=self.pool_factor, frame_skip=self.frame_skip)
 
 
 def _tfds_commands(name: str, data: ml_collections.ConfigDict) -> str:
@@ -207,6 +218,11 @@ def check_dataset(data: ml_collections.ConfigDict) -> None:
     if not (isinstance(factor, int) and factor >= 1 and side % factor == 0):
       raise UserError(f'config.data.pool_factor={factor!r} must be an integer >= 1 dividing '
                       f'the {name} resolution {side}: set --config.data.pool_factor (1: none).')
+    frames, skip = _built_in_config(data).num_frames, data.get('frame_skip', 1)
+    if not (isinstance(skip, int) and skip >= 1 and frames % skip == 0):
+      raise UserError(f'config.data.frame_skip={skip!r} must be an integer >= 1 dividing the '
+                      f'{frames} frames of {name} videos: set --config.data.frame_skip (1: every '
+                      'frame).')
     return
   if factor != 1:
     raise UserError(f'config.data.pool_factor={factor!r} pools the built-in datasets only: for '
@@ -291,8 +307,10 @@ def load_builder(config: ml_collections.ConfigDict):
     builder_cls = _built_in_class(data.name)
     _built_in_config(data)  # A one-line error for an unknown builder_config.
     builder = prepared.prepare(builder_cls, data.builder_config, data.data_dir)
-    factor = data.get('pool_factor', 1)
-    return PooledBuilder(builder, factor) if factor > 1 else builder
+    factor, skip = data.get('pool_factor', 1), data.get('frame_skip', 1)
+    if factor == 1 and skip == 1:
+      return builder
+    return ResampledBuilder(builder, pool_factor=factor, frame_skip=skip)
   if data.name == 'video_folder':
     from vdm_jax.data import video_folder  # pylint: disable=g-import-not-at-top
     if not data.video_dir:
@@ -310,7 +328,7 @@ def video_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int, int]:
   if data.name in BUILT_IN:
     builder_config = _built_in_config(data)
     side = builder_config.resolution // data.get('pool_factor', 1)
-    return (builder_config.num_frames, side, side, 3)
+    return (builder_config.num_frames // data.get('frame_skip', 1), side, side, 3)
   return (data.num_frames, data.resolution, data.resolution, 3)
 
 
