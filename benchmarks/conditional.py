@@ -1,18 +1,23 @@
-"""Video prediction or frame interpolation with reconstruction guidance against replacement, on a
-trained checkpoint.
+"""Video prediction, frame interpolation or super-resolution with reconstruction guidance against
+replacement, and against a trained super-resolution stage, on a trained checkpoint.
 
 For the first `--num_clips` test clips of the configured dataset (moving_shapes or moving_digits),
 the model is given part of each clip and generates the rest (`--mode sample`'s tasks,
 vdm_jax/tasks.py), each clip under its own caption: with `--task predict` the first
 `--num_known_frames` frames; with `--task interpolate` every other frame (0, 2, 4, ...: the clip
-at half its frame rate, the frames between generated). Methods:
+at half its frame rate, the frames between generated); with `--task super_resolve` the clip
+average-pooled by `config.sample.super_resolution_factor` (every pixel generated). Methods:
 
-  * reconstruction guidance (Ho et al. 2022, sec. 3.1, eq. 7) at each weight of `--weights`;
+  * reconstruction guidance (Ho et al. 2022, sec. 3.1, eq. 7; for super-resolution through the
+    downsampler) at each weight of `--weights`;
   * replacement (Song et al. 2021), the paper's baseline (its Table 6: FVD 451 against 136);
+  * with `--stage_workdir`, a trained super-resolution stage (vdm_jax/cascade.py: temporal for
+    interpolate, spatial for super_resolve) given the same low-frame-rate or low-resolution
+    clips, as a cascade would give it its base's videos;
   * no model: for predict, the last given frame held (what an object that stops scores); for
     interpolate, each missing frame the mean of its two given neighbours (the last frame, which
     has one, a copy of it): linear interpolation in time, which blurs a moving object into two
-    half-bright copies.
+    half-bright copies; for super_resolve, the pooled clip upsampled bilinearly.
 
 Scores of the generated frames against the true continuation (vdm_jax/metrics/reconstruction.py):
 PSNR over the generated frames, SSIM (Gaussian 11x11 window), and on moving_shapes the tracker's
@@ -21,7 +26,8 @@ generated object of its color, over the generated frames where both are found, w
 found. Every method uses the same clips, captions and seed, and the config's sampler settings.
 
   python benchmarks/conditional.py --config experiments/moving_shapes.py --workdir runs/moving_shapes
-  python benchmarks/conditional.py ... --task interpolate
+  python benchmarks/conditional.py ... --task interpolate --stage_workdir runs/tsr
+  python benchmarks/conditional.py ... --task super_resolve --stage_workdir runs/sr
 
 Prints a table and writes JSON (default `<workdir>/eval/conditional_step_<N>.json`) and a PNG of
 the first clips: truth, then each method's prediction.
@@ -60,6 +66,37 @@ def linear_interpolation_baseline(truth: np.ndarray) -> np.ndarray:
   return np.round(out).astype(np.uint8)
 
 
+def bilinear_upsampling_baseline(truth: np.ndarray, factor: int) -> np.ndarray:
+  """uint8 [N, T, H, W, 3]: the clip average-pooled f x f, then resized back bilinearly."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  N, T, H, W, C = truth.shape
+  x = truth.astype(np.float32).reshape(N, T, H // factor, factor, W // factor, factor, C)
+  low = jnp.asarray(x.mean(axis=(3, 5)))
+  up = jax.image.resize(low, (N, T, H, W, C), method='bilinear')
+  return np.clip(np.round(np.asarray(up)), 0, 255).astype(np.uint8)
+
+
+def trained_stage_videos(config, stage_workdir: str, truth: np.ndarray, captions: list[str], *,
+                         task: str, rng: jax.Array) -> tuple[np.ndarray, str]:
+  """(uint8 [N, T, H, W, 3], row name): the super-resolution stage of `stage_workdir` given the
+  clips as the task gives them (every other frame / pooled); refuses a stage of the other kind."""
+  from vdm_jax import cascade  # pylint: disable=g-import-not-at-top
+  from vdm_jax import sample as sample_lib  # pylint: disable=g-import-not-at-top
+  from vdm_jax.errors import UserError  # pylint: disable=g-import-not-at-top
+  stage = cascade.restore_stage(config, stage_workdir)
+  stage_config = stage.run.config
+  wanted = ((sample_lib.frame_stride_of(stage_config) == 2) if task == 'interpolate' else
+            (sample_lib.low_res_factor_of(stage_config) == config.sample.super_resolution_factor))
+  if not wanted:
+    raise UserError(f'--stage_workdir {stage_workdir!r} is not a '
+                    + ('temporal super-resolution stage of stride 2' if task == 'interpolate' else
+                       f'super-resolution stage of factor {config.sample.super_resolution_factor}')
+                    + f' (what --task {task} gives): pick one trained for it.')
+  videos = stage.run.generate(stage.run.ema_params, captions, rng,
+                              frames=sample_lib.given_frames(stage_config, truth))
+  return videos, f'trained stage ({os.path.basename(stage.workdir)}, step {stage.step})'
+
+
 def print_table(rows: list[dict], *, title: str) -> None:
   from rich import console, table as rich_table  # pylint: disable=g-import-not-at-top
   columns = [c for c in ('psnr', 'ssim', 'trajectory_error_px', 'objects_found') if c in rows[0]]
@@ -78,13 +115,18 @@ def main():
   parser.add_argument('--workdir', required=True, help='A trained run (its latest checkpoint).')
   parser.add_argument('--data_dir', default=None,
                       help="Where the dataset is prepared, if not the config's data.data_dir.")
-  parser.add_argument('--task', default='predict', choices=('predict', 'interpolate'),
-                      help='What the model is given: the first frames, or every other frame.')
+  parser.add_argument('--task', default='predict', choices=('predict', 'interpolate',
+                                                             'super_resolve'),
+                      help='What the model is given: the first frames, every other frame, or the '
+                           'average-pooled clip.')
   parser.add_argument('--num_clips', type=int, default=64, help='Test clips completed.')
   parser.add_argument('--num_known_frames', type=int, default=None,
                       help='Frames given (default: config.sample.num_known_frames).')
   parser.add_argument('--weights', default='5',
                       help='Comma-separated reconstruction-guidance weights w_r.')
+  parser.add_argument('--stage_workdir', default=None,
+                      help='A trained super-resolution stage, compared on the same clips '
+                           '(temporal for interpolate, spatial for super_resolve).')
   parser.add_argument('--json', default=None, help='Output path (default: in <workdir>/eval).')
   args = parser.parse_args()
   weights = [float(w) for w in args.weights.split(',') if w]
@@ -111,20 +153,31 @@ def main():
                                       rng=rng, directory=None)
     name = f'reconstruction (w_r={weight:g})' if method == 'reconstruction' else 'replacement'
     rows.append({'method': name, **result['mean'], 'per_clip': result['scores']})
-    pictures[name], truth = result['generated'], result['truth']
+    pictures[name], truth, captions = result['generated'], result['truth'], result['captions']
     print(name, {m: round(v, 4) for m, v in result['mean'].items()})
+  factor = config.sample.super_resolution_factor
   if args.task == 'predict':
     baseline, baseline_name = last_frame_baseline(truth, k), 'last frame repeated'
     what = f'Prediction {k} -> {run.video_shape[0] - k} frames'
-  else:
+  elif args.task == 'interpolate':
     baseline, baseline_name = linear_interpolation_baseline(truth), 'linear interpolation'
     what = f'Interpolation {(run.video_shape[0] + 1) // 2} -> {run.video_shape[0]} frames'
+  else:
+    baseline, baseline_name = bilinear_upsampling_baseline(truth, factor), 'bilinear upsampling'
+    side = run.video_shape[1]
+    what = f'Super-resolution {side // factor}x{side // factor} -> {side}x{side}'
   conditioning = tasks.task_conditioning(args.task, truth.astype(np.float32) / 127.5 - 1,
-                                         num_known_frames=k)
-  scores = tasks.score(baseline, truth, conditioning, dataset=config.data.name)
-  rows.append({'method': baseline_name,
-               **{m: float(np.nanmean(v)) for m, v in scores.items()}, 'per_clip': scores})
-  pictures[baseline_name] = baseline
+                                         num_known_frames=k, super_resolution_factor=factor)
+  others = [(baseline, baseline_name)]
+  if args.stage_workdir:
+    others.insert(0, trained_stage_videos(config, args.stage_workdir, truth, captions,
+                                          task=args.task, rng=rng))
+  for videos, name in others:
+    scores = tasks.score(videos, truth, conditioning, dataset=config.data.name)
+    rows.append({'method': name,
+                 **{m: float(np.nanmean(v)) for m, v in scores.items()}, 'per_clip': scores})
+    pictures[name] = videos
+    print(name, {m: round(v, 4) for m, v in rows[-1].items() if m not in ('method', 'per_clip')})
 
   print_table(rows, title=f'{what} at step {run.step}: {args.num_clips} {config.data.name} test '
                           f'clips, {config.sample.sampler} {config.sample.num_steps} steps')

@@ -80,36 +80,43 @@ def check_stage(config: ml_collections.ConfigDict, stage: ml_collections.ConfigD
                       'stage trained with the same value.')
 
 
+def restore_stage(config: ml_collections.ConfigDict, workdir: str) -> Stage:
+  """The super-resolution stage trained in `workdir` (its latest checkpoint) as a stage of the run
+  of `config`: checked (check_stage), its config its own sections plus `config`'s sampling."""
+  from vdm_jax import train  # pylint: disable=g-import-not-at-top  (train builds runs)
+  if not os.path.isdir(checkpoints.checkpoint_dir(workdir)):
+    raise UserError(f'config.sample.cascade_workdirs: {workdir!r} has no checkpoints '
+                    f'({checkpoints.checkpoint_dir(workdir)} does not exist): train the stage '
+                    'there first, or remove it from the list.')
+  checkpointer = checkpoints.Checkpointer(workdir, read_only=True)
+  step = checkpointer.latest_step()
+  saved = checkpointer.saved_config(step) if step is not None else {}
+  checkpointer.close()
+  if step is None:
+    raise UserError(f'config.sample.cascade_workdirs: {workdir!r} has no checkpoint yet: '
+                    'train the stage first, or remove it from the list.')
+  stage = stage_config(config, saved)
+  check_stage(config, stage, workdir)
+  run = train.restore_for_inference(stage, workdir, step)  # (validates the config)
+  return Stage(run=run, workdir=os.path.abspath(os.path.expanduser(workdir)), step=step,
+               kind='tsr' if sample_lib.frame_stride_of(stage) else 'sr')
+
+
 def restore_stages(config: ml_collections.ConfigDict,
                    video_shape: Sequence[int]) -> list[Stage]:
   """The stages of config.sample.cascade_workdirs ([] for none), each checked to take the
   videos of the one before (the first: the base run's, of `video_shape`)."""
-  from vdm_jax import train  # pylint: disable=g-import-not-at-top  (train builds runs)
   stages, shape = [], tuple(video_shape)
   for workdir in config.sample.get('cascade_workdirs', ()):
-    if not os.path.isdir(checkpoints.checkpoint_dir(workdir)):
-      raise UserError(f'config.sample.cascade_workdirs: {workdir!r} has no checkpoints '
-                      f'({checkpoints.checkpoint_dir(workdir)} does not exist): train the stage '
-                      'there first, or remove it from the list.')
-    checkpointer = checkpoints.Checkpointer(workdir, read_only=True)
-    step = checkpointer.latest_step()
-    saved = checkpointer.saved_config(step) if step is not None else {}
-    checkpointer.close()
-    if step is None:
-      raise UserError(f'config.sample.cascade_workdirs: {workdir!r} has no checkpoint yet: '
-                      'train the stage first, or remove it from the list.')
-    stage = stage_config(config, saved)
-    check_stage(config, stage, workdir)
-    run = train.restore_for_inference(stage, workdir, step)  # (validates the config)
-    given = sample_lib.given_frames_shape(stage, run.video_shape)
+    stage = restore_stage(config, workdir)
+    given = sample_lib.given_frames_shape(stage.run.config, stage.run.video_shape)
     if given != shape:
       raise UserError(f'config.sample.cascade_workdirs: {workdir!r} super-resolves videos of '
                       f'shape {given} (frames, height, width, channels), but the stage before '
                       f'makes {shape}: order the stages by resolution and frame rate, or pick '
                       'one trained for that shape.')
-    stages.append(Stage(run=run, workdir=os.path.abspath(os.path.expanduser(workdir)), step=step,
-                        kind='tsr' if sample_lib.frame_stride_of(stage) else 'sr'))
-    shape = tuple(run.video_shape)
+    stages.append(stage)
+    shape = tuple(stage.run.video_shape)
   return stages
 
 

@@ -270,7 +270,7 @@ def run_test_clip_task(run, generate: ConditionalGenerateFn, *, task: str, num_c
   """A TEST_CLIP_TASKS task on the first `num_clips` clips of `config.eval.split`: conditioning,
   generation, scores; writes the videos, the comparison picture and metrics.json into
   `directory` (None: nothing written). Returns {'scores': per-clip lists, 'mean': their means,
-  'generated', 'truth', 'conditioning': uint8 [N, T, H, W, 3]}."""
+  'generated', 'truth', 'conditioning': uint8 [N, T, H, W, 3], 'captions': the clips' captions}."""
   from vdm_jax import train  # pylint: disable=g-import-not-at-top
   from vdm_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   config, c = run.config, run.config.sample
@@ -304,7 +304,8 @@ def run_test_clip_task(run, generate: ConditionalGenerateFn, *, task: str, num_c
     with open(os.path.join(directory, 'metrics.json'), 'w') as f:
       json.dump({'task': task, 'method': c.conditioning_method, 'step': run.step,
                  'captions': captions, 'mean': mean, 'per_clip': scores}, f, indent=2)
-  return dict(scores=scores, mean=mean, generated=generated, truth=true_uint8, conditioning=shown)
+  return dict(scores=scores, mean=mean, generated=generated, truth=true_uint8, conditioning=shown,
+              captions=captions)
 
 
 # Steps checked after each block boundary: a block may continue its given frames for a frame or
