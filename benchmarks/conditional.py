@@ -83,7 +83,7 @@ def trained_stage_videos(config, stage_workdir: str, truth: np.ndarray, captions
   from vdm_jax import cascade  # pylint: disable=g-import-not-at-top
   from vdm_jax import sample as sample_lib  # pylint: disable=g-import-not-at-top
   from vdm_jax.errors import UserError  # pylint: disable=g-import-not-at-top
-  stage = cascade.restore_stage(config, stage_workdir)
+  stage = cascade.restore_stage(config, stage_workdir, field='--stage_workdir')
   stage_config = stage.run.config
   wanted = ((sample_lib.frame_stride_of(stage_config) == 2) if task == 'interpolate' else
             (sample_lib.low_res_factor_of(stage_config) == config.sample.super_resolution_factor))

@@ -152,6 +152,18 @@ def test_training_gives_every_sth_frame_and_scores_the_frames_between(x64):
   np.testing.assert_allclose(other_cond['cond_frames'], cond_frames, atol=1e-12)
 
 
+def test_appended_images_are_never_given_to_a_temporal_stage():
+  """Joint image-video training (data.num_images_per_video = K): the stride runs over the
+  video's frames only; the K appended images are generated, never given."""
+  config = tsr_config(stride=2)
+  config.data.num_images_per_video = 3
+  video = jnp.zeros((2, 8 + 3, 4, 4, 3))
+  cond, weights = train.frame_conditioning_inputs(config, video, jax.random.PRNGKey(0))
+  given = np.array([True, False] * 4 + [False] * 3)
+  np.testing.assert_array_equal(cond['cond_mask'], np.broadcast_to(given, (2, 11)))
+  np.testing.assert_array_equal(weights, np.broadcast_to(~given, (2, 11)).astype(np.float32))
+
+
 def test_low_frame_rate_input_puts_the_frames_in_their_places():
   frames = jnp.arange(2 * 3 * 1 * 1 * 1, dtype=jnp.float32).reshape(2, 3, 1, 1, 1) + 1
   placed = np.asarray(frame_conditioning.low_frame_rate_input(frames, stride=2))

@@ -65,38 +65,41 @@ def is_stage(stage: ml_collections.ConfigDict) -> bool:
 
 
 def check_stage(config: ml_collections.ConfigDict, stage: ml_collections.ConfigDict,
-                 workdir: str) -> None:
-  """Refuses (UserError) a stage that is no super-resolution stage or reads other prompts."""
+                 workdir: str, field: str = 'config.sample.cascade_workdirs') -> None:
+  """Refuses (UserError, naming `field`, where the workdir came from) a stage that is no
+  super-resolution stage or reads other prompts."""
   if not is_stage(stage):
-    raise UserError(f'config.sample.cascade_workdirs: {workdir!r} is not a super-resolution '
+    raise UserError(f'{field}: {workdir!r} is not a super-resolution '
                     "stage (a run trained with model.frame_conditioning=True and "
                     "train.cond_frames='low_res' or 'low_frame_rate', e.g. "
-                    'experiments/moving_shapes.py:super_resolution): remove it from the list.')
+                    'experiments/moving_shapes.py:super_resolution): pick another.')
   for section, key in PROMPT_FIELDS:
     if stage[section][key] != config[section][key]:
-      raise UserError(f'config.sample.cascade_workdirs: {workdir!r} was trained with '
+      raise UserError(f'{field}: {workdir!r} was trained with '
                       f'config.{section}.{key}={stage[section][key]!r} but the base run has '
                       f'{config[section][key]!r}: every stage reads the same prompts, so pick a '
                       'stage trained with the same value.')
 
 
-def restore_stage(config: ml_collections.ConfigDict, workdir: str) -> Stage:
+def restore_stage(config: ml_collections.ConfigDict, workdir: str,
+                  field: str = 'config.sample.cascade_workdirs') -> Stage:
   """The super-resolution stage trained in `workdir` (its latest checkpoint) as a stage of the run
-  of `config`: checked (check_stage), its config its own sections plus `config`'s sampling."""
+  of `config`: checked (check_stage), its config its own sections plus `config`'s sampling.
+  Refusals name `field`, where the workdir came from."""
   from vdm_jax import train  # pylint: disable=g-import-not-at-top  (train builds runs)
   if not os.path.isdir(checkpoints.checkpoint_dir(workdir)):
-    raise UserError(f'config.sample.cascade_workdirs: {workdir!r} has no checkpoints '
+    raise UserError(f'{field}: {workdir!r} has no checkpoints '
                     f'({checkpoints.checkpoint_dir(workdir)} does not exist): train the stage '
-                    'there first, or remove it from the list.')
+                    'there first, or pick another.')
   checkpointer = checkpoints.Checkpointer(workdir, read_only=True)
   step = checkpointer.latest_step()
   saved = checkpointer.saved_config(step) if step is not None else {}
   checkpointer.close()
   if step is None:
-    raise UserError(f'config.sample.cascade_workdirs: {workdir!r} has no checkpoint yet: '
-                    'train the stage first, or remove it from the list.')
+    raise UserError(f'{field}: {workdir!r} has no checkpoint yet: '
+                    'train the stage first, or pick another.')
   stage = stage_config(config, saved)
-  check_stage(config, stage, workdir)
+  check_stage(config, stage, workdir, field)
   run = train.restore_for_inference(stage, workdir, step)  # (validates the config)
   return Stage(run=run, workdir=os.path.abspath(os.path.expanduser(workdir)), step=step,
                kind='tsr' if sample_lib.frame_stride_of(stage) else 'sr')

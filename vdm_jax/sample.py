@@ -191,7 +191,7 @@ def given_frames(config: ml_collections.ConfigDict, videos: np.ndarray) -> np.nd
   their frames 0, s, 2s, ... (uint8 [N, T / s, H, W, 3]), or for a spatial one their
   average-pooled low-resolution versions, float [N, T, H / f, W / f, 3] in [-1, 1]."""
   if frame_stride_of(config):
-    return videos[:, ::frame_stride_of(config)]
+    return frame_conditioning.low_frame_rate(videos, stride=frame_stride_of(config))
   f = low_res_factor_of(config)
   if not f:
     return videos

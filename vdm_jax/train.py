@@ -227,10 +227,13 @@ def frame_conditioning_inputs(config: ml_collections.ConfigDict, video: jax.Arra
     given = frame_conditioning.low_res_input(frame_conditioning.low_res(video, factor=f), factor=f)
     mask = jnp.ones((B, T), bool)
     weights = jnp.ones((B, T), jnp.float32)
-  elif t.cond_frames == 'low_frame_rate':
+  elif t.cond_frames == 'low_frame_rate':  # Of the video's frames; appended images never given.
     given = video
-    mask = jnp.broadcast_to(frame_conditioning.low_frame_rate_mask(T, stride=t.cond_frame_stride),
-                            (B, T))
+    num_images = config.data.num_images_per_video
+    mask = jnp.concatenate([frame_conditioning.low_frame_rate_mask(T - num_images,
+                                                                   stride=t.cond_frame_stride),
+                            jnp.zeros((num_images,), bool)])
+    mask = jnp.broadcast_to(mask, (B, T))
     weights = frame_conditioning.loss_frame_weights(mask)
   else:
     given = video
