@@ -51,6 +51,9 @@ def get_config(variant: str = ''):
     config.model.text_layers = 1
     config.model.text_heads = 2
     config.optim.warmup_steps = 2
+    # Constant after warm-up: a cosine decay over train.num_steps is a constant of the compiled
+    # train step, so smoke runs of different lengths (the tests') would each compile their own.
+    config.optim.lr_schedule = 'constant'
     config.train.num_steps = 4
     config.train.log_every = 1
     config.train.checkpoint_every = 2

@@ -68,8 +68,8 @@ def resumed_workdir(tmp_path_factory, smoke_data_dir):
 
 @pytest.fixture(scope='session')
 def uninterrupted_workdir(tmp_path_factory, smoke_data_dir):
-  """The smoke run of `resumed_workdir`'s config trained 4 steps in one go (checkpoint 4): what
-  every interrupted or resumed run must end as, bit for bit."""
+  """The smoke run of `resumed_workdir`'s config trained 4 steps in one go (checkpoints 2 and 4):
+  what every interrupted or resumed run must end as, bit for bit."""
   from tests.smoke import smoke_config  # pylint: disable=g-import-not-at-top
   from vdm_jax import train  # pylint: disable=g-import-not-at-top
 

@@ -24,20 +24,23 @@ pytestmark = pytest.mark.xdist_group('uninterrupted_run')
 
 
 def continued_config(data_dir):
-  """The shared smoke run (`resumed_workdir`, at step 4) trained on to step 6 (checkpoint every
-  2): the one program that the tests continuing it compile (once, through the cache)."""
+  """The shared smoke run (`uninterrupted_workdir`, at step 4) trained on to step 6 (checkpoint
+  every 2): the one program that the tests continuing it compile (once, through the cache)."""
   config = smoke_config(data_dir, 6)
   config.train.checkpoint_every = 2
   config.train.sample_at_end = False
   return config
 
 
-def copy_of(resumed_workdir, tmp_path):
+def copy_of(uninterrupted_workdir, tmp_path):
   """A copy of the shared smoke run (checkpoints 2 and 4) to damage or continue: (workdir, its
-  checkpoint directory)."""
+  checkpoint directory). The uninterrupted run, not the resumed one that tests/test_train.py
+  shares: this file's worker then builds one smoke run, not two."""
   workdir = tmp_path / 'run'
-  shutil.copytree(resumed_workdir, workdir)
-  return workdir, checkpoints.checkpoint_dir(str(workdir))
+  shutil.copytree(uninterrupted_workdir, workdir)
+  ckpt = checkpoints.checkpoint_dir(str(workdir))
+  assert sorted(int(name) for name in os.listdir(ckpt) if name.isdigit()) == [2, 4]
+  return workdir, ckpt
 
 
 def restore_latest(config, workdir, read_only=True):
@@ -112,11 +115,11 @@ def _flip_bytes(step_dir):
 
 @pytest.mark.parametrize('damage', [_truncate_state_files, _flip_bytes])
 def test_unreadable_latest_checkpoint_falls_back_to_the_previous_one(
-    tmp_path, smoke_data_dir, resumed_workdir, damage):
+    tmp_path, smoke_data_dir, uninterrupted_workdir, damage):
   config = smoke_config(smoke_data_dir, 4)
-  workdir, ckpt = copy_of(resumed_workdir, tmp_path)
+  workdir, ckpt = copy_of(uninterrupted_workdir, tmp_path)
   assert sorted(int(n) for n in os.listdir(ckpt)) == [2, 4]
-  expected_step, _ = restore_latest(config, resumed_workdir)
+  expected_step, _ = restore_latest(config, uninterrupted_workdir)
   damage(os.path.join(ckpt, '4'))
   damaged = tree_digest(os.path.join(ckpt, '4'))
 
@@ -133,9 +136,9 @@ def test_unreadable_latest_checkpoint_falls_back_to_the_previous_one(
 
 
 def test_no_readable_checkpoint_is_an_error_and_moves_nothing(
-    tmp_path, smoke_data_dir, resumed_workdir):
+    tmp_path, smoke_data_dir, uninterrupted_workdir):
   config = smoke_config(smoke_data_dir, 4)
-  workdir, ckpt = copy_of(resumed_workdir, tmp_path)
+  workdir, ckpt = copy_of(uninterrupted_workdir, tmp_path)
   for step in os.listdir(ckpt):
     _truncate_state_files(os.path.join(ckpt, step))
   before = tree_digest(workdir)
@@ -145,11 +148,11 @@ def test_no_readable_checkpoint_is_an_error_and_moves_nothing(
 
 
 def test_half_written_save_is_never_a_checkpoint_and_is_cleaned_up(
-    tmp_path, smoke_data_dir, resumed_workdir):
+    tmp_path, smoke_data_dir, uninterrupted_workdir):
   """What a kill -9 in the middle of a save leaves: orbax's temporary directory. Saved through
   the Checkpointer directly (what the train loop calls), without training, to keep the test fast."""
   config = continued_config(smoke_data_dir)
-  workdir, ckpt = copy_of(resumed_workdir, tmp_path)
+  workdir, ckpt = copy_of(uninterrupted_workdir, tmp_path)
   partial = os.path.join(ckpt, '6' + ocp.path.atomicity_types.TMP_DIR_SUFFIX)  # orbax's name
   shutil.copytree(os.path.join(ckpt, '4'), partial)
   _truncate_state_files(partial)
@@ -175,11 +178,11 @@ def test_half_written_save_is_never_a_checkpoint_and_is_cleaned_up(
 
 
 def test_old_checkpoint_without_skip_counters_restores_them_as_zero(
-    tmp_path, smoke_data_dir, resumed_workdir):
+    tmp_path, smoke_data_dir, uninterrupted_workdir):
   """Checkpoints written before the skip counters existed: their state has no such fields."""
   import dataclasses  # pylint: disable=g-import-not-at-top
   config = smoke_config(smoke_data_dir, 4)
-  workdir, _ = copy_of(resumed_workdir, tmp_path)
+  workdir, _ = copy_of(uninterrupted_workdir, tmp_path)
   _, state = restore_latest(config, workdir)
   state = jax.device_get(state)
   old = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)
@@ -230,12 +233,12 @@ def test_non_finite_step_is_skipped_and_counted_inside_the_jitted_step(tmp_path)
 
 
 def test_too_many_skips_stop_the_run_and_keep_the_last_checkpoint(
-    tmp_path, smoke_data_dir, resumed_workdir, monkeypatch):
+    tmp_path, smoke_data_dir, uninterrupted_workdir, monkeypatch):
   """Every batch after step 4 is NaN: steps 5 and 6 are skipped, and with max_consecutive_skips=2
   the run stops at step 6 without saving it."""
   config = continued_config(smoke_data_dir)
   config.train.max_consecutive_skips = 2
-  workdir, ckpt = copy_of(resumed_workdir, tmp_path)
+  workdir, ckpt = copy_of(uninterrupted_workdir, tmp_path)
   before = tree_digest(ckpt)
   global_batch = mesh_lib.global_batch
   poisoned = lambda batch, mesh: global_batch(
@@ -251,11 +254,11 @@ def test_too_many_skips_stop_the_run_and_keep_the_last_checkpoint(
 
 
 def test_disk_full_while_saving_is_one_error_and_earlier_checkpoints_stay(
-    tmp_path, smoke_data_dir, resumed_workdir):
+    tmp_path, smoke_data_dir, uninterrupted_workdir):
   """A file-size limit (to the writer, what a full disk looks like: writes fail, here with
   EFBIG) while the run continues from step 4 and saves step 6."""
   config = continued_config(smoke_data_dir)
-  workdir, ckpt = copy_of(resumed_workdir, tmp_path)
+  workdir, ckpt = copy_of(uninterrupted_workdir, tmp_path)
   before = tree_digest(ckpt)
   soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
   previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

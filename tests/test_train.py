@@ -168,6 +168,26 @@ def test_checkpoint_of_another_model_is_refused_and_kept(smoke_data_dir, resumed
   assert sorted(os.listdir(checkpoints.checkpoint_dir(str(resumed_workdir)))) == before
 
 
+@pytest.mark.parametrize('lr_schedule', ['cosine', 'constant'])
+def test_learning_rate_warms_up_linearly_then_decays_or_holds(lr_schedule):
+  """0 at step 0, the peak after warm-up; cosine then reaches peak x final_lr_fraction at
+  train.num_steps (half-way between at the middle of the decay), constant holds the peak.
+  Without warm-up both start at the peak."""
+  config = smoke_config('/data', 1000)
+  config.optim.lr_schedule, config.optim.warmup_steps = lr_schedule, 100
+  config.optim.learning_rate, config.optim.final_lr_fraction = 1e-3, 0.1
+  _, learning_rate = train.create_optimizer(config)
+  lr = lambda step: float(learning_rate(step))
+  np.testing.assert_allclose([lr(0), lr(50), lr(100)], [0.0, 5e-4, 1e-3], rtol=1e-6)
+  if lr_schedule == 'cosine':
+    np.testing.assert_allclose([lr(550), lr(1000)], [5.5e-4, 1e-4], rtol=1e-5)
+  else:
+    np.testing.assert_allclose([lr(550), lr(1000)], [1e-3, 1e-3], rtol=1e-6)
+  config.optim.warmup_steps = 0  # No warm-up: the peak from the first step.
+  _, learning_rate = train.create_optimizer(config)
+  np.testing.assert_allclose(float(learning_rate(0)), 1e-3, rtol=1e-6)
+
+
 def test_train_step_updates_the_learned_schedule(tmp_path):
   """With schedule 'learned' the train state carries the schedule, whose parameters move (the
   VLB-variance gradient) while it stays monotone with its endpoints; fixed schedules keep the

@@ -169,8 +169,10 @@ def create_optimizer(config: ml_collections.ConfigDict, *, weight_decay: float |
     learning_rate = optax.warmup_cosine_decay_schedule(
         0.0, o.learning_rate, o.warmup_steps, max(config.train.num_steps, o.warmup_steps + 1),
         end_value=o.learning_rate * o.final_lr_fraction)
-  else:
+  elif o.warmup_steps > 0:
     learning_rate = optax.warmup_constant_schedule(0.0, o.learning_rate, o.warmup_steps)
+  else:  # (optax's warm-up over 0 steps holds the initial value, 0, forever)
+    learning_rate = optax.constant_schedule(o.learning_rate)
   chain = [optax.clip_by_global_norm(o.grad_clip_norm)] if o.grad_clip_norm > 0 else []
   chain.append(optax.adamw(learning_rate, b1=o.b1, b2=o.b2, weight_decay=weight_decay))
   tx = optax.chain(*chain)
