@@ -148,7 +148,9 @@ def main():
     config.sample.conditioning_method, config.sample.reconstruction_weight = method, weight
     generate = tasks.make_conditional_generate_fn(run.model, logsnr_fn=run.logsnr_fn,
                                                   config=config, video_shape=run.video_shape,
-                                                  mesh=run.mesh, expert=run.expert)
+                                                  mesh=run.mesh,
+                                                  factor=tasks.task_factor(args.task, config),
+                                                  expert=run.expert)
     result = tasks.run_test_clip_task(run, generate, task=args.task, num_clips=args.num_clips,
                                       rng=rng, directory=None)
     name = f'reconstruction (w_r={weight:g})' if method == 'reconstruction' else 'replacement'

@@ -377,6 +377,23 @@ def test_trajectory_error_of_a_shifted_video():
   assert found[0] == 1.0 and found[1] == 0.0 and np.isnan(error[1])
 
 
+@pytest.mark.parametrize('factor', [2, 4])
+def test_task_factor_is_the_pooling_of_each_tasks_observation(factor):
+  """tasks.task_factor, which the callers of make_conditional_generate_fn pass as its factor
+  (the benchmark once left it at 1 and failed on super_resolve), agrees with the observation
+  task_conditioning makes, for every test-clip task."""
+  from experiments import moving_shapes  # pylint: disable=g-import-not-at-top
+  config = moving_shapes.get_config()
+  config.sample.super_resolution_factor = factor
+  x = np.zeros((1, 4, 8, 8, 3), np.float32)
+  for task in tasks.TEST_CLIP_TASKS:
+    conditioning = tasks.task_conditioning(task, x, num_known_frames=1,
+                                           super_resolution_factor=factor)
+    assert tasks.task_factor(task, config) == conditioning.factor, task
+    assert conditioning.observation.shape[2] == 8 // conditioning.factor, task
+  assert tasks.task_factor('super_resolve', config) == factor
+
+
 def test_no_model_baselines_of_the_conditional_benchmark():
   """benchmarks/conditional.py's baselines: linear interpolation in time is exact where pixel
   values change linearly over frames (and copies the last frame when it has one neighbour), and

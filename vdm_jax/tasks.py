@@ -175,14 +175,21 @@ def extend_video(sample_block: Callable[[np.ndarray, np.ndarray, int], np.ndarra
 # ============================================================================ the sampling call
 
 
+def task_factor(task: str, config: ml_collections.ConfigDict) -> int:
+  """The pooling factor f of `task`'s observation (task_conditioning's): f for super_resolve,
+  1 (masks only) for the others."""
+  return config.sample.super_resolution_factor if task == 'super_resolve' else 1
+
+
 def make_conditional_generate_fn(model, *, logsnr_fn: Callable, config: ml_collections.ConfigDict,
                                  video_shape: tuple[int, int, int, int], mesh: jax.sharding.Mesh,
-                                 factor: int = 1,
+                                 factor: int,
                                  expert: experts.Expert | None = None) -> ConditionalGenerateFn:
   """Returns generate(params, prompts, observation, mask, rng) -> float videos [N, T, H, W, C] in
   [-1, 1], sampled with `config.sample.conditioning_method` given y = A(x) (guidance.observe with
   `mask` and `factor`): observation [N, T, H/f, W/f, C], mask [1, T, H/f, W/f, 1] (or
-  broadcastable). Text conditioning and classifier-free guidance as make_generate_fn's; the
+  broadcastable). `factor` has no default: it must be the conditioning's (`task_factor`), or
+  the guidance compares a pooled observation with an unpooled video. Text conditioning and classifier-free guidance as make_generate_fn's; the
   reconstruction gradient goes through the guided denoiser (see guidance.py), the expert's at
   the steps it takes (experts.py), when there is one.
   """
@@ -415,10 +422,9 @@ def run_task(config: ml_collections.ConfigDict, workdir: str,
                     '(guidance.py); this one has config.model.frame_conditioning=True: use a '
                     'checkpoint trained without it.')
   run = train.restore_for_inference(config, workdir, step)
-  factor = c.super_resolution_factor if c.task == 'super_resolve' else 1
   generate = make_conditional_generate_fn(run.model, logsnr_fn=run.logsnr_fn, config=config,
-                                          video_shape=run.video_shape, mesh=run.mesh, factor=factor,
-                                          expert=run.expert)
+                                          video_shape=run.video_shape, mesh=run.mesh,
+                                          factor=task_factor(c.task, config), expert=run.expert)
   directory = task_directory(config, workdir, run.step, run.expert)
   rng = jax.random.PRNGKey(c.seed)
   logging.info('Task %s with %s conditioning (%s, %d steps)', c.task, c.conditioning_method,
