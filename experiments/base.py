@@ -171,7 +171,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   # ---------------------------------------------------------------- optimizer
   config.optim = ml_collections.ConfigDict()
   config.optim.learning_rate = 2e-4  # Peak AdamW learning rate (> 0).
-  config.optim.warmup_steps = 200  # Linear warm-up steps from 0 to the peak rate.
+  config.optim.warmup_steps = 200  # Linear warm-up steps from 0 to the peak rate (0: the peak from step 0).
   config.optim.lr_schedule = 'cosine'  # After warm-up: 'constant', or 'cosine' decay over train.num_steps.
   config.optim.final_lr_fraction = 0.1  # Cosine schedule: final rate as a fraction of the peak.
   config.optim.weight_decay = 0.0  # AdamW decoupled weight decay.

@@ -189,9 +189,10 @@ def make_conditional_generate_fn(model, *, logsnr_fn: Callable, config: ml_colle
   [-1, 1], sampled with `config.sample.conditioning_method` given y = A(x) (guidance.observe with
   `mask` and `factor`): observation [N, T, H/f, W/f, C], mask [1, T, H/f, W/f, 1] (or
   broadcastable). `factor` has no default: it must be the conditioning's (`task_factor`), or
-  the guidance compares a pooled observation with an unpooled video. Text conditioning and classifier-free guidance as make_generate_fn's; the
-  reconstruction gradient goes through the guided denoiser (see guidance.py), the expert's at
-  the steps it takes (experts.py), when there is one.
+  the guidance compares a pooled observation with an unpooled video. Text conditioning and
+  classifier-free guidance as make_generate_fn's; the reconstruction gradient goes through the
+  guided denoiser (see guidance.py), the expert's at the steps it takes (experts.py), when there
+  is one.
   """
   c = config.sample
   batch, method, w_r = c.batch_size, c.conditioning_method, c.reconstruction_weight
