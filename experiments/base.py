@@ -92,8 +92,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.model.layout_head = False
   config.model.layout_head_scale = 1.0
   config.model.patch_size = 1  # Space-to-depth of p x p pixels around the U-Net (p^2 cheaper convs; output stays full-res).
-  # How 3x3 convs are computed (same results): 'auto' (CPU: 'matmul_grad', else 'xla'), 'xla' (lax.conv),
-  # 'matmul_grad' (lax.conv, kernel gradient as an im2col matmul) or 'im2col' (shifted copies + matmul).
+  # How 3x3 convs are computed (same results): 'auto' (CPU: 'im2col_chunks', else 'xla'), 'xla' (lax.conv),
+  # 'matmul_grad' (lax.conv, kernel gradient as im2col matmuls), 'im2col' (shifted copies + matmul) or
+  # 'im2col_chunks' (every pass an im2col matmul over cache-sized chunks of frames).
   config.model.conv_impl = 'auto'
   # 'dot_product_attention' (jax.nn.dot_product_attention: cuDNN flash attention on GPU where it applies, XLA on CPU)
   # or 'einsum' (the same maths written out; same outputs, for checking).

@@ -117,7 +117,7 @@ def test_dropped_text_gives_the_null_output_whatever_the_tokens():
   assert max_diff(out_a, run(z, kw['text_tokens'])) > 1e-3  # Null text != real text.
 
 
-@pytest.mark.parametrize('conv_impl', ['im2col', 'matmul_grad'])
+@pytest.mark.parametrize('conv_impl', ['im2col', 'matmul_grad', 'im2col_chunks'])
 @pytest.mark.parametrize('stride,size', [(1, 7), (2, 8), (2, 7)])
 def test_conv_impls_equal_xla_conv_and_its_gradients(conv_impl, stride, size, x64):
   """Same output, input gradient and kernel gradient as lax.conv (float64: only rounding left)."""
@@ -142,21 +142,41 @@ def test_kernel_gradient_in_chunks_of_frames_equals_all_at_once(stride, x64):
                          jnp.float64)
   whole = layers._im2col_kernel_grad(x, dy, stride=stride)
   frame_bytes = dy.shape[1] * dy.shape[2] * 9 * 3 * 8
-  chunked = layers._im2col_kernel_grad(x, dy, stride=stride, max_chunk_bytes=2 * frame_bytes)  # 3 chunks
+  chunked = layers._im2col_kernel_grad(x, dy, stride=stride, max_chunk_bytes=4 * frame_bytes)  # 2 chunks, 2 zero frames
   assert max_diff(whole, 0.) > 1e-1
   np.testing.assert_allclose(chunked, whole, atol=1e-12)
 
 
-def test_auto_conv_impl_is_matmul_grad_on_cpu_and_xla_elsewhere():
+@pytest.mark.parametrize('stride', [1, 2])
+def test_im2col_chunks_in_several_padded_chunks_equal_xla_conv_and_its_gradients(
+    stride, x64, monkeypatch):
+  """7 frames in chunks of 3 (the last padded with 2 zero frames): the same output, input
+  gradient and kernel gradient as lax.conv."""
+  x = jax.random.normal(jax.random.PRNGKey(8), (7, 6, 6, 5), jnp.float64)
+  kernel = jax.random.normal(jax.random.PRNGKey(9), (3, 3, 5, 4), jnp.float64)
+  out = 6 // stride
+  monkeypatch.setattr(layers, 'CHUNK_BYTES', 3 * out * out * 9 * 5 * 8)  # 3 frames' columns.
+  assert layers._frames_per_chunk(x, out, out, None) == 3
+  loss = lambda conv: lambda x, kernel: jnp.sum(jnp.sin(conv(x, kernel)))
+  chunked = lambda x, kernel: layers._conv_im2col_chunks(x, kernel, stride)
+  xla = lambda x, kernel: layers._xla_conv(x, kernel, stride)
+  np.testing.assert_allclose(chunked(x, kernel), xla(x, kernel), atol=1e-12)
+  grads = jax.grad(loss(chunked), argnums=(0, 1))(x, kernel)
+  ref_grads = jax.grad(loss(xla), argnums=(0, 1))(x, kernel)
+  assert min(max_diff(g, 0.) for g in ref_grads) > 1e-2
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-12), grads, ref_grads)
+
+
+def test_auto_conv_impl_is_im2col_chunks_on_cpu_and_xla_elsewhere():
   assert layers.check_conv_impl('auto') == (
-      'matmul_grad' if jax.default_backend() == 'cpu' else 'xla')
+      'im2col_chunks' if jax.default_backend() == 'cpu' else 'xla')
 
 
 def test_model_conv_impls_agree():
   z, _ = inputs()
   out_xla = run(z, conv_impl='xla')
   assert max_diff(out_xla, 0.) > 1e-2
-  for conv_impl in ('im2col', 'matmul_grad', 'auto'):  # Same params for all.
+  for conv_impl in ('im2col', 'matmul_grad', 'im2col_chunks', 'auto'):  # Same params for all.
     np.testing.assert_allclose(run(z, conv_impl=conv_impl), out_xla, atol=1e-4, rtol=1e-4)
 
 

@@ -18,16 +18,23 @@ import numpy as np
 
 Dtype = Any
 
-CONV_IMPLS = ('auto', 'xla', 'im2col', 'matmul_grad')
+CONV_IMPLS = ('auto', 'xla', 'im2col', 'matmul_grad', 'im2col_chunks')
+
+# 'im2col_chunks' builds the columns (9 shifted copies) of this many bytes of frames at a time, so
+# that building and multiplying them stays in the CPU's caches. On the 2-core EPYC of 2026-12-04,
+# forward + both gradients of a 3x3 conv on [128, 32, 32, 64]: ~195 GFLOP/s in 5 MiB chunks,
+# ~165 in 8, ~150 in 12, ~85 as lax.conv; the forward alone ~50 with all columns at once
+# (benchmarks/conv_impl.py --passes).
+CHUNK_BYTES = 5 * 2 ** 20
 
 
 def check_conv_impl(conv_impl: str) -> str:
   """The one place that validates `conv_impl`; returns it with 'auto' resolved for this backend:
-  'matmul_grad' on CPU (where XLA's kernel-gradient convolution is slow), 'xla' elsewhere."""
+  'im2col_chunks' on CPU (where XLA's convolutions run far below its matmuls), 'xla' elsewhere."""
   if conv_impl not in CONV_IMPLS:
     raise ValueError(f'conv_impl={conv_impl!r}; allowed values: {CONV_IMPLS}.')
   if conv_impl == 'auto':
-    return 'matmul_grad' if jax.default_backend() == 'cpu' else 'xla'
+    return 'im2col_chunks' if jax.default_backend() == 'cpu' else 'xla'
   return conv_impl
 
 
@@ -87,43 +94,103 @@ def _conv_matmul_kernel_grad_bwd(stride, residuals, dy):
   return dx, _im2col_kernel_grad(x, dy, stride=stride).reshape(kernel.shape).astype(kernel.dtype)
 
 
+_conv_matmul_kernel_grad.defvjp(_conv_matmul_kernel_grad_fwd, _conv_matmul_kernel_grad_bwd)
+
+
+def _frames_per_chunk(x: jax.Array, out_h: int, out_w: int, max_chunk_bytes: int | None) -> int:
+  """How many frames of x [N, H, W, C] have im2col columns [out_h, out_w, 9 C] within
+  `max_chunk_bytes` (None: CHUNK_BYTES, read at trace time)."""
+  max_chunk_bytes = CHUNK_BYTES if max_chunk_bytes is None else max_chunk_bytes
+  frame_bytes = out_h * out_w * 9 * x.shape[3] * x.dtype.itemsize
+  return int(min(x.shape[0], max(1, max_chunk_bytes // frame_bytes)))
+
+
+def _in_chunks(x: jax.Array, chunk: int) -> jax.Array:
+  """[N, ...] -> [ceil(N / chunk), chunk, ...], zero frames appended (they add 0 to any sum)."""
+  n = x.shape[0]
+  padded = -(-n // chunk) * chunk
+  x = jnp.pad(x, ((0, padded - n),) + ((0, 0),) * (x.ndim - 1))
+  return x.reshape(padded // chunk, chunk, *x.shape[1:])
+
+
 def _im2col_kernel_grad(x: jax.Array, dy: jax.Array, *, stride: int,
-                        max_chunk_bytes: int = 64 * 2 ** 20) -> jax.Array:
+                        max_chunk_bytes: int | None = None) -> jax.Array:
   """sum over frames of im2col(x)^T @ dy: [9 Cin, Cout], from x [N, H, W, Cin] and dy [N, H', W',
   Cout]. The 9x-wide columns are built for a chunk of frames at a time (at most
-  `max_chunk_bytes`), not for all N at once: the columns of every conv of a U-Net's backward
-  pass would otherwise be alive together (+70% peak memory at benchmark config S)."""
-  n = x.shape[0]
-  frame_bytes = dy.shape[1] * dy.shape[2] * 9 * x.shape[3] * x.dtype.itemsize
-  chunk = max([c for c in range(1, n + 1) if n % c == 0 and c * frame_bytes <= max_chunk_bytes],
-              default=1)
+  `max_chunk_bytes`), not for all N at once: that keeps them in cache (2-4x faster here) and
+  keeps the columns of every conv of a U-Net's backward pass from being alive together (+70%
+  peak memory at benchmark config S)."""
+  chunk = _frames_per_chunk(x, dy.shape[1], dy.shape[2], max_chunk_bytes)
   accumulate = jnp.promote_types(x.dtype, jnp.float32)  # bfloat16 inputs sum in float32.
   grad_of = lambda x, dy: jnp.einsum('nhwk,nhwc->kc', _im2col(x, stride=stride), dy,
                                      preferred_element_type=accumulate)
-  if chunk == n:
+  if chunk >= x.shape[0]:
     return grad_of(x, dy)
 
   def add_chunk(total, chunk_inputs):
     return total + grad_of(*chunk_inputs), None
 
-  chunks = lambda a: a.reshape(n // chunk, chunk, *a.shape[1:])
   total = jnp.zeros((9 * x.shape[3], dy.shape[3]), accumulate)
-  return jax.lax.scan(add_chunk, total, (chunks(x), chunks(dy)))[0]
+  return jax.lax.scan(add_chunk, total, (_in_chunks(x, chunk), _in_chunks(dy, chunk)))[0]
 
 
-_conv_matmul_kernel_grad.defvjp(_conv_matmul_kernel_grad_fwd, _conv_matmul_kernel_grad_bwd)
+def _chunked_im2col_conv(x: jax.Array, kernel: jax.Array, *, stride: int,
+                         max_chunk_bytes: int | None = None) -> jax.Array:
+  """`_im2col_conv` a chunk of frames at a time (a loop over chunks): x [N, H, W, Cin] ->
+  [N, H', W', Cout]."""
+  n, H, W, _ = x.shape
+  chunk = _frames_per_chunk(x, -(-H // stride), -(-W // stride), max_chunk_bytes)
+  if chunk >= n:
+    return _im2col_conv(x, kernel, stride=stride)
+  y = jax.lax.map(lambda frames: _im2col_conv(frames, kernel, stride=stride), _in_chunks(x, chunk))
+  return y.reshape(-1, *y.shape[2:])[:n]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_im2col_chunks(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+  """SAME 3x3 convolution with every pass an im2col matmul over cache-sized chunks of frames.
+
+  Forward: columns of x times the kernel. Input gradient (stride 1): the same convolution of dy
+  with the kernel flipped in space and its channel axes swapped (the transpose of a SAME 3x3
+  convolution with symmetric padding); stride 2 keeps lax.conv's transpose (the only strided
+  convs are the few downsamplers). Kernel gradient: `_im2col_kernel_grad`. Same values as
+  `_xla_conv`; x: [N, H, W, Cin], kernel: [3, 3, Cin, Cout].
+  """
+  return _chunked_im2col_conv(x, kernel, stride=stride)
+
+
+def _conv_im2col_chunks_fwd(x, kernel, stride):
+  return _chunked_im2col_conv(x, kernel, stride=stride), (x, kernel)
+
+
+def _conv_im2col_chunks_bwd(stride, residuals, dy):
+  x, kernel = residuals
+  if stride == 1:
+    transposed = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)  # [3, 3, Cout, Cin]
+    dx = _chunked_im2col_conv(dy.astype(x.dtype), transposed.astype(x.dtype), stride=1)
+  else:
+    _, input_vjp = jax.vjp(lambda x: _xla_conv(x, kernel, stride), x)
+    (dx,) = input_vjp(dy)
+  dkernel = _im2col_kernel_grad(x, dy, stride=stride).reshape(kernel.shape).astype(kernel.dtype)
+  return dx.astype(x.dtype), dkernel
+
+
+_conv_im2col_chunks.defvjp(_conv_im2col_chunks_fwd, _conv_im2col_chunks_bwd)
+
 
 
 class FrameConv(nn.Module):
   """Space-only convolution (kernel 1 x k x k): the same 2D conv applied to every frame.
 
   `conv_impl` picks how it is computed, never what: 'xla' (lax.conv, forward and both gradients),
-  'matmul_grad' (lax.conv forward and input gradient, the kernel gradient as one im2col matmul),
-  'im2col' (shifted copies + one matmul, forward and backward) or 'auto' (matmul_grad on CPU,
-  xla elsewhere). All use the same parameters ('kernel' [k, k, Cin, Cout], 'bias' [Cout]) and
-  give the same outputs and gradients, so checkpoints are interchangeable; only 3x3 kernels
-  have the alternatives. Why matmul_grad on CPU: XLA's CPU kernel-gradient convolution runs at
-  a tenth of its forward convolution's rate (benchmarks/train_step.py, benchmarks/conv_impl.py).
+  'matmul_grad' (lax.conv forward and input gradient, the kernel gradient as im2col matmuls),
+  'im2col' (shifted copies + one matmul, forward and backward, by autodiff), 'im2col_chunks'
+  (every pass an im2col matmul over cache-sized chunks of frames) or 'auto' (im2col_chunks on
+  CPU, xla elsewhere). All use the same parameters ('kernel' [k, k, Cin, Cout], 'bias' [Cout])
+  and give the same outputs and gradients, so checkpoints are interchangeable; only 3x3 kernels
+  have the alternatives. Why im2col_chunks on CPU: XLA's CPU convolutions run at a quarter to a
+  half of its matmul rate at the U-Net's high-resolution shapes, its kernel gradient slower
+  still, while a matmul over columns that stay in cache runs near it (benchmarks/conv_impl.py).
   """
   features: int
   kernel_size: int = 3
@@ -149,6 +216,8 @@ class FrameConv(nn.Module):
       y = _im2col_conv(frames, kernel, stride=self.stride)
     elif conv_impl == 'matmul_grad' and k == 3:
       y = _conv_matmul_kernel_grad(frames, kernel, self.stride)
+    elif conv_impl == 'im2col_chunks' and k == 3:
+      y = _conv_im2col_chunks(frames, kernel, self.stride)
     else:
       y = _xla_conv(frames, kernel, self.stride)
     y = y + bias
