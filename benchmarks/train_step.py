@@ -117,7 +117,7 @@ def measure_jax(name: str, conv_impl: str | None, *, steps: int, sample_steps: i
   compiled = train_step.lower(state, batch).compile()
   compile_s = time.perf_counter() - start
   # Model FLOPs: those of the plain lax.conv network, the same for every conv_impl (XLA counts a
-  # scan's body once, so matmul_grad's chunked kernel gradient would read as fewer).
+  # loop's body once, so the chunked im2col matmuls of matmul_grad and im2col_chunks would read as fewer).
   flops_config = make_config(name, 'xla')
   gradient, _ = inspect_model.compile_network_gradient(flops_config, batch_size=config.batch_size)
   cost = gradient.cost_analysis()

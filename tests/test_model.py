@@ -3,6 +3,9 @@ videos never mix, text conditioning and its null (classifier-free guidance), con
 equivalence, bfloat16 compute with float32 params."""
 
 import functools
+import os
+import subprocess
+import sys
 
 import flax.linen as nn
 import jax
@@ -14,6 +17,8 @@ from experiments import moving_shapes
 from vdm_jax.models import attention
 from vdm_jax.models import layers
 from vdm_jax.models.unet import VideoUNet
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 B, T, H, W = 2, 4, 8, 8
 L = 8
@@ -165,6 +170,40 @@ def test_im2col_chunks_in_several_padded_chunks_equal_xla_conv_and_its_gradients
   ref_grads = jax.grad(loss(xla), argnums=(0, 1))(x, kernel)
   assert min(max_diff(g, 0.) for g in ref_grads) > 1e-2
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-12), grads, ref_grads)
+
+
+_SHARDED_CONV_SCRIPT = """
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+from vdm_jax.models import layers
+layers.CHUNK_BYTES = 2 * 6 * 6 * 9 * 5 * 4  # 2 frames a chunk: 3 chunks of each device's 6 frames.
+mesh = jax.make_mesh((4,), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
+x = jax.device_put(jax.random.normal(jax.random.PRNGKey(0), (4, 6, 6, 6, 5)),
+                   NamedSharding(mesh, P('data')))
+results = {}
+for impl in ('xla', 'matmul_grad', 'im2col_chunks'):
+  conv = layers.FrameConv(4, conv_impl=impl)
+  params = conv.init(jax.random.PRNGKey(1), x[:1])
+  grad = jax.jit(jax.grad(lambda p, x: jnp.sum(jnp.sin(conv.apply(p, x))), argnums=(0, 1)),
+                 in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))))
+  hlo = grad.lower(params, x).compile().as_text()
+  results[impl] = (hlo.count('all-gather'), jax.tree.leaves(grad(params, x)))
+for impl in ('matmul_grad', 'im2col_chunks'):
+  assert results[impl][0] == 0, (impl, results[impl][0])
+  for a, b in zip(results[impl][1], results['xla'][1]):
+    np.testing.assert_allclose(a, b, atol=1e-4)
+print('ok')
+"""
+
+
+def test_chunked_conv_loops_keep_a_batch_sharded_input_on_its_devices():
+  """On 4 devices with the frames split over them, the loops over chunks run within each
+  device's frames: no all-gather in the compiled step, and the same gradients as lax.conv."""
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT,
+             XLA_FLAGS=os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=4')
+  result = subprocess.run([sys.executable, '-c', _SHARDED_CONV_SCRIPT], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0 and result.stdout.strip().endswith('ok'), result.stderr[-2000:]
 
 
 def test_auto_conv_impl_is_im2col_chunks_on_cpu_and_xla_elsewhere():
