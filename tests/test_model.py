@@ -172,6 +172,20 @@ def test_im2col_chunks_in_several_padded_chunks_equal_xla_conv_and_its_gradients
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-12), grads, ref_grads)
 
 
+def test_im2col_chunks_falls_back_to_matmul_grad_where_one_frame_overflows_a_chunk(monkeypatch):
+  x = jnp.zeros((1, 2, 64, 64, 64))
+  assert not layers._fits_a_chunk(x[0], 1) and layers._fits_a_chunk(x[0, :, :32, :32], 1)
+  monkeypatch.setattr(layers, 'CHUNK_BYTES', 1)  # No frame fits: every 3x3 conv falls back.
+  conv = layers.FrameConv(4, conv_impl='im2col_chunks')
+  x = jax.random.normal(jax.random.PRNGKey(3), (2, 3, 6, 6, 5))
+  params = conv.init(jax.random.PRNGKey(4), x)
+  hlo = jax.jit(jax.grad(lambda p: jnp.sum(conv.apply(p, x) ** 2))).lower(params).as_text()
+  assert 'while' in hlo  # matmul_grad's kernel-gradient loop over chunks (one frame each) ...
+  assert 'convolution' in hlo  # ... beside lax.conv's forward pass.
+  ref = layers.FrameConv(4, conv_impl='xla')
+  np.testing.assert_allclose(conv.apply(params, x), ref.apply(params, x), atol=1e-5)
+
+
 _SHARDED_CONV_SCRIPT = """
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
