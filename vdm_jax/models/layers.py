@@ -107,11 +107,16 @@ def _device_groups(n: int) -> int:
   return devices if n % devices == 0 else 1
 
 
+def _column_bytes_per_frame(x: jax.Array, out_h: int, out_w: int) -> int:
+  """Bytes of one frame's im2col columns [out_h, out_w, 9 C] for x [N, H, W, C]."""
+  return out_h * out_w * 9 * x.shape[3] * x.dtype.itemsize
+
+
 def _frames_per_chunk(x: jax.Array, out_h: int, out_w: int, max_chunk_bytes: int | None) -> int:
   """How many frames of each device's share of x [N, H, W, C] have im2col columns
   [out_h, out_w, 9 C] within `max_chunk_bytes` (None: CHUNK_BYTES, read at trace time)."""
   max_chunk_bytes = CHUNK_BYTES if max_chunk_bytes is None else max_chunk_bytes
-  frame_bytes = out_h * out_w * 9 * x.shape[3] * x.dtype.itemsize
+  frame_bytes = _column_bytes_per_frame(x, out_h, out_w)
   local_frames = x.shape[0] // _device_groups(x.shape[0])
   return int(min(local_frames, max(1, max_chunk_bytes // frame_bytes)))
 
@@ -120,8 +125,8 @@ def _fits_a_chunk(x: jax.Array, stride: int) -> bool:
   """Do one frame's im2col columns fit CHUNK_BYTES? Where they do not (64x64 frames of 64
   channels: 9.4 MiB), 'im2col_chunks' falls back to 'matmul_grad': columns that leave the cache
   lose to lax.conv (config M: 30.7 against 27.0 s per step, 2026-12-04)."""
-  _, H, W, C = x.shape
-  return -(-H // stride) * -(-W // stride) * 9 * C * x.dtype.itemsize <= CHUNK_BYTES
+  _, H, W, _ = x.shape
+  return _column_bytes_per_frame(x, -(-H // stride), -(-W // stride)) <= CHUNK_BYTES
 
 
 def _in_chunks(x: jax.Array, chunk: int) -> jax.Array:
@@ -158,7 +163,8 @@ def _im2col_kernel_grad(x: jax.Array, dy: jax.Array, *, stride: int,
 
   def add_chunk(total, chunk_inputs):
     x, dy = chunk_inputs  # [groups, chunk, ...]
-    cols = _im2col(x.reshape(-1, *x.shape[2:]), stride=stride).reshape(*x.shape[:2], -1, total.shape[1])
+    cols = _im2col(x.reshape(-1, *x.shape[2:]), stride=stride)
+    cols = cols.reshape(*x.shape[:2], -1, total.shape[1])
     return total + jnp.einsum('gnpk,gnpc->gkc', cols, dy.reshape(*dy.shape[:2], -1, dy.shape[-1]),
                               preferred_element_type=accumulate), None
 
@@ -167,12 +173,11 @@ def _im2col_kernel_grad(x: jax.Array, dy: jax.Array, *, stride: int,
   return jax.lax.scan(add_chunk, total, (_in_chunks(x, chunk), _in_chunks(dy, chunk)))[0].sum(0)
 
 
-def _chunked_im2col_conv(x: jax.Array, kernel: jax.Array, *, stride: int,
-                         max_chunk_bytes: int | None = None) -> jax.Array:
+def _chunked_im2col_conv(x: jax.Array, kernel: jax.Array, *, stride: int) -> jax.Array:
   """`_im2col_conv` a chunk of frames at a time (a loop over chunks within each device group):
   x [N, H, W, Cin] -> [N, H', W', Cout]."""
   n, H, W, _ = x.shape
-  chunk = _frames_per_chunk(x, -(-H // stride), -(-W // stride), max_chunk_bytes)
+  chunk = _frames_per_chunk(x, -(-H // stride), -(-W // stride), None)
   if chunk * _device_groups(n) >= n:
     return _im2col_conv(x, kernel, stride=stride)
 
@@ -213,7 +218,6 @@ def _conv_im2col_chunks_bwd(stride, residuals, dy):
 
 
 _conv_im2col_chunks.defvjp(_conv_im2col_chunks_fwd, _conv_im2col_chunks_bwd)
-
 
 
 class FrameConv(nn.Module):
