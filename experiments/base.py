@@ -96,9 +96,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   # 'matmul_grad' (lax.conv, kernel gradient as im2col matmuls), 'im2col' (shifted copies + matmul) or
   # 'im2col_chunks' (every pass an im2col matmul over cache-sized chunks of frames).
   config.model.conv_impl = 'auto'
-  # 'dot_product_attention' (jax.nn.dot_product_attention: cuDNN flash attention on GPU where it applies, XLA on CPU)
-  # or 'einsum' (the same maths written out; same outputs, for checking).
-  config.model.attention_impl = 'dot_product_attention'
+  # How attention is computed (same results): 'auto' (CPU: 'chunked', else 'dot_product_attention'),
+  # 'dot_product_attention' (jax.nn.dot_product_attention: cuDNN flash attention on GPU where it applies),
+  # 'chunked' (the same a cache-sized chunk of rows at a time, recomputed in the backward pass) or
+  # 'einsum' (the maths written out, for checking).
+  config.model.attention_impl = 'auto'
   # Rematerialisation: 'none', 'block' (each residual/attention block recomputed in the backward pass)
   # or 'full' (the whole U-Net); same gradients, more FLOPs; memory saving: see benchmarks/remat_memory.py
   # (none on XLA:CPU: there, lower memory with train.grad_accum_steps).

@@ -189,7 +189,7 @@ def test_im2col_chunks_falls_back_to_matmul_grad_where_one_frame_overflows_a_chu
 _SHARDED_CONV_SCRIPT = """
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
-from vdm_jax.models import layers
+from vdm_jax.models import attention, layers
 layers.CHUNK_BYTES = 2 * 6 * 6 * 9 * 5 * 4  # 2 frames a chunk: 3 chunks of each device's 6 frames.
 mesh = jax.make_mesh((4,), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
 x = jax.device_put(jax.random.normal(jax.random.PRNGKey(0), (4, 6, 6, 6, 5)),
@@ -206,13 +206,25 @@ for impl in ('matmul_grad', 'im2col_chunks'):
   assert results[impl][0] == 0, (impl, results[impl][0])
   for a, b in zip(results[impl][1], results['xla'][1]):
     np.testing.assert_allclose(a, b, atol=1e-4)
+attention.ATTENTION_CHUNK_BYTES = 2 * 2 * 6 * 6 * 4  # 2 of each device's 6 rows a chunk.
+q = jax.device_put(jax.random.normal(jax.random.PRNGKey(2), (24, 6, 2, 4)),
+                   NamedSharding(mesh, P('data')))
+for impl in ('einsum', 'chunked'):
+  attend = getattr(attention, impl + '_attention')
+  grad = jax.jit(jax.grad(lambda q: jnp.sum(jnp.sin(attend(q, q, q)))),
+                 in_shardings=NamedSharding(mesh, P('data')))
+  hlo = grad.lower(q).compile().as_text()
+  results[impl] = (hlo.count('all-gather'), grad(q))
+assert 'while' in hlo and results['chunked'][0] == 0, results['chunked'][0]
+np.testing.assert_allclose(results['chunked'][1], results['einsum'][1], atol=1e-5)
 print('ok')
 """
 
 
-def test_chunked_conv_loops_keep_a_batch_sharded_input_on_its_devices():
-  """On 4 devices with the frames split over them, the loops over chunks run within each
-  device's frames: no all-gather in the compiled step, and the same gradients as lax.conv."""
+def test_chunked_conv_and_attention_loops_keep_a_batch_sharded_input_on_its_devices():
+  """On 4 devices with the frames split over them, the loops over chunks (of convs and of
+  attention) run within each device's frames: no all-gather in the compiled step, and the same
+  gradients as lax.conv and the einsum attention."""
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT,
              XLA_FLAGS=os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=4')
   result = subprocess.run([sys.executable, '-c', _SHARDED_CONV_SCRIPT], env=env, cwd=ROOT,
@@ -572,9 +584,31 @@ def test_attention_impls_agree_with_bias_and_masks():
   out = {impl: np.asarray(module(impl).apply(params, x, context, bias=bias, mask=mask))
          for impl in attention.ATTENTION_IMPLS}
   assert max_diff(out['einsum'], 0.) > 1e-2
-  np.testing.assert_allclose(out['dot_product_attention'], out['einsum'], atol=1e-5, rtol=1e-5)
-  with pytest.raises(ValueError, match="'dot_product_attention', 'einsum'"):
+  for impl in ('auto', 'dot_product_attention', 'chunked'):
+    np.testing.assert_allclose(out[impl], out['einsum'], atol=1e-5, rtol=1e-5)
+  with pytest.raises(ValueError, match="'dot_product_attention', 'chunked', 'einsum'"):
     module('flash').apply(params, x, context)
+
+
+@pytest.mark.parametrize('per_row', [False, True])
+def test_chunked_attention_in_padded_chunks_equals_all_at_once(monkeypatch, per_row):
+  """Chunks of 2 of 5 rows (the last chunk padded with a zero row): the same outputs and
+  gradients (for q, k, v and the bias) as the written-out einsum, with a bias and a mask that
+  are shared by all rows or have one entry per row."""
+  rng = np.random.default_rng(3)
+  B, N, M, heads, d = 5, 4, 6, 2, 8
+  q, k, v = (jnp.asarray(rng.standard_normal((B, n, heads, d)), jnp.float32) for n in (N, M, M))
+  rows = B if per_row else 1
+  bias = jnp.asarray(rng.standard_normal((rows, heads, N, M)), jnp.float32)
+  mask = jnp.asarray(rng.random((rows, 1, N, M)) < 0.7)
+  monkeypatch.setattr(attention, 'ATTENTION_CHUNK_BYTES', 2 * heads * N * M * 4)  # 2 rows a chunk.
+  grads = {}
+  for name, fn in (('chunked', attention.chunked_attention), ('einsum', attention.einsum_attention)):
+    loss = lambda q, k, v, bias: jnp.sum(jnp.sin(fn(q, k, v, bias=bias, mask=mask)))
+    grads[name] = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3)))(q, k, v, bias)
+    assert 'while' in jax.jit(loss).lower(q, k, v, bias).as_text() or name == 'einsum'
+  for a, b in zip(jax.tree.leaves(grads['chunked']), jax.tree.leaves(grads['einsum'])):
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
 
 
 def test_space_time_attention_impls_agree_on_a_clip_longer_than_max_distance():
@@ -593,7 +627,8 @@ def test_space_time_attention_impls_agree_on_a_clip_longer_than_max_distance():
                     for impl in attention.ATTENTION_IMPLS}
   out = jax.tree.map(np.asarray, jax.jit(both).lower(params).compile(FAST_COMPILE)(params))
   assert np.all(np.isfinite(out['einsum'])) and max_diff(out['einsum'], x) > 1e-2
-  np.testing.assert_allclose(out['dot_product_attention'], out['einsum'], atol=1e-5, rtol=1e-5)
+  for impl in ('auto', 'dot_product_attention', 'chunked'):
+    np.testing.assert_allclose(out[impl], out['einsum'], atol=1e-5, rtol=1e-5)
 
   bias = np.asarray(attention.RelativePositionBias(2, 8, 4).apply(
       {'params': params['params']['rel_pos']}, T))[0]  # [heads, query, key]

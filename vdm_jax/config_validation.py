@@ -19,6 +19,7 @@ from vdm_jax import samplers
 from vdm_jax.data import tokenizer
 from vdm_jax.errors import UserError
 from vdm_jax.metrics import c3d
+from vdm_jax.models import attention
 from vdm_jax.models import layers
 from vdm_jax.models import unet
 
@@ -28,7 +29,7 @@ ALLOWED = {
     'model.text_tokenizer': tokenizer.TOKENIZERS,
     'train.cond_frames': frame_conditioning.COND_FRAMES,
     'model.conv_impl': layers.CONV_IMPLS,
-    'model.attention_impl': ('dot_product_attention', 'einsum'),  # models.attention.ATTENTION_IMPLS
+    'model.attention_impl': attention.ATTENTION_IMPLS,
     'model.remat': ('none', 'block', 'full'),  # models.unet.REMAT_MODES
     'model.layout_embedding_gate': layers.LAYOUT_EMBEDDING_GATES,
     'model.dtype': ('float32', 'bfloat16'),

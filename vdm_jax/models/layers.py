@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vdm_jax.models import chunks
+
 Dtype = Any
 
 CONV_IMPLS = ('auto', 'xla', 'im2col', 'matmul_grad', 'im2col_chunks')
@@ -97,16 +99,6 @@ def _conv_matmul_kernel_grad_bwd(stride, residuals, dy):
 _conv_matmul_kernel_grad.defvjp(_conv_matmul_kernel_grad_fwd, _conv_matmul_kernel_grad_bwd)
 
 
-def _device_groups(n: int) -> int:
-  """Into how many equal groups of frames the loops over chunks split x [N, ...]: one per device
-  (jax.device_count()) when that divides N, else 1. A batch-sharded x holds each device's frames
-  contiguously, so looping over chunks *within* each group ([chunks, groups, chunk, ...], the
-  group axis kept as a batch axis) leaves every device with its own frames; a loop over chunks
-  of the whole N axis would make XLA gather the sharded activations onto every device."""
-  devices = jax.device_count()
-  return devices if n % devices == 0 else 1
-
-
 def _column_bytes_per_frame(x: jax.Array, out_h: int, out_w: int) -> int:
   """Bytes of one frame's im2col columns [out_h, out_w, 9 C] for x [N, H, W, C]."""
   return out_h * out_w * 9 * x.shape[3] * x.dtype.itemsize
@@ -117,8 +109,7 @@ def _frames_per_chunk(x: jax.Array, out_h: int, out_w: int, max_chunk_bytes: int
   [out_h, out_w, 9 C] within `max_chunk_bytes` (None: CHUNK_BYTES, read at trace time)."""
   max_chunk_bytes = CHUNK_BYTES if max_chunk_bytes is None else max_chunk_bytes
   frame_bytes = _column_bytes_per_frame(x, out_h, out_w)
-  local_frames = x.shape[0] // _device_groups(x.shape[0])
-  return int(min(local_frames, max(1, max_chunk_bytes // frame_bytes)))
+  return int(min(chunks.rows_per_device(x.shape[0]), max(1, max_chunk_bytes // frame_bytes)))
 
 
 def _fits_a_chunk(x: jax.Array, stride: int) -> bool:
@@ -129,24 +120,6 @@ def _fits_a_chunk(x: jax.Array, stride: int) -> bool:
   return _column_bytes_per_frame(x, -(-H // stride), -(-W // stride)) <= CHUNK_BYTES
 
 
-def _in_chunks(x: jax.Array, chunk: int) -> jax.Array:
-  """[N, ...] -> [num_chunks, groups, chunk, ...]: each device group's N / groups frames in
-  chunks, zero frames appended to each group (they add 0 to any sum). See `_device_groups`."""
-  groups = _device_groups(x.shape[0])
-  local = x.shape[0] // groups
-  padded = -(-local // chunk) * chunk
-  x = x.reshape(groups, local, *x.shape[1:])
-  x = jnp.pad(x, ((0, 0), (0, padded - local)) + ((0, 0),) * (x.ndim - 2))
-  return jnp.swapaxes(x.reshape(groups, padded // chunk, chunk, *x.shape[2:]), 0, 1)
-
-
-def _from_chunks(y: jax.Array, n: int) -> jax.Array:
-  """The inverse of `_in_chunks` for N = n frames: [num_chunks, groups, chunk, ...] -> [n, ...]."""
-  num_chunks, groups, chunk = y.shape[:3]
-  y = jnp.swapaxes(y, 0, 1).reshape(groups, num_chunks * chunk, *y.shape[3:])
-  return y[:, :n // groups].reshape(n, *y.shape[2:])
-
-
 def _im2col_kernel_grad(x: jax.Array, dy: jax.Array, *, stride: int,
                         max_chunk_bytes: int | None = None) -> jax.Array:
   """sum over frames of im2col(x)^T @ dy: [9 Cin, Cout], from x [N, H, W, Cin] and dy [N, H', W',
@@ -154,10 +127,10 @@ def _im2col_kernel_grad(x: jax.Array, dy: jax.Array, *, stride: int,
   `max_chunk_bytes`), not for all N at once: that keeps them in cache (2-4x faster here) and
   keeps the columns of every conv of a U-Net's backward pass from being alive together (+70%
   peak memory at benchmark config S). Each device group sums its own frames; the groups' sums
-  are added once, after the loop."""
+  are added once, after the loop (see chunks.py)."""
   chunk = _frames_per_chunk(x, dy.shape[1], dy.shape[2], max_chunk_bytes)
   accumulate = jnp.promote_types(x.dtype, jnp.float32)  # bfloat16 inputs sum in float32.
-  if chunk * _device_groups(x.shape[0]) >= x.shape[0]:
+  if chunk >= chunks.rows_per_device(x.shape[0]):
     return jnp.einsum('nhwk,nhwc->kc', _im2col(x, stride=stride), dy,
                       preferred_element_type=accumulate)
 
@@ -168,24 +141,18 @@ def _im2col_kernel_grad(x: jax.Array, dy: jax.Array, *, stride: int,
     return total + jnp.einsum('gnpk,gnpc->gkc', cols, dy.reshape(*dy.shape[:2], -1, dy.shape[-1]),
                               preferred_element_type=accumulate), None
 
-  groups = _device_groups(x.shape[0])
+  groups = chunks.device_groups(x.shape[0])
   total = jnp.zeros((groups, 9 * x.shape[3], dy.shape[3]), accumulate)
-  return jax.lax.scan(add_chunk, total, (_in_chunks(x, chunk), _in_chunks(dy, chunk)))[0].sum(0)
+  x_chunks, dy_chunks = chunks.in_chunks(x, chunk), chunks.in_chunks(dy, chunk)
+  return jax.lax.scan(add_chunk, total, (x_chunks, dy_chunks))[0].sum(0)
 
 
 def _chunked_im2col_conv(x: jax.Array, kernel: jax.Array, *, stride: int) -> jax.Array:
-  """`_im2col_conv` a chunk of frames at a time (a loop over chunks within each device group):
-  x [N, H, W, Cin] -> [N, H', W', Cout]."""
-  n, H, W, _ = x.shape
+  """`_im2col_conv` a chunk of frames at a time (a loop over chunks within each device group,
+  see chunks.py): x [N, H, W, Cin] -> [N, H', W', Cout]."""
+  _, H, W, _ = x.shape
   chunk = _frames_per_chunk(x, -(-H // stride), -(-W // stride), None)
-  if chunk * _device_groups(n) >= n:
-    return _im2col_conv(x, kernel, stride=stride)
-
-  def conv_chunk(frames):  # [groups, chunk, H, W, Cin]
-    y = _im2col_conv(frames.reshape(-1, *frames.shape[2:]), kernel, stride=stride)
-    return y.reshape(*frames.shape[:2], *y.shape[1:])
-
-  return _from_chunks(jax.lax.map(conv_chunk, _in_chunks(x, chunk)), n)
+  return chunks.map_in_chunks(lambda x: _im2col_conv(x, kernel, stride=stride), (x,), chunk)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))

@@ -22,7 +22,7 @@ class TextEncoder(nn.Module):
   max_length: int = 64
   vocab_size: int = VOCAB_SIZE  # tokenizer.vocab_size(kind) of the tokens it reads.
   mlp_ratio: int = 4
-  attention_impl: str = 'dot_product_attention'  # See attention.ATTENTION_IMPLS.
+  attention_impl: str = 'auto'  # See attention.ATTENTION_IMPLS.
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 

@@ -117,7 +117,7 @@ class VideoUNet(nn.Module):
   layout_head: bool = False
   layout_head_scale: float = 1.0
   parameterization: str = 'eps'  # What the output predicts: needed by layout_head only.
-  attention_impl: str = 'dot_product_attention'  # See attention.ATTENTION_IMPLS.
+  attention_impl: str = 'auto'  # See attention.ATTENTION_IMPLS.
   # Rematerialisation (gradient checkpointing), see REMAT_MODES: 'none'; 'block': every residual
   # block and attention block keeps only its inputs for the backward pass and recomputes the
   # rest; 'full': the whole network keeps only its inputs. Same outputs, gradients and
