@@ -172,6 +172,25 @@ def test_im2col_chunks_in_several_padded_chunks_equal_xla_conv_and_its_gradients
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-12), grads, ref_grads)
 
 
+def test_upsample_conv_at_low_resolution_equals_conv_of_the_upsampled_frames(x64, monkeypatch):
+  """Upsample with 'im2col_chunks' (each output phase a 2x2 conv at low resolution, 5 frames in
+  chunks of 2, the last padded) against nearest upsampling then lax.conv, on 3x4 frames: the
+  same outputs and gradients for the input, kernel and bias."""
+  x = jax.random.normal(jax.random.PRNGKey(10), (1, 5, 3, 4, 6), jnp.float64)
+  monkeypatch.setattr(layers, 'CHUNK_BYTES', 2 * 3 * 4 * 16 * 6 * 8)  # 2 frames' columns.
+  module = lambda impl: layers.Upsample(conv_impl=impl, dtype=jnp.float64, param_dtype=jnp.float64)
+  params = host_params(module('xla'), x, scale=1.)
+  loss = lambda impl: lambda p, x: jnp.sum(jnp.sin(module(impl).apply(p, x)))
+  out, ref = module('im2col_chunks').apply(params, x), module('xla').apply(params, x)
+  assert out.shape == (1, 5, 6, 8, 6) and max_diff(ref, 0.) > 1e-1
+  np.testing.assert_allclose(out, ref, atol=1e-12)
+  chunked_loss = jax.jit(loss('im2col_chunks'))
+  assert 'while' in chunked_loss.lower(params, x).as_text()
+  grads = jax.grad(chunked_loss, argnums=(0, 1))(params, x)
+  ref_grads = jax.grad(loss('xla'), argnums=(0, 1))(params, x)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-12), grads, ref_grads)
+
+
 def test_im2col_chunks_falls_back_to_matmul_grad_where_one_frame_overflows_a_chunk(monkeypatch):
   x = jnp.zeros((1, 2, 64, 64, 64))
   assert not layers._fits_a_chunk(x[0], 1) and layers._fits_a_chunk(x[0, :, :32, :32], 1)
