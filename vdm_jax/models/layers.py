@@ -226,8 +226,9 @@ def _chunked_upsample_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
   return chunks.map_in_chunks(jax.checkpoint(lambda x: _upsample_conv(x, kernel)), (x,), chunk)
 
 
-def upsample_nearest(x: jax.Array) -> jax.Array:
-  """[..., H, W, C] -> [..., 2H, 2W, C], each pixel repeated 2x2."""
+def _upsample_nearest(x: jax.Array) -> jax.Array:
+  """[N, H, W, C] -> [N, 2H, 2W, C], each pixel repeated 2x2 (guidance.upsample does the same
+  for whole videos, at sampling time; models do not depend on the samplers)."""
   *lead, H, W, C = x.shape
   x = jnp.broadcast_to(x[..., :, None, :, None, :], (*lead, H, 2, W, 2, C))
   return x.reshape(*lead, 2 * H, 2 * W, C)
@@ -268,12 +269,13 @@ class FrameConv(nn.Module):
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     frames = x.reshape(B * T, H, W, C)  # Frames are independent images here.
     conv_impl = check_conv_impl(self.conv_impl)
-    if self.upsample_input and conv_impl == 'im2col_chunks' and k == 3 and self.stride == 1:
+    at_low_res = (self.upsample_input and conv_impl == 'im2col_chunks' and k == 3
+                  and self.stride == 1)
+    if self.upsample_input and not at_low_res:
+      frames = _upsample_nearest(frames)
+    if at_low_res:
       y = _chunked_upsample_conv(frames, kernel)
-      return (y + bias).reshape(B, T, *y.shape[1:])
-    if self.upsample_input:
-      frames = upsample_nearest(frames)
-    if k == 1 and self.stride == 1:
+    elif k == 1 and self.stride == 1:
       y = jnp.dot(frames, kernel.reshape(C, self.features))
     elif conv_impl == 'im2col' and k == 3:
       y = _im2col_conv(frames, kernel, stride=self.stride)
