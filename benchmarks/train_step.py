@@ -3,24 +3,29 @@ Face diffusers' UNet3DConditionModel (PyTorch) at the same parameter count and i
 
 Configs (issue 8): `S` = batch 8 of 16 x 32x32x3, base 64 channels x (1, 2, 4), attention at 16x16
 and 8x8; `M` = batch 4 of 16 x 64x64x3, x (1, 2, 4, 8); `default` = experiments/moving_shapes.py.
-For each config and `--conv_impls` value a fresh process (so that peak memory is its own) compiles
+For each config and each combination of `--conv_impls`, `--grad_accums` and
+`--cpu_ynn_reductions` a fresh process (so that peak memory is its own) compiles
 `train.make_train_step` on synthetic data and reports: parameters, FLOPs per step (XLA cost
-analysis of the network's forward and backward pass with lax.conv), compile seconds, median seconds per step after warm-up, training videos per second,
-achieved GFLOP/s against this machine's float32 matmul ceiling (measured in this run, before and
-after), sampler seconds per network evaluation (DDIM with classifier-free guidance: one network
-call at batch 2 x sample.batch_size per step) and peak memory (process max RSS; XLA's own
-estimate of arguments + temporaries). The diffusers reference runs in its own virtualenv
+analysis of the network's forward and backward pass with lax.conv), compile seconds, median
+seconds per step after warm-up, training videos per second, achieved GFLOP/s against this
+machine's float32 matmul ceiling (measured in this run, before and after), sampler seconds per
+network evaluation (DDIM with classifier-free guidance: one network call at batch 2 x
+sample.batch_size per step) and peak memory (process max RSS, also as it stood after compiling
+and after the timed steps, which tells the phase that sets it; XLA's own estimate of arguments +
+temporaries). The diffusers reference runs in its own virtualenv
 (created on first use, see benchmarks/torch_reference.py) right after the JAX rows of the same
 config, so their ratio is measured side by side.
 
   python benchmarks/train_step.py                              # S and M, default conv_impl, + diffusers
   python benchmarks/train_step.py --configs S default --conv_impls xla matmul_grad --no_reference
   python benchmarks/train_step.py --configs S --grad_accums 1 2 --no_reference   # memory vs microbatches
+  python benchmarks/train_step.py --configs S --cpu_ynn_reductions on off        # memory vs YNNPACK reductions
 
 Prints a table and writes JSON (--json).
 """
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -39,7 +44,7 @@ CONFIG_NAMES = ('S', 'M', 'default')
 
 
 def make_config(name: str, conv_impl: str | None, remat: str | None = None,
-                grad_accum_steps: int | None = None):
+                grad_accum_steps: int | None = None, ynn_reductions: bool | None = None):
   """The ml_collections config of benchmark config `name` (a moving_shapes-shaped task)."""
   from experiments import moving_shapes  # pylint: disable=g-import-not-at-top
   config = moving_shapes.get_config()
@@ -69,6 +74,8 @@ def make_config(name: str, conv_impl: str | None, remat: str | None = None,
     config.model.remat = remat
   if grad_accum_steps is not None:
     config.train.grad_accum_steps = grad_accum_steps
+  if ynn_reductions is not None:
+    config.train.cpu_ynn_reductions = ynn_reductions
   config.lock()  # A misspelled field is an error, not a new field.
   return config
 
@@ -89,7 +96,8 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
 
 
 def measure_jax(name: str, conv_impl: str | None, *, steps: int, sample_steps: int,
-                remat: str | None = None, grad_accum_steps: int | None = None) -> dict:
+                remat: str | None = None, grad_accum_steps: int | None = None,
+                ynn_reductions: bool | None = None) -> dict:
   """One config's row, measured in this process (run by the parent in a fresh one)."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -98,7 +106,7 @@ def measure_jax(name: str, conv_impl: str | None, *, steps: int, sample_steps: i
   from vdm_jax import train  # pylint: disable=g-import-not-at-top
   from vdm_jax.models import layers  # pylint: disable=g-import-not-at-top
 
-  config = make_config(name, conv_impl, remat, grad_accum_steps)
+  config = make_config(name, conv_impl, remat, grad_accum_steps, ynn_reductions)
   config.sample.num_steps = sample_steps  # Locked: changing a field is fine, adding one is not.
   run = train.setup(config)
   tx, _ = train.create_optimizer(config)
@@ -116,6 +124,8 @@ def measure_jax(name: str, conv_impl: str | None, *, steps: int, sample_steps: i
   start = time.perf_counter()
   compiled = train_step.lower(state, batch).compile()
   compile_s = time.perf_counter() - start
+  peak_rss_gib = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+  rss_after_compile = peak_rss_gib()  # Process maxima so far: which phase sets the peak.
   # Model FLOPs: those of the plain lax.conv network, the same for every conv_impl (XLA counts a
   # loop's body once, so the chunked im2col matmuls of matmul_grad and im2col_chunks would read as fewer).
   flops_config = make_config(name, 'xla')
@@ -134,6 +144,7 @@ def measure_jax(name: str, conv_impl: str | None, *, steps: int, sample_steps: i
     if i >= 2:
       times.append(time.perf_counter() - start)
   step_s = statistics.median(times)
+  rss_after_train = peak_rss_gib()
 
   prompts = ['a red circle moving left'] * config.sample.batch_size
   start = time.perf_counter()
@@ -145,23 +156,28 @@ def measure_jax(name: str, conv_impl: str | None, *, steps: int, sample_steps: i
   return dict(
       config=name, framework='vdm_jax', conv_impl=layers.check_conv_impl(config.model.conv_impl),
       remat=config.model.remat, grad_accum_steps=config.train.grad_accum_steps,
+      cpu_ynn_reductions=config.train.cpu_ynn_reductions,
       batch=config.batch_size, video_shape=list(run.video_shape), params=int(num_params),
       flops_per_step=float(cost['flops']), compile_s=compile_s, step_s=step_s,
       step_s_min=min(times), videos_per_s=config.batch_size / step_s,
       gflops_per_s=float(cost['flops']) / step_s / 1e9,
       sample_s_per_nfe=sample_s / sample_steps, sample_batch=2 * config.sample.batch_size,
       sample_compile_s=sample_compile_s,
-      peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
+      peak_rss_gib=peak_rss_gib(), peak_rss_after_compile_gib=rss_after_compile,
+      peak_rss_after_train_gib=rss_after_train,
       xla_memory_gib=xla_bytes / 2 ** 30, jax=jax.__version__, backend=jax.default_backend())
 
 
-def run_worker(name: str, conv_impl: str | None, grad_accum_steps: int | None, args) -> dict:
+def run_worker(name: str, conv_impl: str | None, grad_accum_steps: int | None,
+               ynn_reductions: bool | None, args) -> dict:
   """measure_jax in a fresh process: its own peak memory, no caches from other rows."""
   command = [sys.executable, os.path.abspath(__file__), '--_worker', name,
              '--_conv_impl', conv_impl or '', '--steps', str(args.steps),
              '--sample_steps', str(args.sample_steps)] + (['--remat', args.remat] if args.remat else [])
   if grad_accum_steps is not None:
     command += ['--_grad_accum_steps', str(grad_accum_steps)]
+  if ynn_reductions is not None:
+    command += ['--_ynn_reductions', str(int(ynn_reductions))]
   result = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout_s,
                           cwd=REPO, check=False)
   if result.returncode != 0:
@@ -182,6 +198,9 @@ def main():
   parser.add_argument('--grad_accums', nargs='+', type=int, default=[None],
                       help="train.grad_accum_steps values to compare (default: the config's, 1): "
                            'the same step in that many microbatches, less activation memory')
+  parser.add_argument('--cpu_ynn_reductions', nargs='+', choices=('on', 'off'), default=[None],
+                      help="train.cpu_ynn_reductions values to compare (default: the config's, "
+                           "on): off keeps XLA:CPU's reductions out of YNNPACK, less memory")
   parser.add_argument('--no_reference', action='store_true', help='skip diffusers')
   parser.add_argument('--reference_venv', default=os.path.join(REPO, '.venv_torch_bench'))
   parser.add_argument('--timeout_s', type=float, default=1800)
@@ -189,18 +208,22 @@ def main():
   parser.add_argument('--_worker', help=argparse.SUPPRESS)
   parser.add_argument('--_conv_impl', help=argparse.SUPPRESS)
   parser.add_argument('--_grad_accum_steps', type=int, help=argparse.SUPPRESS)
+  parser.add_argument('--_ynn_reductions', type=int, help=argparse.SUPPRESS)
   args = parser.parse_args()
 
   if args._worker:  # pylint: disable=protected-access
     row = measure_jax(args._worker, args._conv_impl or None, steps=args.steps,  # pylint: disable=protected-access
                       sample_steps=args.sample_steps, remat=args.remat,
-                      grad_accum_steps=args._grad_accum_steps)  # pylint: disable=protected-access
+                      grad_accum_steps=args._grad_accum_steps,  # pylint: disable=protected-access
+                      ynn_reductions=(None if args._ynn_reductions is None  # pylint: disable=protected-access
+                                      else bool(args._ynn_reductions)))  # pylint: disable=protected-access
     print(json.dumps(row))
     return
 
   ceiling_before = matmul_gflops()
   print(f'{os.cpu_count()} cpus, float32 matmul ceiling {ceiling_before:.0f} GFLOP/s (2048^3)')
-  header = (f'{"config":>7} {"framework":>9} {"conv_impl":>11} {"accum":>5} {"params":>7} {"GFLOP":>7} '
+  header = (f'{"config":>7} {"framework":>9} {"conv_impl":>11} {"accum":>5} {"ynn_red":>7} '
+            f'{"params":>7} {"GFLOP":>7} '
             f'{"compile_s":>9} {"step_s":>7} {"videos/s":>8} {"GFLOP/s":>7} {"%ceil":>5} '
             f'{"s/NFE":>6} {"peak_GiB":>8}')
   print(header)
@@ -209,7 +232,7 @@ def main():
   def show(row):
     gflops = row.get('gflops_per_s')
     print(f'{row["config"]:>7} {row["framework"]:>9} {row.get("conv_impl", "-"):>11} '
-          f'{row.get("grad_accum_steps", "-"):>5} '
+          f'{row.get("grad_accum_steps", "-"):>5} {str(row.get("cpu_ynn_reductions", "-")):>7} '
           f'{row["params"] / 1e6:6.1f}M {(row.get("flops_per_step") or 0) / 1e9:7.0f} '
           f'{row.get("compile_s", 0):9.1f} {row["step_s"]:7.3f} {row["videos_per_s"]:8.2f} '
           f'{gflops or 0:7.0f} {100 * (gflops or 0) / ceiling_before:5.0f} '
@@ -217,11 +240,11 @@ def main():
 
   for name in args.configs:
     jax_rows = []
-    for conv_impl in args.conv_impls:
-      for grad_accum_steps in args.grad_accums:
-        row = run_worker(name, conv_impl, grad_accum_steps, args)
-        show(row)
-        jax_rows.append(row)
+    for conv_impl, grad_accum_steps, ynn in itertools.product(
+        args.conv_impls, args.grad_accums, args.cpu_ynn_reductions):
+      row = run_worker(name, conv_impl, grad_accum_steps, None if ynn is None else ynn == 'on', args)
+      show(row)
+      jax_rows.append(row)
     rows += jax_rows
     if args.no_reference or name == 'default':
       continue
@@ -240,7 +263,8 @@ def main():
     show(ref)
     rows.append(ref)
     for row in jax_rows:
-      print(f'        {name} {row["conv_impl"]} accum {row["grad_accum_steps"]}: {row["videos_per_s"] / ref["videos_per_s"]:.2f}x '
+      print(f'        {name} {row["conv_impl"]} accum {row["grad_accum_steps"]} ynn reductions '
+            f'{row["cpu_ynn_reductions"]}: {row["videos_per_s"] / ref["videos_per_s"]:.2f}x '
             f'diffusers\' training videos/s')
       row['speedup_vs_diffusers'] = row['videos_per_s'] / ref['videos_per_s']
 

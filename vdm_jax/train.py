@@ -33,6 +33,7 @@ from vdm_jax import noise_prior as noise_prior_lib
 from vdm_jax import progress
 from vdm_jax import sample as sample_lib
 from vdm_jax import schedules
+from vdm_jax import xla_options
 from vdm_jax.data import image_dataset
 from vdm_jax.data import pipeline
 from vdm_jax.data import registry
@@ -427,7 +428,8 @@ def make_train_step(model, *, logsnr_fn, tx, config, mesh, state_sharding=None) 
   replicated = mesh_lib.replicated(mesh)
   state_sharding = replicated if state_sharding is None else state_sharding
   return jax.jit(train_step, in_shardings=(state_sharding, mesh_lib.batch_sharded(mesh)),
-                 out_shardings=(state_sharding, replicated), donate_argnums=(0,))
+                 out_shardings=(state_sharding, replicated), donate_argnums=(0,),
+                 compiler_options=xla_options.train_step_options(config))
 
 
 # ============================================================================ setup shared by modes
