@@ -197,10 +197,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Gradient accumulation: each step's batch is split into this many microbatches whose gradients are
   # summed in one compiled step (same update, ~1/k the activation memory; batch_size divisible by k x devices).
   config.train.grad_accum_steps = 1
-  # XLA:CPU only: let YNNPACK compute the train step's reductions (XLA's default; the default
-  # experiment's step ~10% faster). False keeps them in XLA's own fusions, which do not write out
-  # the broadcasts a GroupNorm feeds them: ~30% less activation memory (benchmark config S: 6.0 ->
-  # 4.2 GiB), speed within noise there. See vdm_jax/xla_options.py. Ignored on GPU and TPU.
+  # XLA:CPU only: let YNNPACK compute the train step's reductions (XLA's default, the faster).
+  # False keeps them in XLA's own fusions, which do not write out the broadcasts a GroupNorm feeds
+  # them: less memory, slower (benchmark config S: peak 8.4 -> 7.0 GiB, 18.8 -> 21.7 s per step;
+  # the default experiment ~10% slower). See vdm_jax/xla_options.py. Ignored on GPU and TPU.
   config.train.cpu_ynn_reductions = True
   config.train.log_every = 25  # Steps between logged metrics (TensorBoard + console).
   config.train.checkpoint_every = 250  # Steps between checkpoints (and one at the end).

@@ -5,9 +5,10 @@ A YNN reduction cannot compute a broadcast or an elementwise producer inside its
 writes them out as full-size arrays first: the backward pass of each GroupNorm then stores
 several arrays of its input's size (the broadcast 1/std and scale, x - mean, ...), many alive at
 once. With `config.train.cpu_ynn_reductions=False` (dots and convolutions stay with YNNPACK),
-XLA fuses those reductions with their producers itself. Measured 2026-12-06 (README, Speed):
-benchmark config S (batch 8 of 16 x 32x32, 14.3M parameters), XLA's temporary memory 6.04 ->
-4.18 GiB; the default experiment's small network ~10% slower per step without them.
+XLA fuses those reductions with their producers itself: less memory, but slower. Measured
+2026-12-06 side by side (README, Speed; benchmarks/train_step_ynn_reductions.json): benchmark
+config S (batch 8 of 16 x 32x32, 14.3M parameters), XLA's estimate 6.25 -> 4.40 GiB, peak RSS
+8.44 -> 6.95 GiB, 18.8 -> 21.7 s per step; the default experiment's network ~10% slower.
 GPU and TPU options are left at XLA's defaults.
 """
 
