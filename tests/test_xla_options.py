@@ -8,6 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import moving_shapes
+from tests.smoke import smoke_config
+from vdm_jax import mesh as mesh_lib
+from vdm_jax import train
 from vdm_jax import xla_options
 
 
@@ -23,7 +26,7 @@ def test_default_options_are_xla_defaults():
 
 def test_without_ynn_reductions_a_group_norm_gradient_needs_less_memory_for_the_same_values():
   """The U-Net's GroupNorm -> SiLU, differentiated: XLA:CPU's temporary memory with the option
-  is at most 3/4 of the default's (measured: ~1/2), and the gradients agree."""
+  is at most 3/4 of the default's (measured: 0.02 against 1.0 MiB), and the gradients agree."""
   assert jax.default_backend() == 'cpu'
   x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 8, 16, 16, 64)), jnp.float32)
   norm = nn.GroupNorm(num_groups=32, reduction_axes=(-3, -2, -1))
@@ -40,3 +43,35 @@ def test_without_ynn_reductions_a_group_norm_gradient_needs_less_memory_for_the_
   assert temp(low_memory) <= 0.75 * temp(default), (temp(low_memory), temp(default))
   for a, b in zip(jax.tree.leaves(default(params, x)), jax.tree.leaves(low_memory(params, x))):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(np.max(np.abs(b))))
+
+
+class NormDenoiser(nn.Module):
+  """A stand-in for the U-Net with its call signature: GroupNorm -> SiLU of the noisy video."""
+
+  @nn.compact
+  def __call__(self, z, *, logsnr, text_tokens, drop_text=None, train=False, num_images=0):
+    del logsnr, text_tokens, drop_text, train, num_images
+    return nn.silu(nn.GroupNorm(num_groups=1, reduction_axes=(-3, -2, -1))(z))
+
+
+def test_train_step_is_compiled_with_the_configs_options(tmp_path):
+  """train.make_train_step passes the options: with cpu_ynn_reductions=False its compiled step
+  has no YNN reduction fusions (this stand-in has no dots or convolutions), by default it has."""
+  config = smoke_config(tmp_path, 1)
+  shape = (4, 32, 32, 3)  # With 4x4 frames XLA made no YNN fusion at all, options or not.
+  model, mesh = NormDenoiser(), mesh_lib.make_mesh(config)
+  batch = mesh_lib.global_batch(
+      {'video': np.zeros((config.batch_size, *shape), np.float32),
+       'tokens': np.ones((config.batch_size, config.data.max_text_length), np.int32)}, mesh)
+
+  def compiled_text(ynn_reductions):
+    config.train.cpu_ynn_reductions = ynn_reductions
+    tx, _ = train.create_optimizer(config)
+    state = jax.eval_shape(lambda: train.create_train_state(model, tx, config, shape,
+                                                            jax.random.PRNGKey(0)))
+    step = train.make_train_step(model, logsnr_fn=train.create_logsnr_fn(config), tx=tx,
+                                 config=config, mesh=mesh)
+    return step.lower(state, batch).compile().as_text()
+
+  assert '__ynn_fusion' in compiled_text(True)
+  assert '__ynn_fusion' not in compiled_text(False)
