@@ -3,7 +3,7 @@ Face diffusers' UNet3DConditionModel (PyTorch) at the same parameter count and i
 
 Configs (issue 8): `S` = batch 8 of 16 x 32x32x3, base 64 channels x (1, 2, 4), attention at 16x16
 and 8x8; `M` = batch 4 of 16 x 64x64x3, x (1, 2, 4, 8); `default` = experiments/moving_shapes.py.
-For each config and each combination of `--conv_impls`, `--grad_accums` and
+For each config and each combination of `--conv_impls`, `--remats`, `--grad_accums` and
 `--cpu_ynn_reductions` a fresh process (so that peak memory is its own) compiles
 `train.make_train_step` on synthetic data and reports: parameters, FLOPs per step (XLA cost
 analysis of the network's forward and backward pass with lax.conv), compile seconds, median
@@ -20,6 +20,7 @@ config, so their ratio is measured side by side.
   python benchmarks/train_step.py --configs S default --conv_impls xla matmul_grad --no_reference
   python benchmarks/train_step.py --configs S --grad_accums 1 2 --no_reference   # memory vs microbatches
   python benchmarks/train_step.py --configs S --cpu_ynn_reductions on off        # memory vs YNNPACK reductions
+  python benchmarks/train_step.py --configs S --remats none block                # memory vs rematerialisation
 
 Prints a table and writes JSON (--json).
 """
@@ -168,12 +169,12 @@ def measure_jax(name: str, conv_impl: str | None, *, steps: int, sample_steps: i
       xla_memory_gib=xla_bytes / 2 ** 30, jax=jax.__version__, backend=jax.default_backend())
 
 
-def run_worker(name: str, conv_impl: str | None, grad_accum_steps: int | None,
+def run_worker(name: str, conv_impl: str | None, remat: str | None, grad_accum_steps: int | None,
                ynn_reductions: bool | None, args) -> dict:
   """measure_jax in a fresh process: its own peak memory, no caches from other rows."""
   command = [sys.executable, os.path.abspath(__file__), '--_worker', name,
              '--_conv_impl', conv_impl or '', '--steps', str(args.steps),
-             '--sample_steps', str(args.sample_steps)] + (['--remat', args.remat] if args.remat else [])
+             '--sample_steps', str(args.sample_steps), '--_remat', remat or '']
   if grad_accum_steps is not None:
     command += ['--_grad_accum_steps', str(grad_accum_steps)]
   if ynn_reductions is not None:
@@ -193,8 +194,9 @@ def main():
                       help="model.conv_impl values to compare (default: the config's)")
   parser.add_argument('--steps', type=int, default=5, help='timed steps after 2 warm-up steps')
   parser.add_argument('--sample_steps', type=int, default=3, help='DDIM steps of the sampler timing')
-  parser.add_argument('--remat', choices=('none', 'block', 'full'),
-                      help="model.remat of every vdm_jax row (default: the config's, 'none')")
+  parser.add_argument('--remats', nargs='+', choices=('none', 'block', 'full'), default=[None],
+                      help="model.remat values to compare (default: the config's, 'none'): "
+                           "'block' keeps only each block's inputs for the backward pass")
   parser.add_argument('--grad_accums', nargs='+', type=int, default=[None],
                       help="train.grad_accum_steps values to compare (default: the config's, 1): "
                            'the same step in that many microbatches, less activation memory')
@@ -209,11 +211,12 @@ def main():
   parser.add_argument('--_conv_impl', help=argparse.SUPPRESS)
   parser.add_argument('--_grad_accum_steps', type=int, help=argparse.SUPPRESS)
   parser.add_argument('--_ynn_reductions', type=int, help=argparse.SUPPRESS)
+  parser.add_argument('--_remat', help=argparse.SUPPRESS)
   args = parser.parse_args()
 
   if args._worker:  # pylint: disable=protected-access
     row = measure_jax(args._worker, args._conv_impl or None, steps=args.steps,  # pylint: disable=protected-access
-                      sample_steps=args.sample_steps, remat=args.remat,
+                      sample_steps=args.sample_steps, remat=args._remat or None,  # pylint: disable=protected-access
                       grad_accum_steps=args._grad_accum_steps,  # pylint: disable=protected-access
                       ynn_reductions=(None if args._ynn_reductions is None  # pylint: disable=protected-access
                                       else bool(args._ynn_reductions)))  # pylint: disable=protected-access
@@ -222,7 +225,7 @@ def main():
 
   ceiling_before = matmul_gflops()
   print(f'{os.cpu_count()} cpus, float32 matmul ceiling {ceiling_before:.0f} GFLOP/s (2048^3)')
-  header = (f'{"config":>7} {"framework":>9} {"conv_impl":>11} {"accum":>5} {"ynn_red":>7} '
+  header = (f'{"config":>7} {"framework":>9} {"conv_impl":>11} {"remat":>5} {"accum":>5} {"ynn_red":>7} '
             f'{"params":>7} {"GFLOP":>7} '
             f'{"compile_s":>9} {"step_s":>7} {"videos/s":>8} {"GFLOP/s":>7} {"%ceil":>5} '
             f'{"s/NFE":>6} {"peak_GiB":>8}')
@@ -232,6 +235,7 @@ def main():
   def show(row):
     gflops = row.get('gflops_per_s')
     print(f'{row["config"]:>7} {row["framework"]:>9} {row.get("conv_impl", "-"):>11} '
+          f'{row.get("remat", "-"):>5} '
           f'{row.get("grad_accum_steps", "-"):>5} {str(row.get("cpu_ynn_reductions", "-")):>7} '
           f'{row["params"] / 1e6:6.1f}M {(row.get("flops_per_step") or 0) / 1e9:7.0f} '
           f'{row.get("compile_s", 0):9.1f} {row["step_s"]:7.3f} {row["videos_per_s"]:8.2f} '
@@ -240,9 +244,10 @@ def main():
 
   for name in args.configs:
     jax_rows = []
-    for conv_impl, grad_accum_steps, ynn in itertools.product(
-        args.conv_impls, args.grad_accums, args.cpu_ynn_reductions):
-      row = run_worker(name, conv_impl, grad_accum_steps, None if ynn is None else ynn == 'on', args)
+    for conv_impl, remat, grad_accum_steps, ynn in itertools.product(
+        args.conv_impls, args.remats, args.grad_accums, args.cpu_ynn_reductions):
+      row = run_worker(name, conv_impl, remat, grad_accum_steps,
+                       None if ynn is None else ynn == 'on', args)
       show(row)
       jax_rows.append(row)
     rows += jax_rows
@@ -263,7 +268,7 @@ def main():
     show(ref)
     rows.append(ref)
     for row in jax_rows:
-      print(f'        {name} {row["conv_impl"]} accum {row["grad_accum_steps"]} ynn reductions '
+      print(f'        {name} {row["conv_impl"]} remat {row["remat"]} accum {row["grad_accum_steps"]} ynn reductions '
             f'{row["cpu_ynn_reductions"]}: {row["videos_per_s"] / ref["videos_per_s"]:.2f}x '
             f'diffusers\' training videos/s')
       row['speedup_vs_diffusers'] = row['videos_per_s'] / ref['videos_per_s']

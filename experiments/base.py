@@ -101,9 +101,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # 'chunked' (the same a cache-sized chunk of rows at a time, recomputed in the backward pass) or
   # 'einsum' (the maths written out, for checking).
   config.model.attention_impl = 'auto'
-  # Rematerialisation: 'none', 'block' (each residual/attention block recomputed in the backward pass)
-  # or 'full' (the whole U-Net); same gradients, more FLOPs; memory saving: see benchmarks/remat_memory.py
-  # (none on XLA:CPU: there, lower memory with train.grad_accum_steps).
+  # Rematerialisation: 'none', 'block' (each residual/attention block keeps only its inputs and is
+  # recomputed in the backward pass: about half the activation memory) or 'full' (the whole U-Net);
+  # same gradients, more FLOPs; measured in benchmarks/remat_memory.py and benchmarks/train_step.py.
   config.model.remat = 'none'
   config.model.dtype = 'float32'  # Compute dtype: 'float32' or 'bfloat16' (norms, softmax, loss stay float32).
   config.model.param_dtype = 'float32'  # Parameter dtype: 'float32' or 'bfloat16'.

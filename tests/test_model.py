@@ -689,6 +689,21 @@ def test_remat_outputs_and_gradients_equal_no_remat():
     VideoUNet(**MINI, remat='some').init(jax.random.PRNGKey(0), z, **kw)
 
 
+def test_block_remat_lowers_the_unet_gradient_memory():
+  """model.remat='block' on a small U-Net (2 videos of 8x16x16): the compiled gradient keeps less
+  than 3/4 of the temporaries of remat='none' (measured 23 against 56 MiB)."""
+  z = jnp.asarray(np.random.default_rng(2).standard_normal((2, 8, 16, 16, 3)), jnp.float32)
+  kw = dict(logsnr=jnp.array([1., 2.]),
+            text_tokens=jnp.zeros((2, TINY['max_text_length']), jnp.int32))
+  params = host_params(VideoUNet(**TINY), z, **kw)
+  temp = {}
+  for mode in ('none', 'block'):
+    loss = lambda p, mode=mode: jnp.sum(VideoUNet(**TINY, remat=mode).apply(p, z, **kw) ** 2)
+    compiled = jax.jit(jax.grad(loss)).lower(params).compile(FAST_COMPILE)
+    temp[mode] = compiled.memory_analysis().temp_size_in_bytes
+  assert temp['block'] < 0.75 * temp['none'], temp
+
+
 def test_appended_images_equal_one_frame_videos_and_leave_the_video_alone():
   """Joint image-video training (Ho et al. 2022, sec. 3): with 2 images appended to a 2-frame
   video, temporal attention and the temporal conv are masked so that each image's output equals

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from vdm_jax.data import tokenizer
 from vdm_jax.models import layers
+from vdm_jax.models import remat as remat_lib
 from vdm_jax.models.attention import SpaceTimeAttention
 from vdm_jax.models.attention import check_attention_impl
 from vdm_jax.models.text_encoder import TextEncoder
@@ -118,12 +119,12 @@ class VideoUNet(nn.Module):
   layout_head_scale: float = 1.0
   parameterization: str = 'eps'  # What the output predicts: needed by layout_head only.
   attention_impl: str = 'auto'  # See attention.ATTENTION_IMPLS.
-  # Rematerialisation (gradient checkpointing), see REMAT_MODES: 'none'; 'block': every residual
-  # block and attention block keeps only its inputs for the backward pass and recomputes the
-  # rest; 'full': the whole network keeps only its inputs. Same outputs, gradients and
-  # parameters; more compute (+21% / +33% FLOPs). Meant to lower activation memory, but XLA:CPU
-  # showed no saving (benchmarks/remat_memory.py; there config.train.grad_accum_steps does);
-  # GPU/TPU not measured yet.
+  # Rematerialisation (gradient checkpointing, models/remat.py), see REMAT_MODES: 'none';
+  # 'block': every residual block and attention block keeps only its inputs for the backward
+  # pass and recomputes the rest there (config S's network gradient: temporaries 5.95 -> 2.94 GiB
+  # on XLA:CPU); 'full': the whole network keeps only its inputs, which lowers memory only
+  # outside the network (its backward pass recomputes every activation at once). Same outputs,
+  # gradients and parameters; more compute (benchmarks/remat_memory.py).
   remat: str = 'none'
   conditioning: str = 'text'  # See CONDITIONINGS.
   num_classes: int = 0  # 'class': number of labels (the embedding has one more row: the null class).
@@ -177,7 +178,7 @@ class VideoUNet(nn.Module):
     if check_remat(self.remat) == 'full':
       # static_argnums counts the module: (self, z, logsnr, cond, drop_text, train, num_images,
       # layout_head_parts).
-      forward = nn.remat(VideoUNet._forward, static_argnums=(5, 6, 7))
+      forward = remat_lib.remat(VideoUNet._forward, static_argnums=(5, 6, 7))
       return forward(self, z, logsnr, cond, drop_text, train, num_images, layout_head_parts)
     return self._forward(z, logsnr, cond, drop_text, train, num_images, layout_head_parts)
 
@@ -261,9 +262,9 @@ class VideoUNet(nn.Module):
 
     block_remat = self.remat == 'block'
     # static_argnums count self: ResBlock(x, emb, train, num_images), SpaceTimeAttention(x, num_images).
-    res_block_cls = (nn.remat(layers.ResBlock, static_argnums=(3, 4)) if block_remat
+    res_block_cls = (remat_lib.remat(layers.ResBlock, static_argnums=(3, 4)) if block_remat
                      else layers.ResBlock)
-    attention_cls = (nn.remat(SpaceTimeAttention, static_argnums=(2,)) if block_remat
+    attention_cls = (remat_lib.remat(SpaceTimeAttention, static_argnums=(2,)) if block_remat
                      else SpaceTimeAttention)
 
     def res_block(h, features, name):
