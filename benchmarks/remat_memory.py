@@ -8,19 +8,23 @@ recomputed forward pass. A mid-size model by default: experiments/moving_shapes.
 channels x (1, 2, 2), 2 res blocks per level, attention at 16 and 8, on 16 frames of 32x32
 without patches, batch 4. Three compiles, 1.5 to 3 minutes each on the shared 2-core CPU.
 
-Measured 2026-11-25 on that CPU (XLA:CPU, jax 0.10.2; benchmarks/remat_memory.json): 9.87M
-parameters, batch 4 of 16x32x32x3:
+Measured 2026-12-06 on that CPU (XLA:CPU, jax 0.10.2, the CPU defaults conv_impl=im2col_chunks
+and attention_impl=chunked; benchmarks/remat_memory.json): 9.87M parameters, batch 4 of
+16x32x32x3:
 
-  remat   temp memory   GFLOP
-  none     4655.7 MiB   725.4
-  block    4655.7 MiB   876.5  (x1.21)
-  full     4657.6 MiB   966.4  (x1.33)
+  remat   temp memory   GFLOP (as XLA counts them: a chunk loop's body once)
+  none     3898.4 MiB   267.8
+  block    1571.3 MiB   350.9  (x1.31)
+  full     3893.8 MiB   359.8  (x1.34)
 
-The recomputation is there (FLOPs +21% and +33%), but XLA:CPU's compiled step holds as much
-memory as without remat: no saving on this backend. The same happens in a 40-layer MLP with
-jax.checkpoint around blocks of 5 layers (temp 164 -> 192 MiB), so it is the CPU compiler's
-scheduling of the recomputed forward, not this model. Whether GPU/TPU compilers realise the
-saving has not been measured (no accelerator was available): run this there before relying on it.
+'block' keeps 40% of the temporaries. 'full' keeps only the network's input for the backward
+pass, but that pass then recomputes every activation at once, so the network's peak is the same;
+it lowers memory only where something outside the network is alive beside it. Until 2026-12-06
+remat was jax.checkpoint (through nn.remat), and every row had the same memory (4655.7 MiB on 2026-11-25, with
+the conv and attention implementations of that day):
+XLA:CPU expands jax.checkpoint's optimization barriers early and CSE merges the recomputation
+with the forward pass (jax-ml/jax#19822); vdm_jax/models/remat.py ties the recomputation to the
+cotangent instead. Config S's whole train step, side by side: benchmarks/train_step.py --remats.
 
   python benchmarks/remat_memory.py
   python benchmarks/remat_memory.py --batch 8 --channels 128
