@@ -6,7 +6,8 @@ and 8x8; `M` = batch 4 of 16 x 64x64x3, x (1, 2, 4, 8); `default` = experiments/
 For each config and each combination of `--conv_impls`, `--remats`, `--grad_accums` and
 `--cpu_ynn_reductions` a fresh process (so that peak memory is its own) compiles
 `train.make_train_step` on synthetic data and reports: parameters, FLOPs per step (XLA cost
-analysis of the network's forward and backward pass with lax.conv), compile seconds, median
+analysis of the plain network's forward and backward pass: lax.conv, attention all at once, no
+remat; inspect_model.model_flops), compile seconds, median
 seconds per step after warm-up, training videos per second, achieved GFLOP/s against this
 machine's float32 matmul ceiling (measured in this run, before and after), sampler seconds per
 network evaluation (DDIM with classifier-free guidance: one network call at batch 2 x
@@ -127,12 +128,11 @@ def measure_jax(name: str, conv_impl: str | None, *, steps: int, sample_steps: i
   compile_s = time.perf_counter() - start
   peak_rss_gib = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
   rss_after_compile = peak_rss_gib()  # Process maxima so far: which phase sets the peak.
-  # Model FLOPs: those of the plain lax.conv network, the same for every conv_impl (XLA counts a
-  # loop's body once, so the chunked im2col matmuls of matmul_grad and im2col_chunks would read as fewer).
-  flops_config = make_config(name, 'xla')
-  gradient, _ = inspect_model.compile_network_gradient(flops_config, batch_size=config.batch_size)
-  cost = gradient.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  # Model FLOPs: those of the plain network (lax.conv, attention all at once, no remat), the same
+  # for every implementation (XLA counts a loop's body once, so the chunked convolutions and
+  # attention would read as fewer). Until 2026-12-06 the attention was counted chunked: S's
+  # FLOPs then read 1256 GFLOP instead of 1314 (4.6% fewer).
+  flops = inspect_model.model_flops(config, batch_size=config.batch_size)
   memory = compiled.memory_analysis()
   xla_bytes = (memory.argument_size_in_bytes + memory.output_size_in_bytes
                + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
@@ -159,9 +159,9 @@ def measure_jax(name: str, conv_impl: str | None, *, steps: int, sample_steps: i
       remat=config.model.remat, grad_accum_steps=config.train.grad_accum_steps,
       cpu_ynn_reductions=config.train.cpu_ynn_reductions,
       batch=config.batch_size, video_shape=list(run.video_shape), params=int(num_params),
-      flops_per_step=float(cost['flops']), compile_s=compile_s, step_s=step_s,
+      flops_per_step=flops, compile_s=compile_s, step_s=step_s,
       step_s_min=min(times), videos_per_s=config.batch_size / step_s,
-      gflops_per_s=float(cost['flops']) / step_s / 1e9,
+      gflops_per_s=flops / step_s / 1e9,
       sample_s_per_nfe=sample_s / sample_steps, sample_batch=2 * config.sample.batch_size,
       sample_compile_s=sample_compile_s,
       peak_rss_gib=peak_rss_gib(), peak_rss_after_compile_gib=rss_after_compile,
