@@ -46,23 +46,17 @@ def test_inspect_reports_the_compiled_gradient():
 def test_inspect_counts_model_flops_whatever_the_implementation(monkeypatch):
   """The CPU defaults run convolutions and attention in loops over chunks, whose body XLA's cost
   analysis counts once, and remat recomputes blocks: the reported FLOPs are the plain network's
-  in every case (they were 4-5x too low with the chunked convolutions), while the activation
-  memory is the configured network's (lower with remat='block')."""
+  (with the chunked loops counted as XLA counts them they read as less than half), while the
+  activation memory is the configured network's (lower with remat='block')."""
   # Small chunks, so that this small network's loops run several chunks, as a large one's do.
   monkeypatch.setattr(layers, 'CHUNK_BYTES', 64 * 1024)
   monkeypatch.setattr(attention_lib, 'ATTENTION_CHUNK_BYTES', 64 * 1024)
   config = tiny_config()
-  reports = {}
-  for conv, attention, remat in (('xla', 'dot_product_attention', 'none'),
-                                 ('im2col_chunks', 'chunked', 'none'),
-                                 ('im2col_chunks', 'chunked', 'block')):
-    config.model.conv_impl, config.model.attention_impl, config.model.remat = conv, attention, remat
-    reports[conv, remat] = inspect_model.inspect(config)
-  plain = reports['xla', 'none']
-  for report in reports.values():
-    assert report.flops_per_example == plain.flops_per_example
-  config.model.remat = 'none'
-  chunked = inspect_model.compile_network_gradient(config, batch_size=1)[0]
-  assert inspect_model._cost(chunked)['flops'] < 0.5 * plain.flops_per_example  # pylint: disable=protected-access
-  assert (reports['im2col_chunks', 'block'].activation_bytes_per_example
-          < reports['im2col_chunks', 'none'].activation_bytes_per_example)
+  config.model.conv_impl, config.model.attention_impl = 'im2col_chunks', 'chunked'
+  plain_flops = inspect_model.model_flops(config)
+  chunked = inspect_model.compile_network_gradient(config)[0]
+  assert inspect_model._cost(chunked)['flops'] < 0.5 * plain_flops  # pylint: disable=protected-access
+  config.model.remat = 'block'
+  report = inspect_model.inspect(config)
+  assert report.flops_per_example == plain_flops
+  assert report.activation_bytes_per_example < chunked.memory_analysis().temp_size_in_bytes

@@ -690,11 +690,10 @@ def test_remat_outputs_and_gradients_equal_no_remat():
 
 
 def test_block_remat_lowers_the_unet_gradient_memory():
-  """model.remat='block' on a small U-Net (2 videos of 8x16x16): the compiled gradient keeps less
-  than 3/4 of the temporaries of remat='none' (measured 23 against 56 MiB)."""
-  z = jnp.asarray(np.random.default_rng(2).standard_normal((2, 8, 16, 16, 3)), jnp.float32)
-  kw = dict(logsnr=jnp.array([1., 2.]),
-            text_tokens=jnp.zeros((2, TINY['max_text_length']), jnp.int32))
+  """model.remat='block' on a small U-Net (a video of 4x16x16): the compiled gradient keeps less
+  than 3/4 of the temporaries of remat='none' (measured 0.39 of 15 MiB; with nn.remat: all)."""
+  z = jnp.asarray(np.random.default_rng(2).standard_normal((1, 4, 16, 16, 3)), jnp.float32)
+  kw = dict(logsnr=jnp.array([1.]), text_tokens=jnp.zeros((1, TINY['max_text_length']), jnp.int32))
   params = host_params(VideoUNet(**TINY), z, **kw)
   temp = {}
   for mode in ('none', 'block'):
