@@ -38,6 +38,7 @@ def get_config(variant: str = ''):
   config.eval.task = 'predict'
   config.sample.num_known_frames = 5
   config.sample.conditioning_method = 'reconstruction'
+  config.sample.reconstruction_weight = 9.0  # Appendix A, "Reconstruction guidance weight".
   config.eval.metrics = ('fvd_i3d',)
   config.eval.num_captions = 5_000
   config.eval.num_repeats = 10
