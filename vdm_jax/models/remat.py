@@ -87,7 +87,9 @@ def checkpoint(fn: Callable[..., Any], static_argnums: Sequence[int] = ()) -> Ca
   """`jax.checkpoint(fn, static_argnums=...)` whose recomputation XLA:CPU keeps (module docstring).
 
   Positional arguments at `static_argnums` are passed through as Python values (not traced);
-  every other argument and keyword argument is a pytree of arrays."""
+  every other argument and keyword argument is a pytree of arrays. Whatever is differentiated
+  must be an argument, not a value `fn` closes over (a jax.custom_vjp's rule); the Flax
+  transform below passes the module's variables and RNGs as arguments."""
   static = frozenset(static_argnums)
 
   @functools.wraps(fn)
