@@ -60,3 +60,12 @@ def test_inspect_counts_model_flops_whatever_the_implementation(monkeypatch):
   report = inspect_model.inspect(config)
   assert report.flops_per_example == plain_flops
   assert report.activation_bytes_per_example < chunked.memory_analysis().temp_size_in_bytes
+  # A network that already is the plain one (GPUs' defaults) is compiled once, not twice.
+  config.model.conv_impl, config.model.attention_impl = 'xla', 'dot_product_attention'
+  config.model.remat = 'none'
+  compiles = []
+  compile_once = inspect_model.compile_network_gradient
+  monkeypatch.setattr(inspect_model, 'compile_network_gradient',
+                      lambda *a, **k: compiles.append(1) or compile_once(*a, **k))
+  assert inspect_model.inspect(config).flops_per_example == plain_flops
+  assert len(compiles) == 1

@@ -34,6 +34,8 @@ import ml_collections
 from vdm_jax import conditioning
 from vdm_jax import config_validation
 from vdm_jax import train
+from vdm_jax.models import attention
+from vdm_jax.models import layers
 from vdm_jax.models import unet
 
 # Analysis-only compile: LLVM's cheapest settings (machine code we never run).
@@ -92,14 +94,25 @@ def compile_network_gradient(config: ml_collections.ConfigDict, *, batch_size: i
   return compiled, params
 
 
-def model_flops(config: ml_collections.ConfigDict, *, batch_size: int = 1) -> float:
+def _is_plain(config: ml_collections.ConfigDict) -> bool:
+  """Whether the config's network, on this backend, already is the plain one of model_flops."""
+  return (layers.check_conv_impl(config.model.conv_impl) == 'xla'
+          and attention.check_attention_impl(config.model.attention_impl) == 'dot_product_attention'
+          and config.model.remat == 'none')
+
+
+def model_flops(config: ml_collections.ConfigDict, *, batch_size: int = 1,
+                compiled=None) -> float:
   """FLOPs of the loss gradient through the config's network, counted on the plain network
   (lax.conv, attention all at once, no remat): XLA counts a loop's body once, so the chunked CPU
   implementations would read as fewer (config S: the chunked attention alone 4.6% fewer, the
-  chunked convolutions several times fewer), and remat's recomputation is not model work."""
-  plain = train.create_model(config).clone(conv_impl='xla', attention_impl='dot_product_attention',
-                                           remat='none')
-  compiled, _ = compile_network_gradient(config, batch_size=batch_size, model=plain)
+  chunked convolutions several times fewer), and remat's recomputation is not model work.
+  `compiled`: the config's own compiled gradient at `batch_size`, reused when the network
+  already is the plain one (GPUs' defaults) instead of compiling it again."""
+  if compiled is None or not _is_plain(config):
+    plain = train.create_model(config).clone(conv_impl='xla',
+                                             attention_impl='dot_product_attention', remat='none')
+    compiled, _ = compile_network_gradient(config, batch_size=batch_size, model=plain)
   return float(_cost(compiled)['flops'])
 
 
@@ -110,7 +123,7 @@ def inspect(config: ml_collections.ConfigDict) -> Report:
   param_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
   return Report(
       parameters=int(sum(x.size for x in jax.tree.leaves(params))),
-      flops_per_example=model_flops(config, batch_size=1),
+      flops_per_example=model_flops(config, batch_size=1, compiled=compiled),
       activation_bytes_per_example=int(compiled.memory_analysis().temp_size_in_bytes),
       state_bytes=int(4 * param_bytes),  # params, EMA, Adam's two moments.
       video_shape=tuple(config_validation.video_shape(config)))
