@@ -215,11 +215,15 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.train.eval_every = 0  # Steps between evaluations during training (0: none before the end).
   config.train.eval_at_end = True  # Run the evaluation (`eval.*`) after the last step and print its table.
   # Frame conditioning (model.frame_conditioning): which frames are given in training: 'first' (frames
-  # 0..k-1: video prediction) or 'random' (k random frames per video); sampling always gives the first k.
+  # 0..k-1: video prediction) or 'random' (k random frames per video); sample.task='generate' gives the first k,
+  # the other tasks (vdm_jax/tasks.py) the frames they know that the model was trained to take.
   # 'low_res': every frame, average-pooled by cond_low_res_factor (a spatial super-resolution stage).
   # 'low_frame_rate': every cond_frame_stride-th frame (a temporal super-resolution stage).
   config.train.cond_frames = 'first'
   config.train.num_cond_frames = 1  # k, frames given, in [1, frames).
+  # 'first' / 'random': probability that a training video is given no frames at all (masked conditional
+  # training, Voleti et al. 2022): the model then also generates from text alone, e.g. a long video's first block.
+  config.train.cond_drop_prob = 0.0
   config.train.cond_low_res_factor = 2  # 'low_res': the given video's resolution is 1/this (> 1, divides it).
   # 'low_frame_rate': frames 0, s, 2s, ... given, s = this (> 1, divides the frames; a temporal
   # super-resolution stage: it raises the frame rate s-fold).

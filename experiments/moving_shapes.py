@@ -91,8 +91,19 @@ def get_config(variant: str = ''):
     config.train.cond_frames = 'low_frame_rate'
     config.train.cond_frame_stride = 2
     config.eval.bpd_num_videos = 0  # (not implemented for frame-conditioned models)
+  elif variant == 'prediction':
+    # A video-prediction model (Ho et al. 2022, sec. 5; BAIR's 1 -> 15 protocol): the default
+    # network, given the first frame (noise-augmented), generates the 15 after it; given none (a
+    # quarter of the training videos: masked conditional training, Voleti et al. 2022), it
+    # generates from the caption alone. With sample.task='extend' it makes a story's first block
+    # from its prompt and each later block from the last frame of the one before (tasks.py).
+    config.model.frame_conditioning = True
+    config.train.cond_frames = 'first'
+    config.train.num_cond_frames = 1
+    config.train.cond_drop_prob = 0.25
+    config.eval.bpd_num_videos = 0  # (not implemented for frame-conditioned models)
   elif variant:
     raise ValueError(f"Unknown variant {variant!r} of experiments/moving_shapes.py; allowed: '', "
-                     "'smoke', 'cascade_base', 'super_resolution', 'temporal_base' or "
-                     "'temporal_super_resolution'.")
+                     "'smoke', 'cascade_base', 'super_resolution', 'temporal_base', "
+                     "'temporal_super_resolution' or 'prediction'.")
   return config

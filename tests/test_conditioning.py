@@ -180,6 +180,23 @@ def test_noise_augmentation_is_the_forward_process_at_the_configured_logsnr(x64)
   np.testing.assert_allclose(got[:, :2], alpha * video[:, :2] + sigma * noise[:, :2], rtol=1e-12)
 
 
+def test_dropped_given_frames_leave_a_share_of_the_videos_unconditioned():
+  """train.cond_drop_prob = 0.25: a quarter of the training videos are given no frame (zeros, mask
+  all False, the loss over every frame); the rest their first k, as without dropping."""
+  config = frame_config(k=2)
+  config.train.cond_drop_prob = 0.25
+  video = jax.random.uniform(jax.random.PRNGKey(5), (8000, 4, 2, 2, 3), jnp.float32, 0.5, 1)
+  cond, weights = jax.jit(functools.partial(train.frame_conditioning_inputs, config))(
+      video, jax.random.PRNGKey(6))
+  mask, c = np.asarray(cond['cond_mask']), np.asarray(cond['cond_frames'])
+  dropped = ~mask.any(axis=1)
+  assert abs(dropped.mean() - 0.25) < 0.02  # 5 standard errors
+  assert np.all(mask[~dropped] == (np.arange(4) < 2))
+  assert np.all(c[dropped] == 0) and np.all(np.asarray(weights)[dropped] == 1)
+  assert np.all(c[~dropped][:, :2] != 0)
+  np.testing.assert_array_equal(weights, 1.0 - mask)
+
+
 def test_random_given_frames_are_k_of_the_video_never_an_image():
   mask = np.asarray(frame_conditioning.given_frames_mask(
       jax.random.PRNGKey(0), batch_size=64, num_frames=8, num_given=3, mode='random', num_images=2))

@@ -21,7 +21,7 @@ EXPERIMENTS = sorted(
     # test_classifier_experiment_builds.
     and os.path.basename(p) not in ('feature_classifier.py', 'digit_classifier.py'))
 VARIANTS = {'moving_shapes': ['', 'smoke', 'cascade_base', 'super_resolution', 'temporal_base',
-                              'temporal_super_resolution'],
+                              'temporal_super_resolution', 'prediction'],
             'ucf101': ['', 'laptop'], 'bair': ['', 'laptop'],
             'kinetics600': ['', 'laptop'], 'text_to_video': ['', 'large', 'laptop']}
 

@@ -454,3 +454,111 @@ def test_block_direction_is_tracked_over_the_blocks_new_frames():
   assert report['blocks_following_prompt'] == 1.0
   from vdm_jax.data import tracker  # pylint: disable=g-import-not-at-top
   assert tracker.track_video(video[8:24])[0]['direction'] != 'down'  # what the whole block reads
+
+
+# ============================================================================ frame-conditioned models
+
+
+def frame_conditioned_config(cond_frames='first', num_cond_frames=1, cond_drop_prob=0.0, **sample):
+  """The base config with a frame-conditioned model on 16 frames of 8x8x1 (no dataset read)."""
+  from experiments import base  # pylint: disable=g-import-not-at-top
+  config = base.get_base_config()
+  config.model.frame_conditioning = True
+  config.model.conditioning = 'none'
+  config.diffusion.parameterization = 'x'
+  config.train.cond_frames = cond_frames
+  config.train.num_cond_frames = num_cond_frames
+  config.train.cond_drop_prob = cond_drop_prob
+  config.sample.update(sample)
+  return config
+
+
+def test_network_given_frames_are_those_the_model_was_trained_on():
+  """Each kind of frame-conditioned model gets, of a task's observation, exactly the frames it was
+  trained to be given; what it cannot take is refused, or (trained with dropped frames) given
+  none."""
+  shape = (16, 8, 8, 1)
+  predict4, _ = tasks.task_mask('predict', shape, num_known_frames=4)
+  every_other, _ = tasks.task_mask('interpolate', shape)
+  inpaint, _ = tasks.task_mask('inpaint', shape)
+  pooled, factor = tasks.task_mask('super_resolve', shape, super_resolution_factor=2)
+  given = lambda config, mask, f=1: np.flatnonzero(tasks.network_given_frames(config, mask, f))
+
+  first = frame_conditioned_config('first', 1)
+  np.testing.assert_array_equal(given(first, predict4), [0])  # frames 1-3: the method's job
+  np.testing.assert_array_equal(given(first, every_other), [0])
+  with pytest.raises(ValueError, match=r'first 1 frame\(s\).*gives whole frames \[\]'):
+    tasks.network_given_frames(first, inpaint, 1)
+  with pytest.raises(ValueError, match='not a pooled clip'):
+    tasks.network_given_frames(first, pooled, factor)
+  dropped = frame_conditioned_config('first', 4, cond_drop_prob=0.25)
+  assert given(dropped, tasks.frame_mask(16, range(2))).size == 0  # not all 4: none, from noise
+  np.testing.assert_array_equal(given(dropped, predict4), [0, 1, 2, 3])
+
+  random = frame_conditioned_config('random', 4)
+  np.testing.assert_array_equal(given(random, every_other), np.arange(0, 16, 2))
+  np.testing.assert_array_equal(given(random, predict4), [0, 1, 2, 3])
+  with pytest.raises(ValueError, match='at least one whole frame'):
+    tasks.network_given_frames(random, inpaint, 1)
+
+  temporal = frame_conditioned_config('low_frame_rate')
+  np.testing.assert_array_equal(given(temporal, every_other), np.arange(0, 16, 2))
+  with pytest.raises(ValueError, match='frames 0, 2, ...'):
+    tasks.network_given_frames(temporal, predict4, 1)
+
+  spatial = frame_conditioned_config('low_res')
+  np.testing.assert_array_equal(given(spatial, pooled, factor), np.arange(16))
+  with pytest.raises(ValueError, match='super_resolution_factor=2'):
+    tasks.network_given_frames(spatial, predict4, 1)
+
+
+def test_tasks_a_frame_conditioned_model_cannot_take_are_refused_with_the_fix():
+  shape = (16, 8, 8, 1)
+  config = frame_conditioned_config('first', 1, task='extend')
+  with pytest.raises(UserError, match=r"config.sample.task='extend'.*cond_drop_prob > 0"):
+    tasks.check_frame_conditioned_task(config, 'extend', shape)
+  config.train.cond_drop_prob = 0.25  # the story's first block from the prompt alone
+  tasks.check_frame_conditioned_task(config, 'extend', shape)
+  config = frame_conditioned_config('first', 2)
+  with pytest.raises(UserError, match='num_known_frames >= 2'):
+    config.sample.num_known_frames = 1
+    tasks.check_frame_conditioned_task(config, 'predict', shape)
+  with pytest.raises(UserError, match=r"config.eval.task='inpaint'.*'random'"):
+    tasks.check_frame_conditioned_task(config, 'inpaint', shape, field='eval.task')
+
+
+class _GivenFramesPosterior:
+  """A frame-conditioned 'network' (no parameters) that reads only its given frames: for static
+  videos (every frame the same v ~ N(0, I)) it predicts the exact E[v | given frames], each given
+  frame c_t = alpha' v + sigma' eps_t at the augmentation level: alpha' sum_t m_t c_t /
+  (alpha'^2 sum_t m_t + sigma'^2), the same for every frame (x-parameterization)."""
+
+  def apply(self, variables, z, *, logsnr, cond_frames, cond_mask, cond_logsnr, drop_text):
+    del variables, logsnr, drop_text
+    alpha, sigma = alpha_sigma(cond_logsnr)
+    alpha, sigma = alpha[:, None, None, None], sigma[:, None, None, None]
+    m = cond_mask.astype(z.dtype)[:, :, None, None, None]
+    mean = alpha * (m * cond_frames).sum(1) / (alpha**2 * m.sum(1) + sigma**2)
+    return jnp.broadcast_to(mean[:, None], z.shape)
+
+
+@pytest.mark.parametrize('cond_frames, expected', [('first', 'frame 0'), ('random', 'frames 0-3')])
+def test_a_frame_conditioned_model_is_given_its_frames_by_the_task(cond_frames, expected):
+  """Prediction with 4 frames given (frame 0 = a, frames 1-3 = b): a model trained given the first
+  frame reads a alone and continues with a; one trained given any frames reads all four and
+  continues with their mean (a + 3 b) / 4. The known frames come out as given either way."""
+  from vdm_jax import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  config = frame_conditioned_config(cond_frames, 1, conditioning_method='replacement',
+                                    batch_size=2, num_steps=8, sampler='ddim', cond_aug_logsnr=10.0)
+  shape = (16, 8, 8, 1)
+  rng = np.random.default_rng(0)
+  a, b = rng.uniform(-0.8, 0.8, (2, 2, 1, 8, 8, 1))
+  videos = np.concatenate([a, np.repeat(b, 15, axis=1)], axis=1)
+  conditioning = tasks.task_conditioning('predict', videos, num_known_frames=4)
+  generate = tasks.make_conditional_generate_fn(
+      _GivenFramesPosterior(), logsnr_fn=LOGSNR_FN, config=config, video_shape=shape,
+      mesh=mesh_lib.make_mesh(config), factor=1)
+  out = generate({}, ['', ''], conditioning.observation, conditioning.mask, jax.random.PRNGKey(0))
+  np.testing.assert_allclose(out[:, :4], videos[:, :4], atol=1e-5)
+  want = a if expected == 'frame 0' else (a + 3 * b) / 4
+  np.testing.assert_allclose(out[:, 4:], np.broadcast_to(want, out[:, 4:].shape), atol=0.03)

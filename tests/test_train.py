@@ -122,12 +122,19 @@ def test_eval_of_a_prediction_task_conditions_on_the_true_frames(smoke_data_dir,
   assert np.abs(gif[0] - 128).max() > 50 and np.abs(gif[-1] - 128).max() <= 1
 
 
-def test_eval_task_with_a_frame_conditioned_model_is_refused(smoke_data_dir):
+def test_eval_tasks_a_frame_conditioned_model_cannot_take_are_refused(smoke_data_dir):
+  """A model given its first frame takes prediction (the method holds the other given frames),
+  not inpainting (no frame is given whole), nor a story without dropped-frame training."""
   config = smoke_config(smoke_data_dir, 4)
   config.eval.task = 'predict'
   config.model.frame_conditioning = True
   config.eval.bpd_num_videos = 0
-  with pytest.raises(UserError, match='eval.task=generate'):
+  config_validation.validate(config)
+  config.eval.task = 'inpaint'
+  with pytest.raises(UserError, match=r"config.eval.task='inpaint' cannot condition"):
+    config_validation.validate(config)
+  config.eval.task, config.sample.task = 'generate', 'extend'
+  with pytest.raises(UserError, match='cond_drop_prob'):
     config_validation.validate(config)
   config.model.frame_conditioning = False
   config.eval.task = 'extend'

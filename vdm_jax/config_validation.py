@@ -267,12 +267,12 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
              f'(levels are {level_sizes} for {height}x{height} videos): use sizes from that list.')
   _require(frames >= 1, f'the dataset has {frames} frames; need at least 1.')
   validate_task(config.sample, frames=frames, height=height)
+  # A frame-conditioned model is given the task's frames it was trained on (tasks.py).
+  tasks.check_frame_conditioned_task(config, config.sample.task, video_shape(config))
   if config.eval.task != 'generate':
     validate_task(config.sample, frames=frames, height=height, task=config.eval.task)
-    _require(not model.frame_conditioning,
-             f'config.eval.task={config.eval.task!r} guides a model that is not frame-conditioned '
-             "(vdm_jax/guidance.py), but config.model.frame_conditioning=True: use "
-             "--config.eval.task=generate (the model is given its first frames) for this model.")
+    tasks.check_frame_conditioned_task(config, config.eval.task, video_shape(config),
+                                       field='eval.task')
   split_size = registry.split_size(config, config.eval.split)  # None: known once prepared.
   _require(split_size is None or config.eval.num_captions <= split_size,
            f'config.eval.num_captions={config.eval.num_captions} exceeds the {split_size} videos of '
@@ -390,6 +390,13 @@ def _validate_conditioning(config: ml_collections.ConfigDict, frames: int, heigh
     _require(1 <= t.num_cond_frames < frames,
              f'config.train.num_cond_frames={t.num_cond_frames} must lie in [1, {frames}) (the '
              f'clip has {frames} frames): set --config.train.num_cond_frames accordingly.')
+  _require(0 <= t.cond_drop_prob < 1,
+           f'config.train.cond_drop_prob={t.cond_drop_prob!r} must lie in [0, 1): set '
+           '--config.train.cond_drop_prob (e.g. 0.25; 0: frames always given).')
+  _require(t.cond_drop_prob == 0 or t.cond_frames in ('first', 'random'),
+           f'config.train.cond_drop_prob={t.cond_drop_prob} applies to train.cond_frames \'first\' '
+           f'or \'random\', not {t.cond_frames!r} (a super-resolution stage is always given its '
+           'input): set --config.train.cond_drop_prob=0.')
   _require(t.cond_aug_logsnr_min <= t.cond_aug_logsnr_max,
            f'config.train.cond_aug_logsnr_min={t.cond_aug_logsnr_min} exceeds '
            f'config.train.cond_aug_logsnr_max={t.cond_aug_logsnr_max}: swap them.')

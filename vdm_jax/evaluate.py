@@ -36,12 +36,13 @@ What is sampled: by default (`config.eval.task='generate'`) one video per captio
 frame-conditioned model given the true video's first `config.train.num_cond_frames` frames (BAIR's
 1 -> 15); a spatial super-resolution stage the true video average-pooled, a temporal one its
 frames 0, s, 2s, ..., and their `super_resolve/...` or `interpolate/...` scores (below) compare
-what they generate with the rest of the true video. With a conditional task of vdm_jax/tasks.py (`config.eval.task`: 'predict', 'interpolate',
-'super_resolve' or 'inpaint', with config.sample's settings for it: num_known_frames,
-conditioning_method, reconstruction_weight, ...) each video is generated from the observation of
-the true video of its caption, by reconstruction guidance (or replacement) with a model that is not
-frame-conditioned: Kinetics-600's 5 -> 11 protocol is `eval.task='predict'` with
-`sample.num_known_frames=5`. Every metric then scores these videos, and `<task>/psnr`,
+what they generate with the rest of the true video. With a conditional task of
+vdm_jax/tasks.py (`config.eval.task`: 'predict', 'interpolate', 'super_resolve' or 'inpaint',
+with config.sample's settings for it: num_known_frames, conditioning_method,
+reconstruction_weight, ...) each video is generated from the observation of the true video of
+its caption, by reconstruction guidance (or replacement); a frame-conditioned model is also
+given the observation's frames it was trained on (tasks.network_given_frames). Kinetics-600's
+5 -> 11 protocol is `eval.task='predict'` with `sample.num_known_frames=5`. Every metric then scores these videos, and `<task>/psnr`,
 `<task>/ssim` (and on moving_shapes `<task>/trajectory_error_px`) compare their unknown part with
 the truth (tasks.score), averaged over repeats like the rest.
 

@@ -120,6 +120,16 @@ def augment(x: jax.Array, *, mask: jax.Array, logsnr: jax.Array, noise: jax.Arra
   return m * diffusion.q_sample(x, logsnr=logsnr, noise=noise)
 
 
+def drop_given_frames(rng: jax.Array, mask: jax.Array, *, drop_prob: float) -> jax.Array:
+  """mask bool [B, T] with every frame of each example taken away (all False) with probability
+  drop_prob: masked conditional training (Voleti et al. 2022, "MCVD"), so one model learns
+  generation from noise beside prediction (a long video's first block, then its continuations)."""
+  if drop_prob <= 0:
+    return mask
+  keep = jax.random.uniform(rng, mask.shape[:1]) >= drop_prob
+  return mask & keep[:, None]
+
+
 def loss_frame_weights(mask: jax.Array) -> jax.Array:
   """float32 [B, T]: 1 on the frames the loss covers (those not given), 0 on given frames.
 
@@ -127,3 +137,14 @@ def loss_frame_weights(mask: jax.Array) -> jax.Array:
   samples: the sampler returns the given frames themselves there, so they are left out of
   the loss."""
   return 1.0 - mask.astype(jnp.float32)
+
+
+def sampling_inputs(frames: jax.Array, *, mask: jax.Array, logsnr: float,
+                    rng: jax.Array) -> dict[str, jax.Array]:
+  """The network's frame-conditioning inputs at sampling: the given frames (frames [B, T, H, W, C]
+  where mask bool [B, T] is True) noised to the fixed augmentation level lambda' = logsnr
+  (`augment`), with their mask and level: {'cond_frames', 'cond_mask', 'cond_logsnr' [B]}."""
+  cond_logsnr = jnp.full(frames.shape[:1], logsnr, jnp.float32)
+  noise = jax.random.normal(rng, frames.shape, frames.dtype)
+  return dict(cond_frames=augment(frames, mask=mask, logsnr=cond_logsnr, noise=noise),
+              cond_mask=mask, cond_logsnr=cond_logsnr)

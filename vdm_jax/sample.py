@@ -71,11 +71,9 @@ def make_generate_fn(model, *, logsnr_fn: Callable, config: ml_collections.Confi
         frames = frame_conditioning.low_res_input(frames, factor=low_res_factor)
       elif frame_stride:  # The low-frame-rate frames at their places in the full-rate clip.
         frames = frame_conditioning.low_frame_rate_input(frames, stride=frame_stride)
-      cond_logsnr = jnp.full((batch,), sample_config.cond_aug_logsnr, jnp.float32)
-      noise = jax.random.normal(jax.random.fold_in(rng, 1), frames.shape, frames.dtype)
-      cond.update(cond_frames=frame_conditioning.augment(frames, mask=cond['cond_mask'],
-                                                         logsnr=cond_logsnr, noise=noise),
-                  cond_logsnr=cond_logsnr)
+      cond.update(frame_conditioning.sampling_inputs(
+          frames, mask=cond['cond_mask'], logsnr=sample_config.cond_aug_logsnr,
+          rng=jax.random.fold_in(rng, 1)))
     denoise_fn = conditioning.guided_denoiser(model, params, cond, config=config, batch=batch,
                                               clip_x=True)
     denoise_fn = experts.with_expert(expert, expert_inputs, denoise_fn, cond, batch=batch,

@@ -1,5 +1,6 @@
 """Conditional generation tasks of `--mode sample` (`config.sample.task`), with an unconditional
-(text-conditioned) denoiser guided by vdm_jax/guidance.py (Ho et al. 2022, sec. 3.1):
+(text-conditioned) denoiser guided by vdm_jax/guidance.py (Ho et al. 2022, sec. 3.1), or a
+frame-conditioned one given the known frames as well:
 
   'predict':       test clips from their first `num_known_frames` frames (the rest generated);
   'extend':        one long video per story of prompts, `extend_frames` long, block by block:
@@ -12,6 +13,11 @@
                    by guidance through the downsampler;
   'inpaint':       test clips with a centre square (side `inpaint_fraction` of the frame) hidden
                    in every frame.
+
+A frame-conditioned model (config.model.frame_conditioning) is also given, as its own input, the
+observation's frames it was trained on (`network_given_frames`); the method holds the output to
+the rest. Trained with dropped frames (train.cond_drop_prob) it makes a story's first block from
+the prompt alone.
 
 Every task is one observation y = A(x) (guidance.observe: a mask and a pooling factor) and one
 compiled sampling call per batch; its observation and mask are inputs of that call, so every block
@@ -34,6 +40,7 @@ from absl import logging
 
 from vdm_jax import conditioning
 from vdm_jax import experts
+from vdm_jax import frame_conditioning
 from vdm_jax import guidance
 from vdm_jax import mesh as mesh_lib
 from vdm_jax import samplers
@@ -75,14 +82,15 @@ def frame_mask(num_frames: int, known: Sequence[int]) -> np.ndarray:
   return mask
 
 
-def task_conditioning(task: str, videos: np.ndarray, *, num_known_frames: int = 4,
-                      super_resolution_factor: int = 2, inpaint_fraction: float = 0.5,
-                      frame_stride: int = 2) -> Conditioning:
-  """The observation of `videos` (float [N, T, H, W, C] in [-1, 1]) that a TEST_CLIP_TASKS task
-  conditions on: its first frames, every `frame_stride`-th frame (interpolation; 2: every other),
-  its downsampled version, or all but a centre square."""
+def task_mask(task: str, video_shape: Sequence[int], *, num_known_frames: int = 4,
+              super_resolution_factor: int = 2, inpaint_fraction: float = 0.5,
+              frame_stride: int = 2) -> tuple[np.ndarray, int]:
+  """(mask, factor) of a TEST_CLIP_TASKS task on videos of video_shape (T, H, W, C): its first
+  frames, every `frame_stride`-th frame (interpolation; 2: every other), all of the pooled clip
+  (super-resolution, factor f), or all but a centre square. mask: float32 [1, T, H/f, W/f, 1]
+  or broadcastable to it, 1 = observed."""
   check_task(task)
-  N, T, H, W, C = videos.shape
+  T, H, W = video_shape[:3]
   factor = 1
   if task == 'predict':
     mask = frame_mask(T, range(num_known_frames))
@@ -99,6 +107,17 @@ def task_conditioning(task: str, videos: np.ndarray, *, num_known_frames: int = 
   else:
     raise ValueError(f'Task {task!r} does not condition on test clips; those that do: '
                      f'{TEST_CLIP_TASKS}.')
+  return mask, factor
+
+
+def task_conditioning(task: str, videos: np.ndarray, *, num_known_frames: int = 4,
+                      super_resolution_factor: int = 2, inpaint_fraction: float = 0.5,
+                      frame_stride: int = 2) -> Conditioning:
+  """The observation of `videos` (float [N, T, H, W, C] in [-1, 1]) that a TEST_CLIP_TASKS task
+  conditions on (`task_mask`)."""
+  mask, factor = task_mask(task, videos.shape[1:], num_known_frames=num_known_frames,
+                           super_resolution_factor=super_resolution_factor,
+                           inpaint_fraction=inpaint_fraction, frame_stride=frame_stride)
   observation = np.asarray(guidance.observe(jnp.asarray(videos, jnp.float32), mask=mask,
                                             factor=factor))
   return Conditioning(observation=observation, mask=mask, factor=factor)
@@ -120,6 +139,94 @@ def unknown_entries(conditioning: Conditioning, *, video_shape: Sequence[int]) -
   if conditioning.factor > 1:
     return np.ones((1, *video_shape[:-1], 1), bool)
   return np.broadcast_to(conditioning.mask == 0, (1, *video_shape[:-1], 1))
+
+
+# ============================================================================ frame-conditioned models
+
+
+def network_given_frames(config: ml_collections.ConfigDict, mask: np.ndarray,
+                         factor: int) -> np.ndarray:
+  """bool [T]: the frames a frame-conditioned model (config.model.frame_conditioning) is given as
+  its own input (concatenated to z_t, noise-augmented) for an observation with `mask` [1, T, h, w,
+  1] (or broadcastable, 1 = observed) and pooling `factor`; the task's method (replacement or
+  reconstruction guidance) holds the output to the rest of the observation.
+
+  The network gets only what it was trained on (train.cond_frames): 'first', the first
+  train.num_cond_frames frames; 'low_frame_rate', frames 0, s, 2s, ...; 'random', every fully
+  observed frame (it was trained on any k of them); 'low_res', every frame of the f x f pooled clip.
+  A model trained with train.cond_drop_prob > 0 also generates given no frames: it gets none when
+  the observation does not hold its frames whole (e.g. a long video's first block). Otherwise
+  raises ValueError naming the mismatch.
+  """
+  t = config.train
+  mask = np.asarray(mask)
+  T = mask.shape[1]
+  if t.cond_frames == 'low_res':
+    f = t.cond_low_res_factor
+    if factor != f or not np.all(mask > 0):
+      raise ValueError(f"the model is a super-resolution stage (train.cond_frames='low_res', given "
+                       f'every frame pooled {f}x{f}) and takes only super_resolve with '
+                       f'sample.super_resolution_factor={f}')
+    return np.ones(T, bool)
+  if factor != 1:
+    raise ValueError(f"the model was trained given whole frames (train.cond_frames="
+                     f"'{t.cond_frames}'), not a pooled clip")
+  observed = np.all(np.broadcast_to(mask, (1, T, *mask.shape[2:])).reshape(T, -1) > 0, axis=1)
+  none_given = np.zeros(T, bool)
+  if t.cond_frames == 'random':
+    if observed.any() or t.cond_drop_prob > 0:
+      return observed
+    raise ValueError("the model (train.cond_frames='random', train.cond_drop_prob=0) needs at "
+                     'least one whole frame given; this observation has none')
+  if t.cond_frames == 'first':
+    wanted = np.arange(T) < t.num_cond_frames
+    what = f"the first {t.num_cond_frames} frame(s) (train.cond_frames='first')"
+  else:
+    wanted = np.asarray(frame_conditioning.low_frame_rate_mask(T, stride=t.cond_frame_stride))
+    what = (f"frames 0, {t.cond_frame_stride}, ... (train.cond_frames='low_frame_rate', "
+            f'train.cond_frame_stride={t.cond_frame_stride})')
+  if not np.all(observed[wanted]):
+    if t.cond_drop_prob > 0:
+      return none_given
+    raise ValueError(f'the model was trained given {what}, and this observation gives whole '
+                     f'frames {np.flatnonzero(observed).tolist()}')
+  return wanted
+
+
+def task_masks(config: ml_collections.ConfigDict, task: str,
+               video_shape: Sequence[int]) -> list[tuple[np.ndarray, int]]:
+  """(mask, factor) of every sampling call of `task` with config.sample's settings: one for the
+  test-clip tasks, one per block for 'extend' (its first `known` frames given)."""
+  c = config.sample
+  if task == 'extend':
+    plan = block_plan(total_frames=c.extend_frames, block_frames=video_shape[0],
+                      num_known=c.num_known_frames)
+    return [(frame_mask(video_shape[0], range(known)), 1) for _, known in plan]
+  return [task_mask(task, video_shape, num_known_frames=c.num_known_frames,
+                    super_resolution_factor=c.super_resolution_factor,
+                    inpaint_fraction=c.inpaint_fraction)]
+
+
+def check_frame_conditioned_task(config: ml_collections.ConfigDict, task: str,
+                                 video_shape: Sequence[int], field: str = 'sample.task') -> None:
+  """Raises UserError, naming the fix, when a frame-conditioned model cannot be given what `task`
+  gives (`network_given_frames` of each of its calls); nothing for other models."""
+  if not config.model.get('frame_conditioning', False) or task == 'generate':
+    return
+  for mask, factor in task_masks(config, task, video_shape):
+    try:
+      network_given_frames(config, mask, factor)
+    except ValueError as e:
+      if task == 'extend':
+        fix = ("train it with --config.train.cond_drop_prob > 0 (a story's first block is given no "
+               'frames), or use a model without frame conditioning')
+      elif task == 'predict' and config.train.cond_frames == 'first':
+        fix = f'set --config.sample.num_known_frames >= {config.train.num_cond_frames}'
+      else:
+        fix = ("use a model trained for it (train.cond_frames='random' takes any whole frames) or "
+               'one without frame conditioning')
+      raise UserError(f'config.{field}={task!r} cannot condition this frame-conditioned model: '
+                      f'{e}: {fix}.') from None
 
 
 # ============================================================================ long videos
@@ -192,12 +299,21 @@ def make_conditional_generate_fn(model, *, logsnr_fn: Callable, config: ml_colle
   the guidance compares a pooled observation with an unpooled video. Text conditioning and
   classifier-free guidance as make_generate_fn's; the reconstruction gradient goes through the
   guided denoiser (see guidance.py), the expert's at the steps it takes (experts.py), when there
-  is one.
+  is one. A frame-conditioned model (config.model.frame_conditioning) is also given the
+  observation's frames it was trained on as its own input (`network_given_frames`; noise-augmented
+  at config.sample.cond_aug_logsnr), and the method holds the output to all of the observation.
   """
   c = config.sample
   batch, method, w_r = c.batch_size, c.conditioning_method, c.reconstruction_weight
+  frame_conditioned = config.model.get('frame_conditioning', False)
 
-  def generate_batch(params, cond, observation, mask, rng, expert_inputs):
+  def generate_batch(params, cond, observation, mask, given, rng, expert_inputs):
+    if frame_conditioned:  # The network's own input: the frames it was trained to be given.
+      frames = (frame_conditioning.low_res_input(observation, factor=factor) if factor > 1
+                else observation)
+      cond = dict(cond, **frame_conditioning.sampling_inputs(
+          frames, mask=jnp.broadcast_to(given, (batch, given.shape[0])),
+          logsnr=c.cond_aug_logsnr, rng=jax.random.fold_in(rng, 1)))
     # Unclipped: the guidance below clips after its gradient (clipped pixels pass none).
     denoise_fn = conditioning.guided_denoiser(model, params, cond, config=config, batch=batch,
                                               clip_x=False)
@@ -214,7 +330,8 @@ def make_conditional_generate_fn(model, *, logsnr_fn: Callable, config: ml_colle
   sharded, replicated = mesh_lib.batch_sharded(mesh), mesh_lib.replicated(mesh)
   # Parameters keep the layout they come in (as make_generate_fn's).
   generate_jit = jax.jit(generate_batch,
-                         in_shardings=(None, sharded, sharded, replicated, replicated, None),
+                         in_shardings=(None, sharded, sharded, replicated, replicated,
+                                       replicated, None),
                          out_shardings=sharded)
   expert_inputs = experts.jit_inputs(expert)
 
@@ -230,12 +347,17 @@ def make_conditional_generate_fn(model, *, logsnr_fn: Callable, config: ml_colle
     cond = conditioning.prompt_inputs(config, prompts + [''] * pad)
     observation = np.concatenate([observation, np.zeros((pad, *observation.shape[1:]),
                                                         np.float32)])
+    # bool [T]: the frames a frame-conditioned network is given itself (unused by others).
+    given = (network_given_frames(config, mask, factor) if frame_conditioned
+             else np.zeros(observation.shape[1], bool))
     mask = jax.device_put(np.asarray(mask, np.float32), replicated)
+    given = jax.device_put(given, replicated)
     videos = []
     for chunk in range(num_chunks):
       rows = slice(chunk * batch, (chunk + 1) * batch)
       out = generate_jit(params, {k: global_array(v[rows]) for k, v in cond.items()},
-                         global_array(observation[rows]), mask, jax.random.fold_in(rng, chunk),
+                         global_array(observation[rows]), mask, given,
+                         jax.random.fold_in(rng, chunk),
                          expert_inputs)
       videos.append(mesh_lib.to_host(out))
     return np.concatenate(videos)[:len(prompts)]
@@ -418,10 +540,6 @@ def run_task(config: ml_collections.ConfigDict, workdir: str,
   if prompts and c.task in TEST_CLIP_TASKS:
     raise UserError(f'--prompt applies to the tasks generate and extend; config.sample.task='
                     f'{c.task!r} conditions on test clips under their own captions: drop --prompt.')
-  if config.model.get('frame_conditioning', False):
-    raise UserError(f'config.sample.task={c.task!r} guides a model that is not frame-conditioned '
-                    '(guidance.py); this one has config.model.frame_conditioning=True: use a '
-                    'checkpoint trained without it.')
   run = train.restore_for_inference(config, workdir, step)
   generate = make_conditional_generate_fn(run.model, logsnr_fn=run.logsnr_fn, config=config,
                                           video_shape=run.video_shape, mesh=run.mesh,

@@ -216,7 +216,8 @@ def frame_conditioning_inputs(config: ml_collections.ConfigDict, video: jax.Arra
 
   Given frames: config.train.cond_frames of the video's frames (appended images never), with
   'low_res' every frame, average-pooled by config.train.cond_low_res_factor and upsampled back,
-  with 'low_frame_rate' frames 0, s, 2s, ... (s = config.train.cond_frame_stride);
+  with 'low_frame_rate' frames 0, s, 2s, ... (s = config.train.cond_frame_stride); with 'first'
+  and 'random', none at all for a config.train.cond_drop_prob share of the batch;
   noise conditioning augmentation at lambda' ~ U[config.train.cond_aug_logsnr_min, _max]
   (frame_conditioning.augment); the loss covers the frames not given (with 'low_res': all)."""
   B, T = video.shape[:2]
@@ -243,6 +244,8 @@ def frame_conditioning_inputs(config: ml_collections.ConfigDict, video: jax.Arra
     mask = frame_conditioning.given_frames_mask(
         mask_rng, batch_size=B, num_frames=T, num_given=t.num_cond_frames, mode=t.cond_frames,
         num_images=config.data.num_images_per_video)
+    mask = frame_conditioning.drop_given_frames(jax.random.fold_in(mask_rng, 1), mask,
+                                                drop_prob=t.cond_drop_prob)
     weights = frame_conditioning.loss_frame_weights(mask)
   cond_frames = frame_conditioning.augment(given, mask=mask, logsnr=cond_logsnr, noise=noise)
   return dict(cond_frames=cond_frames, cond_mask=mask, cond_logsnr=cond_logsnr), weights
