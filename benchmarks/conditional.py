@@ -29,6 +29,13 @@ found. Every method uses the same clips, captions and seed, and the config's sam
   python benchmarks/conditional.py ... --task interpolate --stage_workdir runs/tsr
   python benchmarks/conditional.py ... --task super_resolve --stage_workdir runs/sr
 
+A frame-conditioned run (e.g. `experiments/moving_shapes.py:prediction`) is also given, as its
+network's input, the given frames it was trained on (vdm_jax/tasks.py); both methods hold it to
+the rest:
+
+  python benchmarks/conditional.py --config experiments/moving_shapes.py:prediction \
+      --workdir runs/prediction --num_known_frames 1
+
 Prints a table and writes JSON (default `<workdir>/eval/conditional_step_<N>.json`) and a PNG of
 the first clips: truth, then each method's prediction.
 """
@@ -43,7 +50,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import jax
 import numpy as np
 
-from benchmarks.caption_probe import load_config
+from benchmarks.caption_probe import apply_overrides, load_config
 from vdm_jax import tasks
 from vdm_jax import video_io
 
@@ -127,12 +134,15 @@ def main():
   parser.add_argument('--stage_workdir', default=None,
                       help='A trained super-resolution stage, compared on the same clips '
                            '(temporal for interpolate, spatial for super_resolve).')
+  parser.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
+                      help='A config override the run was trained with, as launch.py\'s '
+                           '--config.FIELD=VALUE (e.g. train.num_cond_frames=4); repeatable.')
   parser.add_argument('--json', default=None, help='Output path (default: in <workdir>/eval).')
   args = parser.parse_args()
   weights = [float(w) for w in args.weights.split(',') if w]
 
   from vdm_jax import config_validation, train  # pylint: disable=g-import-not-at-top
-  config = load_config(args.config)
+  config = apply_overrides(load_config(args.config), args.set)
   if args.data_dir:
     config.data.data_dir = args.data_dir
   config.sample.task = args.task

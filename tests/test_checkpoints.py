@@ -88,3 +88,26 @@ def test_noise_prior_defines_the_model(tmp_path):
   with pytest.raises(UserError, match=r"config\.diffusion\.noise_prior='independent' but this run has 'mixed'"):
     checkpointer.check_compatible(1, current)
   checkpointer.close()
+
+
+def test_what_a_frame_conditioned_model_is_given_defines_it(tmp_path):
+  """Sampling a model trained given its first 4 frames as one given 1 would feed it inputs it
+  never saw: refused, with the field to set; how often frames were dropped in training is not."""
+  config = base.get_base_config()
+  config.model.frame_conditioning = True
+  config.train.num_cond_frames = 4
+  checkpointer = _save(tmp_path, config)
+  current = base.get_base_config()
+  current.model.frame_conditioning = True
+  current.train.num_cond_frames = 4
+  current.train.cond_drop_prob = 0.25
+  current.train.cond_low_res_factor = 4  # not a 'first' model's setting
+  checkpointer.check_compatible(1, current)
+  current.train.num_cond_frames = 1
+  with pytest.raises(UserError, match=r'config\.train\.num_cond_frames=4 but this run has 1: .*'
+                                      r'--config\.train\.num_cond_frames=4'):
+    checkpointer.check_compatible(1, current)
+  current.train.cond_frames = 'low_res'
+  with pytest.raises(UserError, match=r"config\.train\.cond_frames='first' but this run has 'low_res'"):
+    checkpointer.check_compatible(1, current)
+  checkpointer.close()

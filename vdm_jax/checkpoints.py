@@ -41,6 +41,12 @@ MODEL_DEFINING_SECTIONS = ('model', 'diffusion')
 # Fields of other sections that shape parameters too (the null text embedding is
 # [max_text_length, text_width]).
 MODEL_DEFINING_FIELDS = {'data': ('max_text_length',), 'optim': ('trainable',)}
+# A frame-conditioned model's (model.frame_conditioning) inputs mean what train.cond_frames and
+# its setting say (given frames 0..k-1, every s-th frame, the clip pooled f x f): sampling under
+# other values would feed it inputs it never saw. ('random' takes any frames: its k is training's.)
+FRAME_CONDITIONING_FIELDS = {'first': ('num_cond_frames',), 'random': (),
+                             'low_res': ('cond_low_res_factor',),
+                             'low_frame_rate': ('cond_frame_stride',)}
 # Fields of those sections that only choose how the same computation runs (kernels, precision of
 # the compute, memory-for-FLOPs trades): a run may resume or sample with other values.
 EXECUTION_ONLY_FIELDS = {
@@ -227,12 +233,17 @@ class Checkpointer:
 
   def check_compatible(self, step: int, config: ml_collections.ConfigDict) -> None:
     """Refuses (UserError) a checkpoint made with a different model config (the model and
-    diffusion sections, and the other fields that shape parameters)."""
+    diffusion sections, the other fields that shape parameters, and what a frame-conditioned
+    model's given frames are)."""
     saved = self.saved_config(step)
     current = _normalise(config.to_dict())
     fields = [(section, key) for section in MODEL_DEFINING_SECTIONS
               for key in sorted(set(saved.get(section, {})) | set(current[section]))]
     fields += [(section, key) for section, keys in MODEL_DEFINING_FIELDS.items() for key in keys]
+    if current['model'].get('frame_conditioning'):
+      cond_frames = current['train']['cond_frames']
+      fields += [('train', key) for key in ('cond_frames',
+                                            *FRAME_CONDITIONING_FIELDS.get(cond_frames, ()))]
     for section, key in fields:
       if key in EXECUTION_ONLY_FIELDS.get(section, ()) + TRAINING_OBJECTIVE_FIELDS.get(section, ()):
         continue
