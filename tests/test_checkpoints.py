@@ -92,7 +92,8 @@ def test_noise_prior_defines_the_model(tmp_path):
 
 def test_what_a_frame_conditioned_model_is_given_defines_it(tmp_path):
   """Sampling a model trained given its first 4 frames as one given 1 would feed it inputs it
-  never saw: refused, with the field to set; how often frames were dropped in training is not."""
+  never saw, or as one trained to take none (a story's first block): refused, with the field to
+  set; another model kind's setting is not read."""
   config = base.get_base_config()
   config.model.frame_conditioning = True
   config.train.num_cond_frames = 4
@@ -100,14 +101,18 @@ def test_what_a_frame_conditioned_model_is_given_defines_it(tmp_path):
   current = base.get_base_config()
   current.model.frame_conditioning = True
   current.train.num_cond_frames = 4
-  current.train.cond_drop_prob = 0.25
   current.train.cond_low_res_factor = 4  # not a 'first' model's setting
   checkpointer.check_compatible(1, current)
+  current.train.cond_drop_prob = 0.25
+  with pytest.raises(UserError, match=r'config\.train\.cond_drop_prob=0\.0 but this run has 0\.25'):
+    checkpointer.check_compatible(1, current)
+  current.train.cond_drop_prob = 0.0
   current.train.num_cond_frames = 1
   with pytest.raises(UserError, match=r'config\.train\.num_cond_frames=4 but this run has 1: .*'
                                       r'--config\.train\.num_cond_frames=4'):
     checkpointer.check_compatible(1, current)
   current.train.cond_frames = 'low_res'
-  with pytest.raises(UserError, match=r"config\.train\.cond_frames='first' but this run has 'low_res'"):
+  with pytest.raises(UserError,
+                     match=r"config\.train\.cond_frames='first' but this run has 'low_res'"):
     checkpointer.check_compatible(1, current)
   checkpointer.close()

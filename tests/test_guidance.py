@@ -519,9 +519,8 @@ def test_tasks_a_frame_conditioned_model_cannot_take_are_refused_with_the_fix():
     tasks.check_frame_conditioned_task(config, 'extend', shape)
   config.train.cond_drop_prob = 0.25  # the story's first block from the prompt alone
   tasks.check_frame_conditioned_task(config, 'extend', shape)
-  config = frame_conditioned_config('first', 2)
+  config = frame_conditioned_config('first', 2, num_known_frames=1)
   with pytest.raises(UserError, match='num_known_frames >= 2'):
-    config.sample.num_known_frames = 1
     tasks.check_frame_conditioned_task(config, 'predict', shape)
   with pytest.raises(UserError, match=r"config.eval.task='inpaint'.*'random'"):
     tasks.check_frame_conditioned_task(config, 'inpaint', shape, field='eval.task')

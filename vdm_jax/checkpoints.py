@@ -44,7 +44,10 @@ MODEL_DEFINING_FIELDS = {'data': ('max_text_length',), 'optim': ('trainable',)}
 # A frame-conditioned model's (model.frame_conditioning) inputs mean what train.cond_frames and
 # its setting say (given frames 0..k-1, every s-th frame, the clip pooled f x f): sampling under
 # other values would feed it inputs it never saw. ('random' takes any frames: its k is training's.)
-FRAME_CONDITIONING_FIELDS = {'first': ('num_cond_frames',), 'random': (),
+# cond_drop_prob says whether it was trained given no frame at all, which the tasks rely on
+# (tasks.network_given_frames: a story's first block).
+FRAME_CONDITIONING_FIELDS = {'first': ('num_cond_frames', 'cond_drop_prob'),
+                             'random': ('cond_drop_prob',),
                              'low_res': ('cond_low_res_factor',),
                              'low_frame_rate': ('cond_frame_stride',)}
 # Fields of those sections that only choose how the same computation runs (kernels, precision of
@@ -78,7 +81,7 @@ ADDED_FIELDS = {
                   'logsnr_shift_base_resolution': 0},
     'optim': {'trainable': ''},
     'data': {'pool_factor': 1},
-    'train': {'cond_low_res_factor': 2, 'cond_frame_stride': 2},
+    'train': {'cond_low_res_factor': 2, 'cond_frame_stride': 2, 'cond_drop_prob': 0.0},
 }
 # Fields added to the train state after checkpoints were first written: a checkpoint without one
 # restores it as zeros (every such field counts something that was zero in older runs).

@@ -42,9 +42,10 @@ with config.sample's settings for it: num_known_frames, conditioning_method,
 reconstruction_weight, ...) each video is generated from the observation of the true video of
 its caption, by reconstruction guidance (or replacement); a frame-conditioned model is also
 given the observation's frames it was trained on (tasks.network_given_frames). Kinetics-600's
-5 -> 11 protocol is `eval.task='predict'` with `sample.num_known_frames=5`. Every metric then scores these videos, and `<task>/psnr`,
-`<task>/ssim` (and on moving_shapes `<task>/trajectory_error_px`) compare their unknown part with
-the truth (tasks.score), averaged over repeats like the rest.
+5 -> 11 protocol is `eval.task='predict'` with `sample.num_known_frames=5`. Every metric then
+scores these videos, and `<task>/psnr`, `<task>/ssim` (and on moving_shapes
+`<task>/trajectory_error_px`) compare their unknown part with the truth (tasks.score), averaged
+over repeats like the rest.
 
 Repeats (the papers' protocols, e.g. BAIR's FVD of 100 x 256 samples): the generated videos are
 sampled `config.eval.num_repeats` times from seeds derived from `config.eval.seed`; adherence, the

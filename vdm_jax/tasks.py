@@ -172,7 +172,6 @@ def network_given_frames(config: ml_collections.ConfigDict, mask: np.ndarray,
     raise ValueError(f"the model was trained given whole frames (train.cond_frames="
                      f"'{t.cond_frames}'), not a pooled clip")
   observed = np.all(np.broadcast_to(mask, (1, T, *mask.shape[2:])).reshape(T, -1) > 0, axis=1)
-  none_given = np.zeros(T, bool)
   if t.cond_frames == 'random':
     if observed.any() or t.cond_drop_prob > 0:
       return observed
@@ -187,7 +186,7 @@ def network_given_frames(config: ml_collections.ConfigDict, mask: np.ndarray,
             f'train.cond_frame_stride={t.cond_frame_stride})')
   if not np.all(observed[wanted]):
     if t.cond_drop_prob > 0:
-      return none_given
+      return np.zeros(T, bool)
     raise ValueError(f'the model was trained given {what}, and this observation gives whole '
                      f'frames {np.flatnonzero(observed).tolist()}')
   return wanted
