@@ -561,3 +561,60 @@ def test_a_frame_conditioned_model_is_given_its_frames_by_the_task(cond_frames, 
   np.testing.assert_allclose(out[:, :4], videos[:, :4], atol=1e-5)
   want = a if expected == 'frame 0' else (a + 3 * b) / 4
   np.testing.assert_allclose(out[:, 4:], np.broadcast_to(want, out[:, 4:].shape), atol=0.03)
+
+
+class _ConstantPrior:
+  """A 'network' without frame conditioning (no cond_frames input: a call with one fails) that
+  predicts x = 0.3 everywhere: a high-noise expert above a frame-conditioned model."""
+
+  def conditioning_inputs(self):
+    return ()
+
+  def apply(self, variables, z, *, logsnr, drop_text):
+    del variables, logsnr, drop_text
+    return jnp.full_like(z, 0.3)
+
+
+def test_an_expert_without_frame_conditioning_serves_a_frame_conditioned_model():
+  """The expert is called without the main model's frame inputs; taking every step (level +inf)
+  its prediction is the output's new frames, and below a level inside the grid the main model
+  takes the last steps, so its continuation is (its prediction ignores z). The known frames come
+  out as given either way."""
+  from vdm_jax import experts, mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  config = frame_conditioned_config('first', 1, conditioning_method='replacement',
+                                    batch_size=2, num_steps=8, sampler='ddim', cond_aug_logsnr=10.0)
+  expert_config = frame_conditioned_config(conditioning_method='replacement', batch_size=2)
+  expert_config.model.frame_conditioning = False
+  shape = (16, 8, 8, 1)
+  a, b = np.random.default_rng(1).uniform(-0.8, 0.8, (2, 2, 1, 8, 8, 1))
+  videos = np.concatenate([a, np.repeat(b, 15, axis=1)], axis=1)
+  conditioning = tasks.task_conditioning('predict', videos, num_known_frames=4)
+  for below, want in [(np.inf, 0.3), (0.0, a)]:
+    expert = experts.Expert(model=_ConstantPrior(), config=expert_config, params={},
+                            logsnr_below=below, step=1, workdir='expert')
+    generate = tasks.make_conditional_generate_fn(
+        _GivenFramesPosterior(), logsnr_fn=LOGSNR_FN, config=config, video_shape=shape,
+        mesh=mesh_lib.make_mesh(config), factor=1, expert=expert)
+    out = generate({}, ['', ''], conditioning.observation, conditioning.mask,
+                   jax.random.PRNGKey(0))
+    np.testing.assert_allclose(out[:, :4], videos[:, :4], atol=1e-5)
+    np.testing.assert_allclose(out[:, 4:], np.broadcast_to(want, out[:, 4:].shape), atol=0.03)
+
+
+def test_a_frame_conditioned_expert_needs_a_main_model_given_the_same_frames():
+  from vdm_jax import experts  # pylint: disable=g-import-not-at-top
+  config = frame_conditioned_config('first', 1, cond_drop_prob=0.25)
+  saved = config.to_dict()
+  experts.check_compatible(config, saved, 'w')  # the same frames: accepted
+  unconditioned = frame_conditioned_config()
+  unconditioned.model.frame_conditioning = False
+  experts.check_compatible(config, unconditioned.to_dict(), 'w')  # no frames: accepted
+  with pytest.raises(UserError, match="expert_workdir='w' is frame-conditioned .* but this run "
+                                      'is not'):
+    experts.check_compatible(unconditioned, saved, 'w')
+  for field, value in [('num_cond_frames', 4), ('cond_drop_prob', 0.0), ('cond_frames', 'random')]:
+    other = frame_conditioned_config('first', 1, cond_drop_prob=0.25)
+    other.train[field] = value
+    with pytest.raises(UserError, match=f'trained given frames with config.train.{field}='
+                                        f'{value!r} but this run has'):
+      experts.check_compatible(config, other.to_dict(), 'w')

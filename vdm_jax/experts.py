@@ -15,6 +15,11 @@ where it is good.
 The expert keeps its own model and diffusion sections (from its checkpoint's saved config); it
 shares the main run's data, conditioning inputs (the same prompts feed both), sampler grid and
 guidance weight. Its parameters are an argument of the compiled sampling call, not constants.
+
+With a frame-conditioned main run (a prediction model continuing a story, tasks.py) the expert
+may be one without frame conditioning, which decides the layout from the prompt and the noisy
+video alone (the task's method holds that video to the given frames), or a frame-conditioned one
+trained given the same frames, which reads them too (`check_compatible`).
 """
 
 import dataclasses
@@ -57,11 +62,27 @@ def expert_config(config: ml_collections.ConfigDict, saved: dict) -> ml_collecti
 
 
 def check_compatible(config: ml_collections.ConfigDict, saved: dict, workdir: str) -> None:
-  """Refuses (UserError) an expert that cannot share the main run's inputs and videos."""
-  if config.model.frame_conditioning or saved.get('model', {}).get('frame_conditioning', False):
-    raise UserError('config.sample.expert_workdir: a high-noise expert needs models without '
-                    'frame conditioning (model.frame_conditioning=False in both runs): set '
-                    "--config.sample.expert_workdir=''.")
+  """Refuses (UserError) an expert that cannot share the main run's inputs and videos.
+
+  An expert without frame conditioning may serve any main run (a frame-conditioned main run's
+  given frames are simply not its input: it decides the layout from the prompt and the noisy
+  video, which holds the given frames under replacement or guidance). A frame-conditioned expert
+  needs a main run given the same frames (train.cond_frames and its k / stride / factor), since
+  the main run makes the frame inputs both networks read."""
+  if saved.get('model', {}).get('frame_conditioning', False):
+    if not config.model.frame_conditioning:
+      raise UserError(f'config.sample.expert_workdir={workdir!r} is frame-conditioned '
+                      '(model.frame_conditioning=True) but this run is not, so nothing would give '
+                      'it its frames: pick an expert trained without frame conditioning.')
+    saved_train = saved.get('train', {})
+    cond_frames = config.train.cond_frames
+    for key in ('cond_frames', *checkpoints.FRAME_CONDITIONING_FIELDS.get(cond_frames, ())):
+      theirs = saved_train.get(key, checkpoints.ADDED_FIELDS['train'].get(key))
+      if theirs != config.train[key]:
+        raise UserError(f'config.sample.expert_workdir={workdir!r} was trained given frames with '
+                        f'config.train.{key}={theirs!r} but this run has {config.train[key]!r}: '
+                        'both read the same given frames, so pick an expert trained with the '
+                        'same value.')
   for section, key in SHARED_FIELDS:
     mine = config[section][key]
     theirs = checkpoints.as_config_value(saved.get(section, {}).get(
@@ -145,6 +166,8 @@ def with_expert(expert: Expert | None, inputs: dict[str, Any] | None, low_noise_
     return low_noise_fn
   from vdm_jax import conditioning  # pylint: disable=g-import-not-at-top
   from vdm_jax import samplers  # pylint: disable=g-import-not-at-top
+  # A frame-conditioned main run's frame inputs are not an input of an expert without them.
+  cond = {k: v for k, v in cond.items() if k in expert.model.conditioning_inputs()}
   high_noise_fn = conditioning.guided_denoiser(expert.model, inputs['params'], cond,
                                                config=expert.config, batch=batch, clip_x=clip_x)
   return samplers.expert_denoiser(high_noise_fn, low_noise_fn,
