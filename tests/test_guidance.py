@@ -438,6 +438,31 @@ def test_boundary_report_finds_a_jump_just_after_a_block_boundary():
   assert report['blocks_following_prompt'] == 0.5
 
 
+def test_jumps_are_counted_across_frames_where_the_object_is_lost():
+  """A red square moving right 1 px a frame, lost in frames 5-7 and drawn again where it would be
+  (no jump), then lost in frames 12-13 and drawn 12 px back (one jump), and an 8 px step into
+  frame 20 (one more). Frames where it is lost are reported."""
+  T, side = 24, 5
+  video = np.zeros((T, 32, 32, 3), np.uint8)
+  for t in range(T):
+    if t in (5, 6, 7, 12, 13):
+      continue
+    x = t + 4 - (15 if t >= 14 else 0) + (7 if t >= 20 else 0)
+    video[t, 12:12 + side, x:x + side, 0] = 255
+  plan = tasks.block_plan(total_frames=T, block_frames=16, num_known=8)
+  report = tasks.boundary_report(video, plan=plan, block_frames=16,
+                                 prompts=['a red square moving right'] * 2)
+  assert report['frames_with_object'] == pytest.approx(19 / 24)
+  assert report['jumps'] == 2
+  centroids = np.stack([np.arange(6.0), np.zeros(6)], 1)
+  assert tasks.count_jumps(centroids) == 0
+  centroids[3:, 0] += 5.5  # 6.5 px in one frame
+  assert tasks.count_jumps(centroids) == 1
+  centroids[2] = np.nan  # 7.5 px across one lost frame: up to 5 + 2.83 px allowed
+  assert tasks.count_jumps(centroids) == 0
+  assert tasks.count_jumps(centroids, scale=0.5) == 1  # half the resolution: half the allowance
+
+
 def test_block_direction_is_tracked_over_the_blocks_new_frames():
   """A red square moving right, then down from frame 16: block 2 carries 8 frames of the rightward
   motion, so over all its frames it would read as a diagonal; over its own (new) frames it moves

@@ -440,6 +440,28 @@ def run_test_clip_task(run, generate: ConditionalGenerateFn, *, task: str, num_c
 # Steps checked after each block boundary: a block may continue its given frames for a frame or
 # two and then jump to where it would rather draw the object (measured on a trained model).
 BOUNDARY_WINDOW = 4
+# A jump anywhere in the video: the object, from one frame where it is found to the next, moves
+# more than JUMP_PX plus MAX_SPEED_PX per frame skipped between them (frames where it is lost).
+# moving_shapes' fastest object moves 2 * sqrt(2) px per frame at 32x32 (a diagonal at speed 2).
+JUMP_PX = 5.0
+MAX_SPEED_PX = 2.0 * np.sqrt(2.0)
+
+
+def _nanmax(values: np.ndarray) -> float:
+  """The largest finite value, NaN when there is none (where the object is lost all along)."""
+  finite = values[np.isfinite(values)]
+  return float(finite.max()) if finite.size else float('nan')
+
+
+def count_jumps(centroids: np.ndarray, *, scale: float = 1.0) -> int:
+  """Jumps of one tracked object (centroids float [T, 2], NaN where not found): consecutive
+  found frames t < u whose centroids lie more than (JUMP_PX + MAX_SPEED_PX (u - t - 1)) * scale
+  apart. An object that fades out and reappears elsewhere has jumped; one that flickers in
+  place, or is lost while it moves at the dataset's speed, has not."""
+  found = np.flatnonzero(np.all(np.isfinite(centroids), axis=1))
+  distance = np.hypot(*np.diff(centroids[found], axis=0).T)
+  allowed = (JUMP_PX + MAX_SPEED_PX * (np.diff(found) - 1)) * scale
+  return int(np.sum(distance > allowed))
 
 
 def boundary_report(video: np.ndarray, *, plan: Sequence[tuple[int, int]], block_frames: int,
@@ -449,7 +471,10 @@ def boundary_report(video: np.ndarray, *, plan: Sequence[tuple[int, int]], block
   its first BOUNDARY_WINDOW steps from there ('max_step_after_boundary_px'), the median step
   outside those windows, the direction tracked over each block's new frames (from its last known
   one: the known frames are the block before's motion) against its prompt's, and the fraction of
-  blocks whose direction is the prompt's."""
+  blocks whose direction is the prompt's. Over the whole video: the fraction of frames where the
+  object is found ('frames_with_object') and its jumps anywhere, across frames where it is lost
+  (`count_jumps`): a block can start where the last one ended and still lose the object
+  mid-block and redraw it elsewhere."""
   from vdm_jax.data import tracker  # pylint: disable=g-import-not-at-top
   objects = tracker.track_video(video, min_frames_fraction=0.25)
   if not objects:
@@ -469,9 +494,12 @@ def boundary_report(video: np.ndarray, *, plan: Sequence[tuple[int, int]], block
     except ValueError:
       prompted.append(None)
   followed = [d == p for d, p in zip(directions, prompted) if p is not None]
+  centroids = objects[0]['centroids']
   return {'object_found': True,
+          'frames_with_object': float(np.mean(np.all(np.isfinite(centroids), axis=1))),
+          'jumps': count_jumps(centroids, scale=video.shape[2] / 32),
           'boundary_step_px': [float(steps[b]) for b in boundaries],
-          'max_step_after_boundary_px': [float(np.nanmax(steps[w])) for w in windows],
+          'max_step_after_boundary_px': [_nanmax(steps[w]) for w in windows],
           'median_step_px': float(np.nanmedian(inside)) if inside.size else float('nan'),
           'block_directions': directions, 'prompted_directions': prompted,
           'blocks_following_prompt': float(np.mean(followed)) if followed else float('nan')}
