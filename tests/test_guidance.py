@@ -640,6 +640,6 @@ def test_a_frame_conditioned_expert_needs_a_main_model_given_the_same_frames():
   for field, value in [('num_cond_frames', 4), ('cond_drop_prob', 0.0), ('cond_frames', 'random')]:
     other = frame_conditioned_config('first', 1, cond_drop_prob=0.25)
     other.train[field] = value
-    with pytest.raises(UserError, match=f'trained given frames with config.train.{field}='
+    with pytest.raises(UserError, match=f'was trained with config.train.{field}='
                                         f'{value!r} but this run has'):
       experts.check_compatible(config, other.to_dict(), 'w')

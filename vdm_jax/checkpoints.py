@@ -88,6 +88,11 @@ ADDED_FIELDS = {
 ADDED_STATE_FIELDS = ('consecutive_skips', 'total_skips')
 
 
+def frame_conditioning_keys(cond_frames: str) -> tuple[str, ...]:
+  """The train fields that define what a frame-conditioned model with `cond_frames` is given."""
+  return ('cond_frames', *FRAME_CONDITIONING_FIELDS.get(cond_frames, ()))
+
+
 class CorruptCheckpointError(ValueError):
   """A checkpoint's files read back, but not as the state that was saved."""
 
@@ -244,9 +249,8 @@ class Checkpointer:
               for key in sorted(set(saved.get(section, {})) | set(current[section]))]
     fields += [(section, key) for section, keys in MODEL_DEFINING_FIELDS.items() for key in keys]
     if current['model'].get('frame_conditioning'):
-      cond_frames = current['train']['cond_frames']
-      fields += [('train', key) for key in ('cond_frames',
-                                            *FRAME_CONDITIONING_FIELDS.get(cond_frames, ()))]
+      fields += [('train', key)
+                 for key in frame_conditioning_keys(current['train']['cond_frames'])]
     for section, key in fields:
       if key in EXECUTION_ONLY_FIELDS.get(section, ()) + TRAINING_OBJECTIVE_FIELDS.get(section, ()):
         continue

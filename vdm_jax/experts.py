@@ -69,21 +69,15 @@ def check_compatible(config: ml_collections.ConfigDict, saved: dict, workdir: st
   video, which holds the given frames under replacement or guidance). A frame-conditioned expert
   needs a main run given the same frames (train.cond_frames and its k / stride / factor), since
   the main run makes the frame inputs both networks read."""
+  shared = SHARED_FIELDS
   if saved.get('model', {}).get('frame_conditioning', False):
     if not config.model.frame_conditioning:
       raise UserError(f'config.sample.expert_workdir={workdir!r} is frame-conditioned '
                       '(model.frame_conditioning=True) but this run is not, so nothing would give '
                       'it its frames: pick an expert trained without frame conditioning.')
-    saved_train = saved.get('train', {})
-    cond_frames = config.train.cond_frames
-    for key in ('cond_frames', *checkpoints.FRAME_CONDITIONING_FIELDS.get(cond_frames, ())):
-      theirs = saved_train.get(key, checkpoints.ADDED_FIELDS['train'].get(key))
-      if theirs != config.train[key]:
-        raise UserError(f'config.sample.expert_workdir={workdir!r} was trained given frames with '
-                        f'config.train.{key}={theirs!r} but this run has {config.train[key]!r}: '
-                        'both read the same given frames, so pick an expert trained with the '
-                        'same value.')
-  for section, key in SHARED_FIELDS:
+    shared += tuple(('train', key)
+                    for key in checkpoints.frame_conditioning_keys(config.train.cond_frames))
+  for section, key in shared:
     mine = config[section][key]
     theirs = checkpoints.as_config_value(saved.get(section, {}).get(
         key, checkpoints.ADDED_FIELDS.get(section, {}).get(key, mine)))
