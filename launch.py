@@ -148,7 +148,8 @@ def parse_flags(argv: list[str], flag_values: flags.FlagValues = FLAGS) -> list[
 def run(flag_values: flags.FlagValues = FLAGS) -> int:
   """Runs the parsed flags' mode; returns the exit code (bad input: one `error:` line, 2)."""
   # Imported here so that `--help` and flag errors do not pay for importing JAX.
-  from vdm_jax import distributed  # pylint: disable=g-import-not-at-top
+  from vdm_jax import cpu_devices  # pylint: disable=g-import-not-at-top
+  from vdm_jax import distributed
   from vdm_jax import evaluate
   from vdm_jax import progress
   from vdm_jax import sample
@@ -160,6 +161,11 @@ def run(flag_values: flags.FlagValues = FLAGS) -> int:
     progress.quiet_library_logs()
   try:
     # Before anything touches devices.
+    processes = distributed.settings(
+        coordinator_address=flag_values.coordinator_address,
+        num_processes=flag_values.num_processes, process_id=flag_values.process_id,
+        auto=flag_values.multihost) or {}
+    cpu_devices.configure(config, num_processes=processes.get('num_processes'))
     distributed.initialize(coordinator_address=flag_values.coordinator_address,
                            num_processes=flag_values.num_processes,
                            process_id=flag_values.process_id, auto=flag_values.multihost)

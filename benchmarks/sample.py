@@ -26,6 +26,7 @@ import numpy as np
 
 from benchmarks import common
 from benchmarks import train_step
+from vdm_jax import cpu_devices
 from vdm_jax import samplers
 from vdm_jax import train
 
@@ -46,8 +47,15 @@ def main():
   parser.add_argument('--guidance_weight', type=float, default=3.0, help='0: no guidance (B per call)')
   parser.add_argument('--repeats', type=int, default=2)
   parser.add_argument('--workdir', default='', help='restore this run\'s EMA parameters instead')
+  parser.add_argument('--cpu_devices', type=int, default=0,
+                      help='config.mesh.cpu_devices, as launch.py sets it (0: one CPU device per '
+                           "core, as many as the first config's batches split over; 1: one device)")
   parser.add_argument('--json', default='benchmarks/sample.json')
   args = parser.parse_args()
+
+  first = train_step.make_config(args.configs[0], None)
+  first.mesh.cpu_devices = args.cpu_devices
+  cpu_devices.configure(first)  # Before JAX starts its CPU backend (the whole process's devices).
 
   print(f'{jax.device_count()} {jax.default_backend()} device(s), {os.cpu_count()} cpus')
   header = (f'{"config":>7} {"sampler":>9} {"steps":>5} {"NFE":>4} {"batch":>5} {"compile_s":>9} '
@@ -57,6 +65,7 @@ def main():
   for name in args.configs:
     config = train_step.make_config(name, None)
     config.sample.guidance_weight = args.guidance_weight
+    config.mesh.cpu_devices = args.cpu_devices
     # Parameters once per config; each row only rebuilds the sampler (train.use_schedule).
     run = (train.restore_for_inference(config, args.workdir) if args.workdir
            else train.setup(config))
@@ -85,6 +94,7 @@ def main():
               f'{run_s:7.2f} {row["videos_per_s"]:8.3f} {row["s_per_nfe"]:6.3f}', flush=True)
         rows.append(row)
   result = dict(jax=jax.__version__, backend=jax.default_backend(), cpus=os.cpu_count(),
+                devices=jax.device_count(),
                 guidance_weight=args.guidance_weight, workdir=args.workdir, rows=rows)
   common.write_json(args.json, result)
 

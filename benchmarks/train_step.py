@@ -3,8 +3,8 @@ Face diffusers' UNet3DConditionModel (PyTorch) at the same parameter count and i
 
 Configs (issue 8): `S` = batch 8 of 16 x 32x32x3, base 64 channels x (1, 2, 4), attention at 16x16
 and 8x8; `M` = batch 4 of 16 x 64x64x3, x (1, 2, 4, 8); `default` = experiments/moving_shapes.py.
-For each config and each combination of `--conv_impls`, `--remats`, `--grad_accums` and
-`--cpu_ynn_reductions` a fresh process (so that peak memory is its own) compiles
+For each config and each combination of `--conv_impls`, `--remats`, `--grad_accums`,
+`--cpu_ynn_reductions` and `--cpu_devices` a fresh process (so that peak memory is its own) compiles
 `train.make_train_step` on synthetic data and reports: parameters, FLOPs per step (XLA cost
 analysis of the plain network's forward and backward pass: lax.conv, attention all at once, no
 remat; inspect_model.model_flops), compile seconds, median
@@ -22,6 +22,7 @@ config, so their ratio is measured side by side.
   python benchmarks/train_step.py --configs S --grad_accums 1 2 --no_reference   # memory vs microbatches
   python benchmarks/train_step.py --configs S --cpu_ynn_reductions on off        # memory vs YNNPACK reductions
   python benchmarks/train_step.py --configs S --remats none block                # memory vs rematerialisation
+  python benchmarks/train_step.py --configs S --cpu_devices 1 0                   # one CPU device vs one per core
 
 Prints a table and writes JSON (--json).
 """
@@ -99,10 +100,11 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
 
 def measure_jax(name: str, conv_impl: str | None, *, steps: int, sample_steps: int,
                 remat: str | None = None, grad_accum_steps: int | None = None,
-                ynn_reductions: bool | None = None) -> dict:
+                ynn_reductions: bool | None = None, cpu_devices: int | None = None) -> dict:
   """One config's row, measured in this process (run by the parent in a fresh one)."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+  from vdm_jax import cpu_devices as cpu_devices_lib  # pylint: disable=g-import-not-at-top
   from vdm_jax import inspect_model  # pylint: disable=g-import-not-at-top
   from vdm_jax import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   from vdm_jax import train  # pylint: disable=g-import-not-at-top
@@ -110,6 +112,9 @@ def measure_jax(name: str, conv_impl: str | None, *, steps: int, sample_steps: i
 
   config = make_config(name, conv_impl, remat, grad_accum_steps, ynn_reductions)
   config.sample.num_steps = sample_steps  # Locked: changing a field is fine, adding one is not.
+  if cpu_devices is not None:
+    config.mesh.cpu_devices = cpu_devices
+  cpu_devices_lib.configure(config)  # As launch.py does, before JAX starts its CPU backend.
   run = train.setup(config)
   tx, _ = train.create_optimizer(config)
   rng = jax.random.PRNGKey(0)
@@ -157,7 +162,7 @@ def measure_jax(name: str, conv_impl: str | None, *, steps: int, sample_steps: i
   return dict(
       config=name, framework='vdm_jax', conv_impl=layers.check_conv_impl(config.model.conv_impl),
       remat=config.model.remat, grad_accum_steps=config.train.grad_accum_steps,
-      cpu_ynn_reductions=config.train.cpu_ynn_reductions,
+      cpu_ynn_reductions=config.train.cpu_ynn_reductions, devices=jax.device_count(),
       batch=config.batch_size, video_shape=list(run.video_shape), params=int(num_params),
       flops_per_step=flops, compile_s=compile_s, step_s=step_s,
       step_s_min=min(times), videos_per_s=config.batch_size / step_s,
@@ -170,7 +175,7 @@ def measure_jax(name: str, conv_impl: str | None, *, steps: int, sample_steps: i
 
 
 def run_worker(name: str, conv_impl: str | None, remat: str | None, grad_accum_steps: int | None,
-               ynn_reductions: bool | None, args) -> dict:
+               ynn_reductions: bool | None, cpu_devices: int | None, args) -> dict:
   """measure_jax in a fresh process: its own peak memory, no caches from other rows."""
   command = [sys.executable, os.path.abspath(__file__), '--_worker', name,
              '--_conv_impl', conv_impl or '', '--steps', str(args.steps),
@@ -179,6 +184,8 @@ def run_worker(name: str, conv_impl: str | None, remat: str | None, grad_accum_s
     command += ['--_grad_accum_steps', str(grad_accum_steps)]
   if ynn_reductions is not None:
     command += ['--_ynn_reductions', str(int(ynn_reductions))]
+  if cpu_devices is not None:
+    command += ['--_cpu_devices', str(cpu_devices)]
   result = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout_s,
                           cwd=REPO, check=False)
   if result.returncode != 0:
@@ -203,6 +210,9 @@ def main():
   parser.add_argument('--cpu_ynn_reductions', nargs='+', choices=('on', 'off'), default=[None],
                       help="train.cpu_ynn_reductions values to compare (default: the config's, "
                            "on): off keeps XLA:CPU's reductions out of YNNPACK, less memory")
+  parser.add_argument('--cpu_devices', nargs='+', type=int, default=[None],
+                      help="config.mesh.cpu_devices values to compare (default: the config's, 0 = "
+                           'one CPU device per core, the batch split over them); 1 = one device')
   parser.add_argument('--no_reference', action='store_true', help='skip diffusers')
   parser.add_argument('--reference_venv', default=os.path.join(REPO, '.venv_torch_bench'))
   parser.add_argument('--timeout_s', type=float, default=1800)
@@ -212,6 +222,7 @@ def main():
   parser.add_argument('--_grad_accum_steps', type=int, help=argparse.SUPPRESS)
   parser.add_argument('--_ynn_reductions', type=int, help=argparse.SUPPRESS)
   parser.add_argument('--_remat', help=argparse.SUPPRESS)
+  parser.add_argument('--_cpu_devices', type=int, help=argparse.SUPPRESS)
   args = parser.parse_args()
 
   if args._worker:  # pylint: disable=protected-access
@@ -219,14 +230,15 @@ def main():
                       sample_steps=args.sample_steps, remat=args._remat or None,  # pylint: disable=protected-access
                       grad_accum_steps=args._grad_accum_steps,  # pylint: disable=protected-access
                       ynn_reductions=(None if args._ynn_reductions is None  # pylint: disable=protected-access
-                                      else bool(args._ynn_reductions)))  # pylint: disable=protected-access
+                                      else bool(args._ynn_reductions)),  # pylint: disable=protected-access
+                      cpu_devices=args._cpu_devices)  # pylint: disable=protected-access
     print(json.dumps(row))
     return
 
   ceiling_before = matmul_gflops()
   print(f'{os.cpu_count()} cpus, float32 matmul ceiling {ceiling_before:.0f} GFLOP/s (2048^3)')
   header = (f'{"config":>7} {"framework":>9} {"conv_impl":>11} {"remat":>5} {"accum":>5} {"ynn_red":>7} '
-            f'{"params":>7} {"GFLOP":>7} '
+            f'{"devs":>4} {"params":>7} {"GFLOP":>7} '
             f'{"compile_s":>9} {"step_s":>7} {"videos/s":>8} {"GFLOP/s":>7} {"%ceil":>5} '
             f'{"s/NFE":>6} {"peak_GiB":>8}')
   print(header)
@@ -237,17 +249,17 @@ def main():
     print(f'{row["config"]:>7} {row["framework"]:>9} {row.get("conv_impl", "-"):>11} '
           f'{row.get("remat", "-"):>5} '
           f'{row.get("grad_accum_steps", "-"):>5} {str(row.get("cpu_ynn_reductions", "-")):>7} '
-          f'{row["params"] / 1e6:6.1f}M {(row.get("flops_per_step") or 0) / 1e9:7.0f} '
+          f'{row.get("devices", "-"):>4} {row["params"] / 1e6:6.1f}M {(row.get("flops_per_step") or 0) / 1e9:7.0f} '
           f'{row.get("compile_s", 0):9.1f} {row["step_s"]:7.3f} {row["videos_per_s"]:8.2f} '
           f'{gflops or 0:7.0f} {100 * (gflops or 0) / ceiling_before:5.0f} '
           f'{row["sample_s_per_nfe"]:6.3f} {row["peak_rss_gib"]:8.2f}', flush=True)
 
   for name in args.configs:
     jax_rows = []
-    for conv_impl, remat, grad_accum_steps, ynn in itertools.product(
-        args.conv_impls, args.remats, args.grad_accums, args.cpu_ynn_reductions):
+    for conv_impl, remat, grad_accum_steps, ynn, devices in itertools.product(
+        args.conv_impls, args.remats, args.grad_accums, args.cpu_ynn_reductions, args.cpu_devices):
       row = run_worker(name, conv_impl, remat, grad_accum_steps,
-                       None if ynn is None else ynn == 'on', args)
+                       None if ynn is None else ynn == 'on', devices, args)
       show(row)
       jax_rows.append(row)
     rows += jax_rows
@@ -269,7 +281,7 @@ def main():
     rows.append(ref)
     for row in jax_rows:
       print(f'        {name} {row["conv_impl"]} remat {row["remat"]} accum {row["grad_accum_steps"]} ynn reductions '
-            f'{row["cpu_ynn_reductions"]}: {row["videos_per_s"] / ref["videos_per_s"]:.2f}x '
+            f'{row["cpu_ynn_reductions"]} devices {row["devices"]}: {row["videos_per_s"] / ref["videos_per_s"]:.2f}x '
             f'diffusers\' training videos/s')
       row['speedup_vs_diffusers'] = row['videos_per_s'] / ref['videos_per_s']
 

@@ -16,6 +16,11 @@ os.environ['XLA_FLAGS'] = ' '.join([
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+# Start JAX's CPU backend now, with its one device: a test that runs launch.py in this process
+# would otherwise set this process's CPU device count (vdm_jax/cpu_devices.py) for every test
+# after it. Tests of several devices run in subprocesses.
+jax.devices()
+
 
 @pytest.fixture(scope='session', autouse=True)
 def compilation_cache(tmp_path_factory):

@@ -309,6 +309,10 @@ def validate_mesh(mesh: ml_collections.ConfigDict, *, num_devices: int | None = 
            '(replicated parameters) or the number of devices to split them over.')
   _require(mesh.fsdp_min_mib >= 0, f'config.mesh.fsdp_min_mib={mesh.fsdp_min_mib!r} must be '
            '>= 0: set --config.mesh.fsdp_min_mib to a size in MiB (0: shard every array).')
+  cpu_devices = mesh.get('cpu_devices', 0)
+  _require(isinstance(cpu_devices, int) and cpu_devices >= 0,
+           f'config.mesh.cpu_devices={cpu_devices!r} must be an integer >= 0: set '
+           '--config.mesh.cpu_devices=0 (one CPU device per core) or a device count.')
   if num_devices is None:
     return
   _require(num_devices % fsdp == 0,
