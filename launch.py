@@ -164,11 +164,9 @@ def run(flag_values: flags.FlagValues = FLAGS) -> int:
     processes = distributed.settings(
         coordinator_address=flag_values.coordinator_address,
         num_processes=flag_values.num_processes, process_id=flag_values.process_id,
-        auto=flag_values.multihost) or {}
-    cpu_devices.configure(config, num_processes=processes.get('num_processes'))
-    distributed.initialize(coordinator_address=flag_values.coordinator_address,
-                           num_processes=flag_values.num_processes,
-                           process_id=flag_values.process_id, auto=flag_values.multihost)
+        auto=flag_values.multihost)
+    cpu_devices.configure(config, num_processes=(processes or {}).get('num_processes'))
+    distributed.initialize(processes, auto=flag_values.multihost)
     if flag_values.step is not None and flag_values.mode not in ('sample', 'eval'):
       raise UserError(f'--step={flag_values.step} picks the checkpoint of --mode sample or eval, not '
                       f'--mode {flag_values.mode}: drop --step (training resumes from the latest).')

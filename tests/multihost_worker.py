@@ -97,8 +97,8 @@ def layout(array: jax.Array) -> dict:
 
 
 def main(coordinator: str, num_processes: str, process_id: str, workdir: str) -> None:
-  assert distributed.initialize(coordinator_address=coordinator, num_processes=int(num_processes),
-                                process_id=int(process_id))
+  assert distributed.initialize(distributed.settings(
+      coordinator_address=coordinator, num_processes=int(num_processes), process_id=int(process_id)))
   for name, (fsdp, grad_accum_steps) in SCENARIOS.items():
     config = scenario_config(fsdp, grad_accum_steps)
     mesh = mesh_lib.make_mesh(config)

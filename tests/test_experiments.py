@@ -70,6 +70,11 @@ def test_validation_names_the_field():
   config = module.get_config('smoke')
   with pytest.raises(UserError, match='not divisible by the 3 devices'):
     config_validation.validate(config, num_devices=3)
+  config.batch_size = 6
+  with pytest.raises(UserError, match=r'config.sample.batch_size=\d+ is not divisible by the 3 dev'):
+    config_validation.validate(config, num_devices=3)
+  config.sample.batch_size = 3
+  config_validation.validate(config, num_devices=3)
 
 
 def test_training_time_distribution_is_validated():

@@ -290,14 +290,26 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
            f'config.train.grad_accum_steps={k} microbatches: set --config.batch_size to a multiple '
            f'of {k}, or change --config.train.grad_accum_steps.')
   if num_devices is not None:
-    _require(config.batch_size % num_devices == 0,
-             f'config.batch_size={config.batch_size} is not divisible by the {num_devices} devices: '
-             f'set --config.batch_size to a multiple of {num_devices}.')
-    _require(config.batch_size % (k * num_devices) == 0,
-             f'config.batch_size={config.batch_size} does not split into '
-             f'config.train.grad_accum_steps={k} microbatches over {num_devices} devices: set '
-             f'--config.batch_size to a multiple of {k * num_devices}, or lower '
-             '--config.train.grad_accum_steps.')
+    validate_device_split(config, num_devices)
+  else:
+    validate_mesh(config.mesh)
+
+
+def validate_device_split(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Every batch of the run splits evenly over `num_devices` (all processes): the training batch
+  and its gradient-accumulation microbatches, the sampling batch, and config.mesh's shape."""
+  k = config.train.grad_accum_steps
+  _require(config.batch_size % num_devices == 0,
+           f'config.batch_size={config.batch_size} is not divisible by the {num_devices} devices: '
+           f'set --config.batch_size to a multiple of {num_devices}.')
+  _require(config.batch_size % (k * num_devices) == 0,
+           f'config.batch_size={config.batch_size} does not split into '
+           f'config.train.grad_accum_steps={k} microbatches over {num_devices} devices: set '
+           f'--config.batch_size to a multiple of {k * num_devices}, or lower '
+           '--config.train.grad_accum_steps.')
+  _require(config.sample.batch_size % num_devices == 0,
+           f'config.sample.batch_size={config.sample.batch_size} is not divisible by the '
+           f'{num_devices} devices: set --config.sample.batch_size to a multiple of {num_devices}.')
   validate_mesh(config.mesh, num_devices=num_devices)
 
 

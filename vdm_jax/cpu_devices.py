@@ -26,6 +26,7 @@ from absl import logging
 import ml_collections
 
 from vdm_jax import config_validation
+from vdm_jax.errors import UserError
 
 _XLA_DEVICE_COUNT_FLAG = '--xla_force_host_platform_device_count'
 
@@ -39,14 +40,11 @@ def available_cores() -> int:
 
 def splits_batches(config: ml_collections.ConfigDict, total_devices: int) -> bool:
   """Whether every batch of the run splits evenly over `total_devices` (all processes)."""
-  mesh = config.mesh
   try:
-    return (config.batch_size % (total_devices * config.train.grad_accum_steps) == 0
-            and config.sample.batch_size % total_devices == 0
-            and total_devices % mesh.fsdp == 0
-            and mesh.data in (-1, total_devices // mesh.fsdp))
-  except (TypeError, ZeroDivisionError):  # An invalid field: config validation names it.
+    config_validation.validate_device_split(config, total_devices)
+  except (UserError, TypeError, ZeroDivisionError):  # Invalid fields: validation names them.
     return False
+  return True
 
 
 def devices_per_process(config: ml_collections.ConfigDict, *, cores: int,

@@ -1,6 +1,6 @@
 """Multi-host runs: joining the processes of a job through `jax.distributed`, before any device use.
 
-Every process of a job runs the same command; `initialize` tells JAX which process this one is:
+Every process of a job runs the same command; `settings` resolves, and `initialize` tells JAX which process this one is:
 
 - explicitly, by `coordinator_address` ('host:port' of process 0), `num_processes` and
   `process_id` (launch.py's `--coordinator_address`, `--num_processes`, `--process_id`), each of
@@ -64,14 +64,12 @@ def settings(*, coordinator_address: str | None = None, num_processes: int | Non
   return known
 
 
-def initialize(*, coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, auto: bool = False) -> bool:
-  """Joins this process to its job (see the module docstring); returns whether it did.
+def initialize(kwargs: dict | None, *, auto: bool = False) -> bool:
+  """Joins this process to its job with `settings(...)`'s keyword arguments (None: a single
+  process, nothing to join); returns whether it did. `auto`: as given to `settings`.
 
   Must run before anything touches devices (jax.devices(), a computation, a device_put).
   """
-  kwargs = settings(coordinator_address=coordinator_address, num_processes=num_processes,
-                    process_id=process_id, auto=auto)
   if kwargs is None:
     return False
   try:

@@ -466,7 +466,7 @@ class Run:
 def setup(config: ml_collections.ConfigDict) -> Run:
   config_validation.validate(config, num_devices=jax.device_count())
   video_shape = config_validation.video_shape(config)
-  mesh = make_mesh_checked(config)
+  mesh = mesh_lib.make_mesh(config)
   model = create_model(config)
   # The learned schedule starts from its initial parameters (as create_train_state's).
   schedule_params = init_schedule_params(
@@ -493,13 +493,6 @@ def use_schedule(run: Run, schedule_params: Any) -> None:
                                              expert=run.expert)
   run.bpd_fn = None
   run.eval_task_generate = None
-
-
-def make_mesh_checked(config):
-  if config.sample.batch_size % jax.device_count():
-    raise UserError(f'config.sample.batch_size={config.sample.batch_size} is not divisible by the '
-                    f'{jax.device_count()} devices: set --config.sample.batch_size to a multiple.')
-  return mesh_lib.make_mesh(config)
 
 
 def train_state_sharding(abstract_state: TrainState, mesh: jax.sharding.Mesh,
