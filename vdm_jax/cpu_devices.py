@@ -6,9 +6,10 @@ elementwise ops, attention on a few frames, the loops over cache-sized convoluti
 the cores wait on each other between them. Split into one CPU device per core, the batch is
 sharded over the devices like over GPUs (mesh.py), and the devices run their halves of each step
 side by side. The maths is the same (the losses of 1 and 2 devices agree to float32 rounding).
-Measured on the 2-core CPU, 2026-12-07, the train step on 1 and on 2 devices interleaved in one
-process: config S of benchmarks/train_step.py 22.2 -> 18.6 s (1.19x), the default experiment's
-network 1.72 -> 1.46 s (1.18x); README, Speed.
+Measured on the 2-core CPU, 2026-12-07, a process with 1 device against one with 2 (README,
+Speed): config S of benchmarks/train_step.py 1.10-1.28x faster, the default experiment's train
+loop (grain feeding) ~1.04x. (A 1-device mesh inside a 2-device process is no baseline: it ran
+the default step 1.33 s against 1.03-1.06 s in a 1-device process.)
 
 `config.mesh.cpu_devices` sets the count: 0 (auto) picks the most devices, up to the cores this
 process may use, that the run's batches split over (config.batch_size, its gradient-accumulation
