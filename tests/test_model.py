@@ -140,16 +140,6 @@ def test_conv_impls_equal_xla_conv_and_its_gradients(conv_impl, stride, size, x6
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-12), grads, ref_grads)
 
 
-def test_shifted_matmul_conv_equals_xla_conv_on_a_non_square_frame(x64):
-  """The 9 shifted matmuls (im2col_chunks' stride-1 passes) on H != W: lax.conv's SAME conv."""
-  x = jax.random.normal(jax.random.PRNGKey(10), (3, 5, 7, 4), jnp.float64)
-  kernel = jax.random.normal(jax.random.PRNGKey(11), (3, 3, 4, 6), jnp.float64)
-  ref = layers._xla_conv(x, kernel, 1)
-  assert max_diff(ref, 0.) > 1e-1
-  np.testing.assert_allclose(layers._shifted_matmul_conv(x, kernel), ref, atol=1e-12)
-  np.testing.assert_allclose(layers._im2col_conv(x, kernel, stride=1), ref, atol=1e-12)
-
-
 @pytest.mark.parametrize('stride', [1, 2])
 def test_kernel_gradient_in_chunks_of_frames_equals_all_at_once(stride, x64):
   x = jax.random.normal(jax.random.PRNGKey(6), (6, 5, 5, 3), jnp.float64)

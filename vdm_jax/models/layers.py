@@ -154,39 +154,19 @@ def _im2col_kernel_grad(x: jax.Array, dy: jax.Array, *, stride: int,
   return jax.lax.scan(add_chunk, total, (x_chunks, dy_chunks))[0].sum(0).T
 
 
-def _shifted_matmul_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """SAME 3x3 convolution, stride 1, as the sum over the 9 taps of the shifted input times that
-  tap's [Cin, Cout] matrix: the same products as `_im2col_conv` without writing the 9x-wide
-  columns. x: [N, H, W, Cin]; kernel: [3, 3, Cin, Cout] -> [N, H, W, Cout].
-
-  On a chunk of frames that fits the cache, 1.0-1.45x faster than the columns on the 2-core CPU
-  (2026-12-07, 64 frames forward: 32x32 with 64 -> 64 channels 52.2 -> 36.9 ms, 192 -> 64
-  155 -> 107 ms; 16x16x128 33.5 -> 30.1; 8x8x256 28.0 -> 27.1); over the whole batch at once
-  it is slower than either (82.8 and 211 ms at the 32x32 shapes).
-  """
-  _, H, W, _ = x.shape
-  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  taps = [jnp.dot(xp[:, i:i + H, j:j + W], kernel[i, j]) for i in range(3) for j in range(3)]
-  return functools.reduce(jnp.add, taps)
-
-
 def _chunked_im2col_conv(x: jax.Array, kernel: jax.Array, *, stride: int) -> jax.Array:
-  """A SAME 3x3 convolution a chunk of frames at a time (a loop over chunks within each device
-  group, see chunks.py): `_shifted_matmul_conv` at stride 1, `_im2col_conv` at stride 2.
-  x [N, H, W, Cin] -> [N, H', W', Cout]."""
+  """`_im2col_conv` a chunk of frames at a time (a loop over chunks within each device group,
+  see chunks.py): x [N, H, W, Cin] -> [N, H', W', Cout]."""
   _, H, W, _ = x.shape
   chunk = _frames_per_chunk(x, -(-H // stride), -(-W // stride), None)
-  if stride == 1:
-    return chunks.map_in_chunks(lambda x: _shifted_matmul_conv(x, kernel), (x,), chunk)
   return chunks.map_in_chunks(lambda x: _im2col_conv(x, kernel, stride=stride), (x,), chunk)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _conv_im2col_chunks(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
-  """SAME 3x3 convolution with every pass matmuls over cache-sized chunks of frames.
+  """SAME 3x3 convolution with every pass an im2col matmul over cache-sized chunks of frames.
 
-  Forward: the 9 shifted copies of x times their taps of the kernel (`_shifted_matmul_conv`;
-  stride 2: im2col columns times the kernel). Input gradient (stride 1): the same convolution of dy
+  Forward: columns of x times the kernel. Input gradient (stride 1): the same convolution of dy
   with the kernel flipped in space and its channel axes swapped (the transpose of a SAME 3x3
   convolution with symmetric padding); stride 2 keeps lax.conv's transpose (the only strided
   convs are the few downsamplers). Kernel gradient: `_im2col_kernel_grad`. Same values as
@@ -267,7 +247,7 @@ class FrameConv(nn.Module):
   `conv_impl` picks how it is computed, never what: 'xla' (lax.conv, forward and both gradients),
   'matmul_grad' (lax.conv forward and input gradient, the kernel gradient as im2col matmuls),
   'im2col' (shifted copies + one matmul, forward and backward, by autodiff), 'im2col_chunks'
-  (every pass matmuls over cache-sized chunks of frames) or 'auto' (im2col_chunks on
+  (every pass an im2col matmul over cache-sized chunks of frames) or 'auto' (im2col_chunks on
   CPU, xla elsewhere). All use the same parameters ('kernel' [k, k, Cin, Cout], 'bias' [Cout])
   and give the same outputs and gradients, so checkpoints are interchangeable; only 3x3 kernels
   have the alternatives. Why im2col_chunks on CPU: XLA's CPU convolutions run at a quarter to a
