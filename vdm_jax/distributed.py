@@ -1,6 +1,7 @@
 """Multi-host runs: joining the processes of a job through `jax.distributed`, before any device use.
 
-Every process of a job runs the same command; `settings` resolves, and `initialize` tells JAX which process this one is:
+Every process of a job runs the same command; `settings` works out, and `initialize` tells JAX,
+which process this one is:
 
 - explicitly, by `coordinator_address` ('host:port' of process 0), `num_processes` and
   `process_id` (launch.py's `--coordinator_address`, `--num_processes`, `--process_id`), each of
