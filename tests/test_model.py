@@ -122,8 +122,8 @@ def test_dropped_text_gives_the_null_output_whatever_the_tokens():
   assert max_diff(out_a, run(z, kw['text_tokens'])) > 1e-3  # Null text != real text.
 
 
-@pytest.mark.parametrize('conv_impl', ['im2col', 'matmul_grad', 'im2col_chunks'])
-@pytest.mark.parametrize('stride,size', [(1, 7), (2, 8), (2, 7)])
+@pytest.mark.parametrize('conv_impl', ['im2col', 'matmul_grad', 'im2col_chunks', 'winograd'])
+@pytest.mark.parametrize('stride,size', [(1, 7), (1, 8), (2, 8), (2, 7)])
 def test_conv_impls_equal_xla_conv_and_its_gradients(conv_impl, stride, size, x64):
   """Same output, input gradient and kernel gradient as lax.conv (float64: only rounding left)."""
   x = jax.random.normal(jax.random.PRNGKey(4), (2, 3, size, size, 5), jnp.float64)
@@ -208,20 +208,21 @@ def test_im2col_chunks_falls_back_to_matmul_grad_where_one_frame_overflows_a_chu
 _SHARDED_CONV_SCRIPT = """
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
-from vdm_jax.models import attention, layers
+from vdm_jax.models import attention, layers, winograd
 layers.CHUNK_BYTES = 2 * 6 * 6 * 9 * 5 * 4  # 2 frames a chunk: 3 chunks of each device's 6 frames.
+winograd.CHUNK_BYTES = 2 * 16 * 3 * 3 * 5 * 4  # The same for F(2x2)'s 16 tile positions.
 mesh = jax.make_mesh((4,), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
 x = jax.device_put(jax.random.normal(jax.random.PRNGKey(0), (4, 6, 6, 6, 5)),
                    NamedSharding(mesh, P('data')))
 results = {}
-for impl in ('xla', 'matmul_grad', 'im2col_chunks'):
+for impl in ('xla', 'matmul_grad', 'im2col_chunks', 'winograd'):
   conv = layers.FrameConv(4, conv_impl=impl)
   params = conv.init(jax.random.PRNGKey(1), x[:1])
   grad = jax.jit(jax.grad(lambda p, x: jnp.sum(jnp.sin(conv.apply(p, x))), argnums=(0, 1)),
                  in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))))
   hlo = grad.lower(params, x).compile().as_text()
   results[impl] = (hlo.count('all-gather'), jax.tree.leaves(grad(params, x)))
-for impl in ('matmul_grad', 'im2col_chunks'):
+for impl in ('matmul_grad', 'im2col_chunks', 'winograd'):
   assert results[impl][0] == 0, (impl, results[impl][0])
   for a, b in zip(results[impl][1], results['xla'][1]):
     np.testing.assert_allclose(a, b, atol=1e-4)
@@ -251,16 +252,16 @@ def test_chunked_conv_and_attention_loops_keep_a_batch_sharded_input_on_its_devi
   assert result.returncode == 0 and result.stdout.strip().endswith('ok'), result.stderr[-2000:]
 
 
-def test_auto_conv_impl_is_im2col_chunks_on_cpu_and_xla_elsewhere():
+def test_auto_conv_impl_is_winograd_on_cpu_and_xla_elsewhere():
   assert layers.check_conv_impl('auto') == (
-      'im2col_chunks' if jax.default_backend() == 'cpu' else 'xla')
+      'winograd' if jax.default_backend() == 'cpu' else 'xla')
 
 
 def test_model_conv_impls_agree():
   z, _ = inputs()
   out_xla = run(z, conv_impl='xla')
   assert max_diff(out_xla, 0.) > 1e-2
-  for conv_impl in ('im2col', 'matmul_grad', 'im2col_chunks', 'auto'):  # Same params for all.
+  for conv_impl in ('im2col', 'matmul_grad', 'im2col_chunks', 'winograd', 'auto'):  # Same params.
     np.testing.assert_allclose(run(z, conv_impl=conv_impl), out_xla, atol=1e-4, rtol=1e-4)
 
 

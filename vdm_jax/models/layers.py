@@ -16,11 +16,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vdm_jax.models import chunks
+from vdm_jax.models import chunks, winograd
 
 Dtype = Any
 
-CONV_IMPLS = ('auto', 'xla', 'im2col', 'matmul_grad', 'im2col_chunks')
+CONV_IMPLS = ('auto', 'xla', 'im2col', 'matmul_grad', 'im2col_chunks', 'winograd')
 
 # 'im2col_chunks' builds the columns (9 shifted copies) of this many bytes of frames at a time, so
 # that building and multiplying them stays in the CPU's caches. On the 2-core EPYC of 2026-12-04,
@@ -32,11 +32,11 @@ CHUNK_BYTES = 5 * 2 ** 20
 
 def check_conv_impl(conv_impl: str) -> str:
   """The one place that validates `conv_impl`; returns it with 'auto' resolved for this backend:
-  'im2col_chunks' on CPU (where XLA's convolutions run far below its matmuls), 'xla' elsewhere."""
+  'winograd' on CPU (where XLA's convolutions run far below its matmuls), 'xla' elsewhere."""
   if conv_impl not in CONV_IMPLS:
     raise ValueError(f'conv_impl={conv_impl!r}; allowed values: {CONV_IMPLS}.')
   if conv_impl == 'auto':
-    return 'im2col_chunks' if jax.default_backend() == 'cpu' else 'xla'
+    return 'winograd' if jax.default_backend() == 'cpu' else 'xla'
   return conv_impl
 
 
@@ -246,13 +246,16 @@ class FrameConv(nn.Module):
   `conv_impl` picks how it is computed, never what: 'xla' (lax.conv, forward and both gradients),
   'matmul_grad' (lax.conv forward and input gradient, the kernel gradient as im2col matmuls),
   'im2col' (shifted copies + one matmul, forward and backward, by autodiff), 'im2col_chunks'
-  (every pass an im2col matmul over cache-sized chunks of frames) or 'auto' (im2col_chunks on
-  CPU, xla elsewhere). All use the same parameters ('kernel' [k, k, Cin, Cout], 'bias' [Cout])
-  and give the same outputs and gradients, so checkpoints are interchangeable; only 3x3 kernels
-  have the alternatives. Why im2col_chunks on CPU: XLA's CPU convolutions run at a quarter to a
-  half of its matmul rate at the U-Net's high-resolution shapes, its kernel gradient slower
-  still, while a matmul over columns that stay in cache runs near it (benchmarks/conv_impl.py).
-  With `upsample_input` (the U-Net's Upsample), 'im2col_chunks' convolves at low resolution
+  (every pass an im2col matmul over cache-sized chunks of frames), 'winograd' (stride-1 convs
+  as Winograd F(4x4, 3x3) or F(2x2, 3x3) over chunks of frames, winograd.py: 1/4 or 4/9 of the
+  multiplies; strided convs, odd frame sizes and 16-bit inputs as 'im2col_chunks') or 'auto'
+  (winograd on CPU, xla elsewhere). All use the same parameters ('kernel' [k, k, Cin, Cout],
+  'bias' [Cout]) and give the same outputs and gradients up to float rounding, so checkpoints
+  are interchangeable; only 3x3 kernels have the alternatives. Why not lax.conv on CPU: XLA's
+  CPU convolutions run at a quarter to a half of its matmul rate at the U-Net's high-resolution
+  shapes, its kernel gradient slower still, while matmuls over data that stays in cache run near
+  it; Winograd then needs fewer of them (benchmarks/conv_impl.py). With `upsample_input` (the
+  U-Net's Upsample), 'im2col_chunks' and 'winograd' convolve at low resolution
   (`_upsample_conv`: 2.25x fewer FLOPs, the same values); the others upsample, then convolve.
   """
   features: int
@@ -275,6 +278,12 @@ class FrameConv(nn.Module):
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     frames = x.reshape(B * T, H, W, C)  # Frames are independent images here.
     conv_impl = check_conv_impl(self.conv_impl)
+    tile = winograd.tile_size(H, W)
+    if conv_impl == 'winograd' and (k != 3 or self.stride != 1 or self.upsample_input
+                                    or tile is None or jnp.finfo(frames.dtype).bits < 32):
+      # Strided convs, odd sizes and Upsample's low-resolution phases have no Winograd form
+      # here; 16-bit inputs would lose too much to its transforms' rounding.
+      conv_impl = 'im2col_chunks'
     at_low_res = (self.upsample_input and conv_impl == 'im2col_chunks' and k == 3
                   and self.stride == 1)
     if self.upsample_input and not at_low_res:
@@ -283,6 +292,8 @@ class FrameConv(nn.Module):
       y = _chunked_upsample_conv(frames, kernel)
     elif k == 1 and self.stride == 1:
       y = jnp.dot(frames, kernel.reshape(C, self.features))
+    elif conv_impl == 'winograd':
+      y = winograd.conv(frames, kernel, tile)
     elif conv_impl == 'im2col' and k == 3:
       y = _im2col_conv(frames, kernel, stride=self.stride)
     elif conv_impl == 'im2col_chunks' and k == 3 and _fits_a_chunk(frames, self.stride):
