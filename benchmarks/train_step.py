@@ -105,6 +105,7 @@ def measure_jax(name: str, conv_impl: str | None, *, steps: int, sample_steps: i
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from vdm_jax import cpu_devices as cpu_devices_lib  # pylint: disable=g-import-not-at-top
+  from vdm_jax import host_memory  # pylint: disable=g-import-not-at-top
   from vdm_jax import inspect_model  # pylint: disable=g-import-not-at-top
   from vdm_jax import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   from vdm_jax import train  # pylint: disable=g-import-not-at-top
@@ -131,6 +132,7 @@ def measure_jax(name: str, conv_impl: str | None, *, steps: int, sample_steps: i
   start = time.perf_counter()
   compiled = train_step.lower(state, batch).compile()
   compile_s = time.perf_counter() - start
+  host_memory.release_freed_heap()  # As train.py does after compiling its step.
   peak_rss_gib = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
   rss_after_compile = peak_rss_gib()  # Process maxima so far: which phase sets the peak.
   # Model FLOPs: those of the plain network (lax.conv, attention all at once, no remat), the same

@@ -27,6 +27,7 @@ from vdm_jax import diffusion
 from vdm_jax import experts
 from vdm_jax import frame_conditioning
 from vdm_jax import grad_accumulation
+from vdm_jax import host_memory
 from vdm_jax import likelihood
 from vdm_jax import mesh as mesh_lib
 from vdm_jax import noise_prior as noise_prior_lib
@@ -775,6 +776,8 @@ def _train_and_evaluate(config, workdir, preemption: PreemptionWatcher) -> dict[
                         'current.', step)
       while step < num_steps and not preempted:
         batch = mesh_lib.global_batch(next(data_iterator), run.mesh)
+        if step == start_step:  # Compile first: the compiler's freed heap is not kept (CPU peak).
+          host_memory.compile_then_release_heap(train_step, state, batch)
         state, metrics = train_step(state, batch)
         step += 1
         if pending is not None:
