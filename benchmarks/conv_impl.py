@@ -1,5 +1,5 @@
 """Training-step cost of VideoUNet on this machine per conv_impl ('xla', 'im2col', 'matmul_grad',
-'im2col_chunks'), model sizes, and where the time goes (convs vs attention vs norms).
+'im2col_chunks', 'winograd'), model sizes, and where the time goes (convs vs attention vs norms).
 
 Each row times one jitted forward+backward (jax.value_and_grad of an MSE) in steady state, after
 compilation; the median of `--steps` runs. The cost split times every FrameConv / GroupNorm /
@@ -14,7 +14,9 @@ kind; 'rest' = step time - sum (elementwise ops, concatenations, the text encode
 --passes is where 'matmul_grad' and 'im2col_chunks' come from: XLA's CPU kernel-gradient
 convolution runs at a fraction of its forward convolution's rate at the U-Net's high-resolution
 shapes, and its forward convolution below its matmul rate. (XLA's cost analysis counts a loop's
-body once, so the GFLOP column reads low for the chunked impls: compare step_s.)
+body once, so the GFLOP column reads low for the chunked impls: compare step_s. 'winograd'
+does 1/4 or 4/9 of the direct convolution's multiplies, so its GFLOP/s in --passes, counted with
+the direct convolution's FLOPs, are effective rates and may exceed the matmul ceiling.)
 
 Prints a table and writes JSON (--json).
 """
