@@ -92,9 +92,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.model.layout_head = False
   config.model.layout_head_scale = 1.0
   config.model.patch_size = 1  # Space-to-depth of p x p pixels around the U-Net (p^2 cheaper convs; output stays full-res).
-  # How 3x3 convs are computed (same results): 'auto' (CPU: 'im2col_chunks', else 'xla'), 'xla' (lax.conv),
-  # 'matmul_grad' (lax.conv, kernel gradient as im2col matmuls), 'im2col' (shifted copies + matmul) or
-  # 'im2col_chunks' (every pass an im2col matmul over cache-sized chunks of frames).
+  # How 3x3 convs are computed (same results): 'auto' (CPU: 'winograd', else 'xla'), 'xla' (lax.conv),
+  # 'matmul_grad' (lax.conv, kernel gradient as im2col matmuls), 'im2col' (shifted copies + matmul),
+  # 'im2col_chunks' (every pass an im2col matmul over cache-sized chunks of frames) or 'winograd'
+  # (stride-1 convs as Winograd F(4x4, 3x3) / F(2x2, 3x3) matmuls over chunks of frames).
   config.model.conv_impl = 'auto'
   # How attention is computed (same results): 'auto' (CPU: 'chunked', else 'dot_product_attention'),
   # 'dot_product_attention' (jax.nn.dot_product_attention: cuDNN flash attention on GPU where it applies),
