@@ -47,8 +47,8 @@ def sampled(run):
 
 def test_expert_takes_exactly_the_steps_below_its_level(smoke_data_dir, resumed_workdir):
   """The run at step 4 with step 2 of the same workdir as its expert: switched at +inf the videos
-  are step 2's alone, at -inf step 4's alone, bit for bit; in between they are neither. The level
-  is an input of the compiled call, not a constant of it."""
+  are step 2's alone, at -inf step 4's alone (up to rounding); in between they are neither. The
+  level is an input of the compiled call, not a constant of it."""
   config = smoke_config(smoke_data_dir, 4)
   main_alone = sampled(train.restore_for_inference(config, str(resumed_workdir)))
   expert_alone = sampled(train.restore_for_inference(config, str(resumed_workdir), 2))
@@ -61,10 +61,19 @@ def test_expert_takes_exactly_the_steps_below_its_level(smoke_data_dir, resumed_
     run.expert.logsnr_below = below
     train.use_schedule(run, run.schedule_params)  # A new sampling call, with this level.
     videos[below] = sampled(run)
-  np.testing.assert_array_equal(videos[np.inf], expert_alone)
-  np.testing.assert_array_equal(videos[-np.inf], main_alone)
-  assert not np.array_equal(videos[0.0], main_alone)
-  assert not np.array_equal(videos[0.0], expert_alone)
+  assert same_up_to_rounding(videos[np.inf], expert_alone)
+  assert same_up_to_rounding(videos[-np.inf], main_alone)
+  assert not same_up_to_rounding(videos[0.0], main_alone)
+  assert not same_up_to_rounding(videos[0.0], expert_alone)
+
+
+def same_up_to_rounding(a, b) -> bool:
+  """uint8 videos equal but for a few pixels one level apart. The same network compiled into
+  another program (here: beside the expert, behind its switch) need not round the same way: with
+  the CPU's Winograd convolutions one value of 98,304 came out one level apart. Switching at a
+  level in between changes 82% of them, by up to 13 levels."""
+  diff = np.abs(np.asarray(a, np.int32) - np.asarray(b, np.int32))
+  return bool(diff.max() <= 1 and np.mean(diff > 0) < 0.01)
 
 
 def test_an_expert_that_cannot_share_the_inputs_is_refused(smoke_data_dir, resumed_workdir,
