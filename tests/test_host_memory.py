@@ -14,7 +14,8 @@ def test_compile_then_release_heap_leaves_the_executable_in_jits_cache():
   x = jax.device_put(np.arange(12.).reshape(3, 4))  # device_put: no compile of its own.
   y, other_y = jax.device_put(np.ones((4, 2))), jax.device_put(np.ones((4, 3)))
   compiles = []
-  listener = lambda event, duration, **kw: compiles.append(event) if 'backend_compile' in event else None
+  listener = lambda event, duration, **kw: (compiles.append(event) if 'backend_compile' in event
+                                            else None)
   jax.monitoring.register_event_duration_secs_listener(listener)
   try:
     host_memory.compile_then_release_heap(step, x, y)
