@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 from typing import Any
 
 import jax
@@ -22,3 +23,16 @@ def write_json(path: str, result: dict[str, Any]) -> None:
   with open(path, 'w') as f:
     json.dump(result, f, indent=2)
   print(f'wrote {path}')
+
+
+def time_steps(step_fn, state: Any, batch: Any, steps: int, warmup: int = 2):
+  """Runs `state, metrics = step_fn(state, batch)` warmup + steps times; returns the last state
+  and metrics and the seconds of each of the `steps` timed calls (metrics awaited in each)."""
+  times = []
+  for i in range(warmup + steps):
+    start = time.perf_counter()
+    state, metrics = step_fn(state, batch)
+    jax.block_until_ready(metrics)
+    if i >= warmup:
+      times.append(time.perf_counter() - start)
+  return state, metrics, times

@@ -144,13 +144,7 @@ def measure_jax(name: str, conv_impl: str | None, *, steps: int, sample_steps: i
   xla_bytes = (memory.argument_size_in_bytes + memory.output_size_in_bytes
                + memory.temp_size_in_bytes - memory.alias_size_in_bytes)
 
-  times = []
-  for i in range(steps + 2):  # Two warm-up steps.
-    start = time.perf_counter()
-    state, metrics = compiled(state, batch)
-    jax.block_until_ready(metrics)
-    if i >= 2:
-      times.append(time.perf_counter() - start)
+  state, metrics, times = common.time_steps(compiled, state, batch, steps)
   step_s = statistics.median(times)
   rss_after_train = peak_rss_gib()
 

@@ -97,8 +97,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # 'im2col_chunks' (every pass an im2col matmul over cache-sized chunks of frames) or 'winograd'
   # (stride-1 convs as Winograd F(4x4, 3x3) / F(2x2, 3x3) matmuls over chunks of frames).
   config.model.conv_impl = 'auto'
-  # How attention is computed (same results): 'auto' (CPU: 'chunked', else 'dot_product_attention'),
-  # 'dot_product_attention' (jax.nn.dot_product_attention: cuDNN flash attention on GPU where it applies),
+  # How attention is computed (same results): 'auto' (CPU: 'chunked'; GPU: 'cudnn' where it applies,
+  # else 'dot_product_attention'), 'cudnn' (cuDNN's flash attention: GPUs, model.dtype bfloat16),
+  # 'dot_product_attention' (jax.nn.dot_product_attention, XLA's implementation),
   # 'chunked' (the same a cache-sized chunk of rows at a time, recomputed in the backward pass) or
   # 'einsum' (the maths written out, for checking).
   config.model.attention_impl = 'auto'

@@ -116,6 +116,8 @@ REFUSED = {
                                             '--config.model.layout_embedding_gate_sharpness=0.0'],
                                            'config.model.layout_embedding_gate_sharpness=0.0 must be > 0'),
     'unknown eval task': (['--config.eval.task=extend'], "config.eval.task='extend' is not allowed"),
+    'cudnn attention in float32': (['--config.model.attention_impl=cudnn'],
+                                   "config.model.attention_impl='cudnn' needs 16-bit inputs"),
     'negative CPU device count': (['--config.mesh.cpu_devices=-1'],
                                   'config.mesh.cpu_devices=-1 must be an integer >= 0'),
     'step in train mode': (['--step=2'], '--step=2 picks the checkpoint of --mode sample or eval, '

@@ -29,6 +29,7 @@ TINY = dict(channels=16, channel_mult=(1, 2), num_res_blocks=1, attention_resolu
 MINI = dict(channels=8, channel_mult=(1,), num_res_blocks=0, attention_resolutions=(), head_dim=8,
             text_width=8, text_layers=0, text_heads=1, max_text_length=4, dropout=0.1)
 # Test-only compile options: a third of the compile time on this CPU, the same numbers.
+CPU_ATTENTION_IMPLS = tuple(i for i in attention.ATTENTION_IMPLS if i != 'cudnn')  # cudnn: GPUs.
 FAST_COMPILE = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
 
 
@@ -602,12 +603,72 @@ def test_attention_impls_agree_with_bias_and_masks():
   module = lambda impl: attention.Attention(2, 8, zero_init_output=False, attention_impl=impl)
   params = host_params(module('einsum'), x, context, bias=bias, mask=mask)
   out = {impl: np.asarray(module(impl).apply(params, x, context, bias=bias, mask=mask))
-         for impl in attention.ATTENTION_IMPLS}
+         for impl in CPU_ATTENTION_IMPLS}
   assert max_diff(out['einsum'], 0.) > 1e-2
   for impl in ('auto', 'dot_product_attention', 'chunked'):
     np.testing.assert_allclose(out[impl], out['einsum'], atol=1e-5, rtol=1e-5)
-  with pytest.raises(ValueError, match="'dot_product_attention', 'chunked', 'einsum'"):
+  with pytest.raises(ValueError, match="'cudnn', 'dot_product_attention', 'chunked', 'einsum'"):
     module('flash').apply(params, x, context)
+  with pytest.raises(ValueError, match="'cudnn': cuDNN attention needs a GPU .this backend: cpu."):
+    module('cudnn').apply(params, x, context)
+
+
+def fake_cudnn(calls):
+  """A stand-in for jax.nn.dot_product_attention on a CPU: records each call's implementation,
+  bias and mask shapes, and checks what cuDNN requires of them (16-bit inputs; a bias spanning
+  all [N, M] positions) before computing XLA's result."""
+  real = jax.nn.dot_product_attention
+
+  def dot_product_attention(q, k, v, *, bias=None, mask=None, implementation=None):
+    calls.append(dict(implementation=implementation, q=q.shape, k=k.shape,
+                      bias=None if bias is None else bias.shape,
+                      mask=None if mask is None else mask.shape))
+    if implementation == 'cudnn':
+      assert q.dtype in (jnp.bfloat16, jnp.float16), q.dtype
+      for a in (bias, mask):
+        assert a is None or a.shape[-2:] == (q.shape[1], k.shape[1]), (a.shape, q.shape, k.shape)
+    return real(q, k, v, bias=bias, mask=mask, implementation='xla')
+
+  return dot_product_attention
+
+
+def test_auto_attention_on_gpus_takes_cudnn_where_it_applies(monkeypatch):
+  """'auto' on a GPU (the backend mocked): cuDNN's kernel for 16-bit inputs with a head
+  dimension that is a multiple of 8 (<= 128) and, with a bias or mask, even lengths; XLA's
+  otherwise. The cuDNN call gets a key-padding mask broadcast over the queries (cuDNN adds a
+  mask as a bias spanning [N, M]), and returns what the written-out einsum does, including a
+  query whose keys are all masked."""
+  calls = []
+  monkeypatch.setattr(jax.nn, 'dot_product_attention', fake_cudnn(calls))
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  rng = np.random.default_rng(4)
+
+  def run(dtype, head_dim, N, M, masked):
+    x = jnp.asarray(rng.standard_normal((2, N, 16)), dtype)
+    context = jnp.asarray(rng.standard_normal((2, M, 12)), dtype)
+    mask = None
+    if masked:  # Key padding [B, 1, 1, M]; the second row's keys are all masked.
+      mask = jnp.asarray(rng.random((2, 1, 1, M)) < 0.6).at[1].set(False)
+    module = lambda impl: attention.Attention(2, head_dim, zero_init_output=False,
+                                              attention_impl=impl, dtype=dtype)
+    params = host_params(module('einsum'), x, context, mask=mask)
+    calls.clear()
+    out = module('auto').apply(params, x, context, mask=mask)
+    assert len(calls) == 1, calls
+    expected = module('einsum').apply(params, x, context, mask=mask)
+    tol = 1e-5 if dtype == jnp.float32 else 2e-2
+    np.testing.assert_allclose(np.asarray(out, np.float32), np.asarray(expected, np.float32),
+                               atol=tol, rtol=tol)
+    return calls[0]
+
+  call = run(jnp.bfloat16, 8, 6, 4, masked=True)
+  assert call['implementation'] == 'cudnn' and call['mask'] == (2, 1, 6, 4), call
+  assert run(jnp.bfloat16, 16, 5, 3, masked=False)['implementation'] == 'cudnn'
+  assert run(jnp.float32, 8, 6, 4, masked=False)['implementation'] == 'xla'  # Not 16-bit.
+  assert run(jnp.bfloat16, 12, 6, 4, masked=False)['implementation'] == 'xla'  # 12 % 8 != 0.
+  assert run(jnp.bfloat16, 8, 5, 4, masked=True)['implementation'] == 'xla'  # Odd, with a mask.
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'tpu')
+  assert run(jnp.bfloat16, 8, 6, 4, masked=False)['implementation'] == 'xla'
 
 
 @pytest.mark.parametrize('per_row', [False, True])
@@ -644,7 +705,7 @@ def test_space_time_attention_impls_agree_on_a_clip_longer_than_max_distance():
       head_dim=8, rel_pos_buckets=8, rel_pos_max_distance=4, attention_impl=impl)
   params = host_params(module('einsum'), x, text=text, text_mask=text_mask)
   both = lambda p: {impl: module(impl).apply(p, x, text=text, text_mask=text_mask)
-                    for impl in attention.ATTENTION_IMPLS}
+                    for impl in CPU_ATTENTION_IMPLS}
   out = jax.tree.map(np.asarray, jax.jit(both).lower(params).compile(FAST_COMPILE)(params))
   assert np.all(np.isfinite(out['einsum'])) and max_diff(out['einsum'], x) > 1e-2
   for impl in ('auto', 'dot_product_attention', 'chunked'):

@@ -104,6 +104,10 @@ def validate(config: ml_collections.ConfigDict, *, num_devices: int | None = Non
     _require(ok, f'config.{field}={value!r} is not a tuple of {kinds}: set it as '
                  f'--config.{field}="{example}".')
 
+  _require(config.model.attention_impl != 'cudnn' or config.model.dtype == 'bfloat16',
+           f"config.model.attention_impl='cudnn' needs 16-bit inputs, not "
+           f"config.model.dtype={config.model.dtype!r}: set --config.model.dtype=bfloat16, or "
+           "--config.model.attention_impl=auto (cuDNN where it applies, XLA elsewhere).")
   _require(isinstance(config.data.name, str) and config.data.name.strip(),
            'config.data.name is empty: name a built-in or TFDS dataset.')
   from vdm_jax.data import registry  # pylint: disable=g-import-not-at-top

@@ -60,17 +60,16 @@ def _cost(compiled) -> dict[str, float]:
   return cost[0] if isinstance(cost, (list, tuple)) else cost  # A list in older JAX versions.
 
 
-def compile_network_gradient(config: ml_collections.ConfigDict, *, batch_size: int = 1,
-                             model: unet.VideoUNet | None = None,
-                             compiler_options: dict[str, Any] | None = None):
+def lower_network_gradient(config: ml_collections.ConfigDict, *, batch_size: int = 1,
+                           model: unet.VideoUNet | None = None,
+                           lowering_platforms: tuple[str, ...] | None = None):
   """The gradient of a denoising loss through the config's network, lowered on abstract inputs
-  and compiled (never run): the forward and backward passes of a training step, which are all
-  but a negligible part of its FLOPs and activation memory (the optimizer and EMA updates are
-  elementwise over the parameters). Compiling the train step itself (train.make_train_step)
-  measured 20.34 TFLOP per example for experiments/ucf101.py against 20.32 here (2026-11, 16
-  frames, lax.conv), and took five times longer to compile on the 2-core CPU.
+  (never run): the forward and backward passes of a training step, which are all but a
+  negligible part of its FLOPs and activation memory (the optimizer and EMA updates are
+  elementwise over the parameters). `lowering_platforms` (e.g. ('cuda',)) lowers for another
+  platform than this machine's, which shows the GPU program (its cuDNN calls) on a CPU host.
 
-  Returns (compiled, abstract params). `model` overrides the config's (benchmarks compare
+  Returns (lowered, abstract params). `model` overrides the config's (benchmarks compare
   variants of one config).
   """
   frames, *frame_shape = config_validation.video_shape(config)
@@ -88,7 +87,23 @@ def compile_network_gradient(config: ml_collections.ConfigDict, *, batch_size: i
                       rngs={'dropout': jax.random.PRNGKey(0)})
     return jnp.mean(jnp.square(out - target))  # float32, as diffusion.py's losses.
 
-  lowered = jax.jit(jax.value_and_grad(loss)).lower(params, z, z, inputs)
+  traced = jax.jit(jax.value_and_grad(loss)).trace(params, z, z, inputs)
+  lowered = (traced.lower() if lowering_platforms is None
+             else traced.lower(lowering_platforms=lowering_platforms))
+  return lowered, params
+
+
+def compile_network_gradient(config: ml_collections.ConfigDict, *, batch_size: int = 1,
+                             model: unet.VideoUNet | None = None,
+                             compiler_options: dict[str, Any] | None = None):
+  """`lower_network_gradient`, compiled for this machine (never run). Compiling the train step
+  itself (train.make_train_step) measured 20.34 TFLOP per example for experiments/ucf101.py
+  against 20.32 here (2026-11, 16 frames, lax.conv), and took five times longer to compile on
+  the 2-core CPU.
+
+  Returns (compiled, abstract params).
+  """
+  lowered, params = lower_network_gradient(config, batch_size=batch_size, model=model)
   compiled = lowered.compile(
       ANALYSIS_COMPILER_OPTIONS if compiler_options is None else compiler_options)
   return compiled, params

@@ -56,7 +56,7 @@ def video_to_seq(x: jax.Array) -> jax.Array:
 # ------------------------------------------------------------------------------ attention
 
 
-ATTENTION_IMPLS = ('auto', 'dot_product_attention', 'chunked', 'einsum')
+ATTENTION_IMPLS = ('auto', 'cudnn', 'dot_product_attention', 'chunked', 'einsum')
 
 # 'chunked' attends for this many bytes of float32 logits [rows, heads, queries, keys] at a time.
 # Forward + backward of attention on the 2-core EPYC of 2026-12-05 (ms, whole batch at once ->
@@ -68,12 +68,45 @@ ATTENTION_CHUNK_BYTES = 4 * 2 ** 20
 
 def check_attention_impl(attention_impl: str) -> str:
   """The one place that validates `attention_impl`; returns it with 'auto' resolved for this
-  backend: 'chunked' on CPU, 'dot_product_attention' elsewhere (cuDNN flash attention on GPUs)."""
+  backend: 'chunked' on CPU, 'cudnn' on GPUs (each call falls back to 'dot_product_attention'
+  where cuDNN's kernel does not apply: `cudnn_unsupported`), 'dot_product_attention' elsewhere."""
   if attention_impl not in ATTENTION_IMPLS:
     raise ValueError(f'attention_impl={attention_impl!r}; allowed values: {ATTENTION_IMPLS}.')
   if attention_impl == 'auto':
-    return 'chunked' if jax.default_backend() == 'cpu' else 'dot_product_attention'
+    return {'cpu': 'chunked', 'gpu': 'cudnn'}.get(jax.default_backend(), 'dot_product_attention')
   return attention_impl
+
+
+def cudnn_unsupported(q: jax.Array, k: jax.Array, *, has_bias_or_mask: bool) -> str | None:
+  """Why cuDNN's flash attention cannot run this call (None: it can), by the conditions that
+  jax.nn.dot_product_attention(implementation='cudnn') checks (JAX 0.10): a GPU, 16-bit
+  inputs, a head dimension that is a multiple of 8 and at most 128 (256 on Hopper; 128 keeps
+  one rule for every GPU), and even sequence lengths where a bias is trained through.
+  q: [B, N, heads, d]; k: [B, M, heads, d]."""
+  if jax.default_backend() != 'gpu':
+    return f'cuDNN attention needs a GPU (this backend: {jax.default_backend()})'
+  if q.dtype not in (jnp.bfloat16, jnp.float16):
+    return f'cuDNN attention needs bfloat16 or float16 inputs, not {q.dtype} (model.dtype)'
+  d = q.shape[-1]
+  if d % 8 or d > 128:
+    return f'cuDNN attention needs a head dimension that is a multiple of 8 and <= 128, not {d}'
+  N, M = q.shape[1], k.shape[1]
+  if has_bias_or_mask and (N % 2 or M % 2):
+    return f'cuDNN attention with a bias or mask needs even sequence lengths, not {N} and {M}'
+  return None
+
+
+def cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, bias: jax.Array | None = None,
+                    mask: jax.Array | None = None) -> jax.Array:
+  """jax.nn.dot_product_attention with cuDNN's flash attention kernel (Dao et al. 2022), which
+  never writes the [B, heads, N, M] logits to memory. cuDNN takes a mask as an additive bias
+  and needs every bias to span all [N, M] positions, so a key-padding mask [B, 1, 1, M] is
+  broadcast over the queries first (a bool per position, small beside the logits).
+  Same arguments and result as `einsum_attention`."""
+  N, M = q.shape[1], k.shape[1]
+  full = lambda a: None if a is None else jnp.broadcast_to(a, (*a.shape[:-2], N, M))
+  return jax.nn.dot_product_attention(q, k, v, bias=full(bias), mask=full(mask),
+                                      implementation='cudnn')
 
 
 def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, bias: jax.Array | None = None,
@@ -125,12 +158,14 @@ def einsum_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, bias: jax.Arra
 class Attention(nn.Module):
   """Multi-head dot-product attention with zero-initialised output projection.
 
-  `attention_impl`: 'dot_product_attention' calls jax.nn.dot_product_attention with
-  implementation=None, so XLA picks the kernel: cuDNN flash attention on GPUs where it applies
-  (bfloat16/float16), the XLA path elsewhere; 'chunked' calls it on cache-sized chunks of the
-  batch and recomputes them in the backward pass (`chunked_attention`: ~2x faster on CPU);
-  'einsum' is the same maths written out (`einsum_attention`), kept to check the others
-  against; 'auto' is 'chunked' on CPU, 'dot_product_attention' elsewhere. All take the same
+  `attention_impl`: 'cudnn' runs cuDNN's flash attention kernel (`cudnn_attention`: GPUs,
+  16-bit inputs; an error where it does not apply); 'dot_product_attention' calls
+  jax.nn.dot_product_attention with XLA's implementation (written-out logits; JAX's own default,
+  implementation=None, also picks XLA's and never cuDNN's); 'chunked' calls that on cache-sized
+  chunks of the batch and recomputes them in the backward pass (`chunked_attention`: ~2x faster
+  on CPU); 'einsum' is the same maths written out (`einsum_attention`), kept to check the others
+  against; 'auto' is 'chunked' on CPU, on GPUs 'cudnn' where it applies and
+  'dot_product_attention' where not, 'dot_product_attention' elsewhere. All take the same
   parameters; logits accumulate and the softmax runs in float32 in all.
   """
   num_heads: int
@@ -158,12 +193,20 @@ class Attention(nn.Module):
     if bias is not None:
       bias = bias.astype(q.dtype)  # cuDNN wants the bias in the inputs' dtype.
     attention_impl = check_attention_impl(self.attention_impl)
+    if attention_impl == 'cudnn':
+      reason = cudnn_unsupported(q, k, has_bias_or_mask=bias is not None or mask is not None)
+      if reason and self.attention_impl == 'cudnn':
+        raise ValueError(f"model.attention_impl='cudnn': {reason}. Use 'auto' (cuDNN where it "
+                         "applies, XLA elsewhere) or 'dot_product_attention'.")
+      attention_impl = 'dot_product_attention' if reason else 'cudnn'
     if attention_impl == 'einsum':
       out = einsum_attention(q, k, v, bias=bias, mask=mask)
     elif attention_impl == 'chunked':
       out = chunked_attention(q, k, v, bias=bias, mask=mask)
+    elif attention_impl == 'cudnn':
+      out = cudnn_attention(q, k, v, bias=bias, mask=mask)
     else:
-      out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, implementation=None)
+      out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, implementation='xla')
     init = nn.initializers.zeros if self.zero_init_output else nn.initializers.lecun_normal()
     return nn.DenseGeneral(C, axis=(-2, -1), kernel_init=init, name='out', **kw)(out)
 
