@@ -1,6 +1,6 @@
 """Loops over cache-sized chunks of a batch axis that keep a batch-sharded array on its devices.
 
-The CPU paths of the 3x3 convolution (layers.py, 'im2col_chunks') and of attention
+The CPU paths of the 3x3 convolution (layers.py, 'im2col_chunks'; winograd.py) and of attention
 (attention.py, 'chunked') run a large batched op a chunk of frames at a time, so that its
 intermediates (im2col columns, attention logits) stay in cache. Such a loop must not run over
 chunks of the whole batch axis: that axis is sharded over the devices, and XLA would gather it
@@ -59,3 +59,19 @@ def map_in_chunks(fn, xs: tuple[jax.Array, ...], chunk: int) -> jax.Array:
     return y.reshape(*chunk_xs[0].shape[:2], *y.shape[1:])
 
   return from_chunks(jax.lax.map(chunk_fn, tuple(in_chunks(x, chunk) for x in xs)), n)
+
+
+def sum_in_chunks(fn, xs: tuple[jax.Array, ...], chunk: int) -> jax.Array:
+  """fn(*xs) for an fn that sums over the rows of xs (arrays [N, ...] with the same N), e.g. a
+  kernel gradient summed over frames, computed a chunk of rows at a time (lax.scan): each device
+  group sums its own rows' chunks, and the groups' totals are added once, after the loop (adding
+  them in every iteration would be a cross-device reduction per chunk). fn maps arrays
+  [rows, ...] to their total (any shape) and must map zero rows to zero, as a sum of products
+  does: in_chunks pads each group with zero rows."""
+  if chunk >= rows_per_device(xs[0].shape[0]):
+    return fn(*xs)
+  group_totals = jax.vmap(fn)  # [groups, chunk, ...] -> [groups, ...]
+  chunked = tuple(in_chunks(x, chunk) for x in xs)  # Each [num_chunks, groups, chunk, ...].
+  total = jax.eval_shape(group_totals, *(c[0] for c in chunked))
+  add_chunk = lambda total, chunk_xs: (total + group_totals(*chunk_xs), None)
+  return jax.lax.scan(add_chunk, jnp.zeros(total.shape, total.dtype), chunked)[0].sum(0)

@@ -136,21 +136,12 @@ def _im2col_kernel_grad(x: jax.Array, dy: jax.Array, *, stride: int,
   """
   chunk = _frames_per_chunk(x, dy.shape[1], dy.shape[2], max_chunk_bytes)
   accumulate = jnp.promote_types(x.dtype, jnp.float32)  # bfloat16 inputs sum in float32.
-  if chunk >= chunks.rows_per_device(x.shape[0]):
-    return jnp.einsum('nhwc,nhwk->ck', dy, _im2col(x, stride=stride),
-                      preferred_element_type=accumulate).T
 
-  def add_chunk(total, chunk_inputs):
-    x, dy = chunk_inputs  # [groups, chunk, ...]
-    cols = _im2col(x.reshape(-1, *x.shape[2:]), stride=stride)
-    cols = cols.reshape(*x.shape[:2], -1, total.shape[2])
-    return total + jnp.einsum('gnpc,gnpk->gck', dy.reshape(*dy.shape[:2], -1, dy.shape[-1]), cols,
-                              preferred_element_type=accumulate), None
+  def grad_transposed(x, dy):  # [Cout, 9 Cin], summed over these frames.
+    return jnp.einsum('nhwk,nhwc->kc', dy, _im2col(x, stride=stride),
+                      preferred_element_type=accumulate)
 
-  groups = chunks.device_groups(x.shape[0])
-  total = jnp.zeros((groups, dy.shape[3], 9 * x.shape[3]), accumulate)
-  x_chunks, dy_chunks = chunks.in_chunks(x, chunk), chunks.in_chunks(dy, chunk)
-  return jax.lax.scan(add_chunk, total, (x_chunks, dy_chunks))[0].sum(0).T
+  return chunks.sum_in_chunks(grad_transposed, (x, dy), chunk).T
 
 
 def _chunked_im2col_conv(x: jax.Array, kernel: jax.Array, *, stride: int) -> jax.Array:

@@ -155,16 +155,7 @@ def _kernel_grad(x: jax.Array, dy: jax.Array, m: int) -> jax.Array:
     return jnp.einsum('tpo,tpc->toc', _transpose_inverse_transform(dy, m), transform_input(x, m),
                       preferred_element_type=accumulate)
 
-  if chunk >= chunks.rows_per_device(x.shape[0]):
-    dUt = grad_U_transposed(x, dy)
-  else:
-    def add_chunk(total, chunk_inputs):  # Each [groups, chunk, ...].
-      return total + jax.vmap(grad_U_transposed)(*chunk_inputs), None
-
-    groups = chunks.device_groups(x.shape[0])
-    total = jnp.zeros((groups, (m + 2) ** 2, dy.shape[3], x.shape[3]), accumulate)
-    chunk_inputs = (chunks.in_chunks(x, chunk), chunks.in_chunks(dy, chunk))
-    dUt = jax.lax.scan(add_chunk, total, chunk_inputs)[0].sum(0)
+  dUt = chunks.sum_in_chunks(grad_U_transposed, (x, dy), chunk)
   return _kernel_from_transformed_grad(dUt.transpose(0, 2, 1), m)
 
 
