@@ -8,10 +8,13 @@
 #    8 images) in bfloat16 with 'auto' attention (cuDNN) at the batches that fit one GPU, then
 #    with XLA's attention at the smallest of them, for the ratio (benchmarks/mfu.py).
 # The model's FLOPs per example (29.20 TFLOP) were counted on the CPU machine (--mode inspect).
+# tests/conftest.py sets XLA:CPU test flags, so the GPU tests run without it (--noconftest).
 set -u -o pipefail
 OUT=${OUT:-/tmp/gpu_check}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.95
+# USE_DEVICE_FLAX=1: keep the image's flax, optax and orbax (matched to its JAX) instead of ours.
+[ -n "${USE_DEVICE_FLAX:-}" ] && rm -f .whl/flax-*.whl .whl/optax-*.whl .whl/orbax_checkpoint-*.whl
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD
@@ -19,7 +22,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 python3 -c "import jax, flax, optax, orbax.checkpoint, grain, tensorflow_datasets;
 print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())" 2>&1 | tee -a "$OUT/gpu.txt" || exit 1
 
-timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_gpu_attention.py \
+timeout 150 python3 -m pytest -q -p no:cacheprovider --noconftest tests/test_gpu_attention.py \
   tests/test_gpu_lowering.py 2>&1 | tee "$OUT/tests.log"
 
 FLOPS=${FLOPS_PER_EXAMPLE:-29.199e12}
