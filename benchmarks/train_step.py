@@ -23,6 +23,7 @@ config, so their ratio is measured side by side.
   python benchmarks/train_step.py --configs S --cpu_ynn_reductions on off        # memory vs YNNPACK reductions
   python benchmarks/train_step.py --configs S --remats none block                # memory vs rematerialisation
   python benchmarks/train_step.py --configs S --cpu_devices 1 0                   # one CPU device vs one per core
+  python benchmarks/train_step.py --configs S --rounds 3      # JAX and diffusers alternating, median ratio
 
 Prints a table and writes JSON (--json).
 """
@@ -190,6 +191,55 @@ def run_worker(name: str, conv_impl: str | None, remat: str | None, grad_accum_s
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def measure_config(name: str, args, show) -> list[dict]:
+  """One config's JAX rows (every combination of the compared settings), then diffusers' at the
+  same parameter count and input, each JAX row's speedup over it recorded."""
+  jax_rows = []
+  for conv_impl, remat, grad_accum_steps, ynn, devices in itertools.product(
+      args.conv_impls, args.remats, args.grad_accums, args.cpu_ynn_reductions, args.cpu_devices):
+    row = run_worker(name, conv_impl, remat, grad_accum_steps,
+                     None if ynn is None else ynn == 'on', devices, args)
+    show(row)
+    jax_rows.append(row)
+  if args.no_reference or name == 'default':
+    return jax_rows
+  from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
+  config = make_config(name, None)
+  frames, size = jax_rows[0]['video_shape'][:2]
+  ref = torch_reference.run_reference(
+      venv_dir=args.reference_venv, config_name=name, batch=config.batch_size, frames=frames,
+      size=size, target_params=jax_rows[0]['params'], text_length=config.data.max_text_length,
+      text_dim=config.model.text_width, steps=args.steps, threads=os.cpu_count(),
+      timeout_s=args.timeout_s)
+  ref.setdefault('config', name)
+  ref['framework'] = 'diffusers'
+  if ref.get('flops_per_step'):
+    ref['gflops_per_s'] = ref['flops_per_step'] / ref['step_s'] / 1e9
+  show(ref)
+  for row in jax_rows:
+    row['speedup_vs_diffusers'] = row['videos_per_s'] / ref['videos_per_s']
+    print(f'        {name} {row_key(row)}: {row["speedup_vs_diffusers"]:.2f}x diffusers\' '
+          'training videos/s')
+  return jax_rows + [ref]
+
+
+def row_key(row: dict) -> str:
+  """The settings that tell a config's JAX rows apart."""
+  return (f'{row["conv_impl"]} remat {row["remat"]} accum {row["grad_accum_steps"]} ynn reductions '
+          f'{row["cpu_ynn_reductions"]} devices {row["devices"]}')
+
+
+def speedup_summary(rows: list[dict]) -> dict[str, dict]:
+  """Per config and JAX settings, the median, least and greatest speedup over diffusers across
+  rounds (each round's ratio measured side by side)."""
+  ratios = {}
+  for row in rows:
+    if 'speedup_vs_diffusers' in row:
+      ratios.setdefault(f'{row["config"]} {row_key(row)}', []).append(row['speedup_vs_diffusers'])
+  return {key: dict(median=statistics.median(r), min=min(r), max=max(r), rounds=len(r))
+          for key, r in ratios.items()}
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--configs', nargs='+', default=['S', 'M'], choices=CONFIG_NAMES)
@@ -210,6 +260,9 @@ def main():
                       help="config.mesh.cpu_devices values to compare (default: the config's, 0 = "
                            'one CPU device per core, the batch split over them); 1 = one device')
   parser.add_argument('--no_reference', action='store_true', help='skip diffusers')
+  parser.add_argument('--rounds', type=int, default=1,
+                      help='measure everything this many times, JAX rows and diffusers alternating, '
+                           'and report the median speedup (the machine is shared and noisy)')
   parser.add_argument('--reference_venv', default=os.path.join(REPO, '.venv_torch_bench'))
   parser.add_argument('--timeout_s', type=float, default=1800)
   parser.add_argument('--json', default='benchmarks/results/train_step.json')
@@ -250,42 +303,24 @@ def main():
           f'{gflops or 0:7.0f} {100 * (gflops or 0) / ceiling_before:5.0f} '
           f'{row["sample_s_per_nfe"]:6.3f} {row["peak_rss_gib"]:8.2f}', flush=True)
 
-  for name in args.configs:
-    jax_rows = []
-    for conv_impl, remat, grad_accum_steps, ynn, devices in itertools.product(
-        args.conv_impls, args.remats, args.grad_accums, args.cpu_ynn_reductions, args.cpu_devices):
-      row = run_worker(name, conv_impl, remat, grad_accum_steps,
-                       None if ynn is None else ynn == 'on', devices, args)
-      show(row)
-      jax_rows.append(row)
-    rows += jax_rows
-    if args.no_reference or name == 'default':
-      continue
-    from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
-    config = make_config(name, None)
-    frames, size = jax_rows[0]['video_shape'][:2]
-    ref = torch_reference.run_reference(
-        venv_dir=args.reference_venv, config_name=name, batch=config.batch_size, frames=frames,
-        size=size, target_params=jax_rows[0]['params'], text_length=config.data.max_text_length,
-        text_dim=config.model.text_width, steps=args.steps, threads=os.cpu_count(),
-        timeout_s=args.timeout_s)
-    ref.setdefault('config', name)
-    ref['framework'] = 'diffusers'
-    if ref.get('flops_per_step'):
-      ref['gflops_per_s'] = ref['flops_per_step'] / ref['step_s'] / 1e9
-    show(ref)
-    rows.append(ref)
-    for row in jax_rows:
-      print(f'        {name} {row["conv_impl"]} remat {row["remat"]} accum {row["grad_accum_steps"]} ynn reductions '
-            f'{row["cpu_ynn_reductions"]} devices {row["devices"]}: {row["videos_per_s"] / ref["videos_per_s"]:.2f}x '
-            f'diffusers\' training videos/s')
-      row['speedup_vs_diffusers'] = row['videos_per_s'] / ref['videos_per_s']
+  for round_index in range(args.rounds):  # Rounds alternate JAX and diffusers: noise shows.
+    if args.rounds > 1:
+      print(f'round {round_index + 1} of {args.rounds}', flush=True)
+    for name in args.configs:
+      for row in measure_config(name, args, show):
+        row['round'] = round_index
+        rows.append(row)
+  summary = speedup_summary(rows)
+  for key, ratios in summary.items():
+    print(f'        {key}: {ratios["median"]:.2f}x diffusers (median of {ratios["rounds"]} rounds; '
+          f'{ratios["min"]:.2f}-{ratios["max"]:.2f})')
 
   ceiling_after = matmul_gflops()
   print(f'float32 matmul ceiling after: {ceiling_after:.0f} GFLOP/s')
   result = dict(matmul_gflops_before=ceiling_before, matmul_gflops_after=ceiling_after,
                 machine=platform.machine(), cpus=os.cpu_count(), steps=args.steps,
-                sample_steps=args.sample_steps, rows=rows)
+                sample_steps=args.sample_steps, rounds=args.rounds, speedup_summary=summary,
+                rows=rows)
   common.write_json(args.json, result)
 
 
