@@ -32,7 +32,6 @@ import resource
 import statistics
 import sys
 import time
-from typing import Any
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # Run from anywhere.
@@ -112,33 +111,6 @@ def attention_kernels(hlo_text: str) -> dict[str, int]:
   return {'cudnn_fmha': sum(1 for t in targets if 'Backward' not in t)}
 
 
-def synthetic_batch(config, model, batch_size: int, video_shape, seed: int = 0) -> dict[str, Any]:
-  """A training batch of the config's shapes: videos in [-1, 1] with the appended images
-  ([batch, frames + images, height, width, channels]) and every conditioning input the model
-  reads, under the batch keys of the data pipeline (conditioning.BATCH_KEYS)."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from vdm_jax import conditioning  # pylint: disable=g-import-not-at-top
-  rng = np.random.default_rng(seed)
-  frames = video_shape[0] + config.data.num_images_per_video
-  full_shape = (frames, *video_shape[1:])
-  batch = {'video': rng.uniform(-1, 1, (batch_size, *full_shape)).astype(np.float32)}
-  abstract = conditioning.abstract_inputs(config, model, batch_size=batch_size,
-                                          video_shape=full_shape)
-  for name, a in abstract.items():
-    if name not in conditioning.BATCH_KEYS:
-      continue  # Frame conditioning is made inside the step from the video.
-    if name == 'text_tokens':
-      value = rng.integers(1, min(model.text_vocab_size, 128), a.shape)  # 0 pads.
-    elif a.dtype == np.bool_:
-      value = np.ones(a.shape, bool)
-    elif np.issubdtype(a.dtype, np.integer):
-      value = np.zeros(a.shape)  # Class labels.
-    else:
-      value = rng.standard_normal(a.shape)
-    batch[conditioning.BATCH_KEYS[name]] = value.astype(a.dtype)
-  return batch
-
-
 def peak_memory_gib() -> float:
   """Peak memory so far: the devices' allocator peak (GPU/TPU), else this process's max RSS."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -168,7 +140,8 @@ def measure(config, batch_size: int, steps: int, flops_per_example: float | None
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   train_step = train.make_train_step(run.model, logsnr_fn=run.logsnr_fn, tx=tx, config=config,
                                      mesh=run.mesh)
-  batch = mesh_lib.global_batch(synthetic_batch(config, run.model, batch_size, run.video_shape),
+  batch = mesh_lib.global_batch(common.synthetic_batch(config, run.model, batch_size,
+                                                       run.video_shape),
                                 run.mesh)
   start = time.perf_counter()
   compiled = train_step.lower(state, batch).compile()

@@ -104,7 +104,6 @@ def measure_jax(name: str, conv_impl: str | None, *, steps: int, sample_steps: i
                 ynn_reductions: bool | None = None, cpu_devices: int | None = None) -> dict:
   """One config's row, measured in this process (run by the parent in a fresh one)."""
   import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from vdm_jax import cpu_devices as cpu_devices_lib  # pylint: disable=g-import-not-at-top
   from vdm_jax import host_memory  # pylint: disable=g-import-not-at-top
   from vdm_jax import inspect_model  # pylint: disable=g-import-not-at-top
@@ -124,10 +123,7 @@ def measure_jax(name: str, conv_impl: str | None, *, steps: int, sample_steps: i
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   train_step = train.make_train_step(run.model, logsnr_fn=run.logsnr_fn, tx=tx, config=config,
                                      mesh=run.mesh)
-  data_rng = np.random.default_rng(0)
-  batch = {'video': data_rng.uniform(-1, 1, (config.batch_size, *run.video_shape)).astype(np.float32),
-           'tokens': data_rng.integers(32, 127, (config.batch_size, config.data.max_text_length),
-                                       dtype=np.int32)}
+  batch = common.synthetic_batch(config, run.model, config.batch_size, run.video_shape)
   batch = mesh_lib.global_batch(batch, run.mesh)
 
   start = time.perf_counter()

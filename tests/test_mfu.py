@@ -1,10 +1,11 @@
-"""benchmarks/mfu.py's helpers: the data-sheet peak picked for a device kind, the cuDNN attention
-calls counted in a compiled program, and a synthetic batch that the train step can read for every
-kind of conditioning."""
+"""benchmarks/mfu.py's helpers (the data-sheet peak picked for a device kind, the cuDNN attention
+calls counted in a compiled program) and benchmarks/common.py's synthetic batch, which the train
+step can read for every kind of conditioning."""
 
 import numpy as np
 import pytest
 
+from benchmarks import common
 from benchmarks import mfu
 from experiments import moving_shapes
 from vdm_jax import conditioning
@@ -42,7 +43,7 @@ def test_synthetic_batch_holds_what_the_step_reads(fields):
   for name, value in fields.items():
     config.model[name] = value
   model = train.create_model(config)
-  batch = mfu.synthetic_batch(config, model, 3, (4, 8, 8, 3))
+  batch = common.synthetic_batch(config, model, 3, (4, 8, 8, 3))
   assert batch['video'].shape == (3, 6, 8, 8, 3)  # 4 frames + 2 appended images.
   assert -1 <= batch['video'].min() < -0.5 and 0.5 < batch['video'].max() <= 1
   inputs = conditioning.batch_inputs(model, batch)  # KeyError if a read input is missing.
